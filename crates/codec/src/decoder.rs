@@ -1,0 +1,289 @@
+use std::fmt;
+
+use crate::inflate::{ZlibPayload, ZlibStream, ZstdStream};
+use crate::{CodecError, Payload};
+
+/// The transport compression of one gateway connection, as named in the
+/// connection URL's `compress` parameter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Compression {
+    /// No transport compression. Text messages are JSON; binary messages are
+    /// whole zlib streams (payload compression, Identify `compress: true`).
+    None,
+    /// `compress=zlib-stream`: one deflate stream for the whole connection.
+    #[default]
+    ZlibStream,
+    /// `compress=zstd-stream`: one zstd frame for the whole connection.
+    ZstdStream,
+}
+
+impl Compression {
+    /// The value of the gateway URL's `compress` query parameter, if any.
+    #[must_use]
+    pub fn query_value(self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::ZlibStream => Some("zlib-stream"),
+            Self::ZstdStream => Some("zstd-stream"),
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.query_value().unwrap_or("uncompressed"))
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "none" => Ok(Self::None),
+            "zlib-stream" => Ok(Self::ZlibStream),
+            "zstd-stream" => Ok(Self::ZstdStream),
+            other => Err(format!(
+                "unknown compression `{other}`: expected zlib-stream, zstd-stream or none"
+            )),
+        }
+    }
+}
+
+/// Whether a WebSocket message arrived in a text or a binary frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageKind {
+    /// A text message: JSON.
+    Text,
+    /// A binary message: compressed bytes.
+    Binary,
+}
+
+/// The default limit on one payload's decompressed size: 64 MiB.
+///
+/// A GUILD_CREATE of a 25,000-member guild is about 10 MiB of JSON; the
+/// default leaves room for much larger guilds while still stopping a
+/// decompression bomb long before it hurts.
+pub const DEFAULT_PAYLOAD_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Output capacity kept between payloads. A buffer that grew past this for a
+/// large payload is shrunk back when the next payload starts, so an idle
+/// connection does not keep the memory of its largest message.
+const RETAINED_CAPACITY: usize = 256 * 1024;
+
+enum Transport {
+    /// No transport compression; the payload inflater is made on the first
+    /// binary message, so connections without payload compression never
+    /// pay for its memory.
+    None(Option<Box<ZlibPayload>>),
+    Zlib(Box<ZlibStream>),
+    Zstd(ZstdStream),
+}
+
+/// Turns the messages of one gateway connection into payloads.
+///
+/// Create one per connection with the connection's [`Compression`], feed it
+/// every WebSocket message in order with [`Decoder::push`], and
+/// [`reset`](Decoder::reset) it before the next connection. A push returns
+/// `Ok(None)` while a zlib-stream payload is still incomplete.
+///
+/// The decompressed payload lives in a buffer that the decoder reuses for the
+/// next message; the [`Payload`] borrows it.
+///
+/// ```
+/// use shardwire_codec::{Compression, Decoder, MessageKind};
+///
+/// let mut decoder = Decoder::new(Compression::None);
+/// let payload = decoder
+///     .push(br#"{"op":10,"d":{"heartbeat_interval":41250},"s":null,"t":null}"#, MessageKind::Text)?
+///     .unwrap();
+/// assert_eq!(payload.op(), 10);
+/// assert_eq!(payload.data(), r#"{"heartbeat_interval":41250}"#);
+/// # Ok::<(), shardwire_codec::CodecError>(())
+/// ```
+pub struct Decoder {
+    compression: Compression,
+    transport: Transport,
+    out: Vec<u8>,
+    limit: usize,
+    /// The previous push completed a payload, so `out` holds a finished one.
+    finished: bool,
+    /// An earlier error left the compression context unusable.
+    poisoned: bool,
+}
+
+impl fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decoder")
+            .field("compression", &self.compression)
+            .field("limit", &self.limit)
+            .field("buffered", &self.out.len())
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Decoder {
+    /// A decoder for a new connection, with [`DEFAULT_PAYLOAD_LIMIT`].
+    #[must_use]
+    pub fn new(compression: Compression) -> Self {
+        Self::with_limit(compression, DEFAULT_PAYLOAD_LIMIT)
+    }
+
+    /// A decoder whose payloads may not decompress to more than `limit` bytes.
+    #[must_use]
+    pub fn with_limit(compression: Compression, limit: usize) -> Self {
+        let mut decoder = Self {
+            compression,
+            transport: Transport::None(None),
+            out: Vec::new(),
+            limit,
+            finished: false,
+            poisoned: false,
+        };
+        decoder.reset();
+        decoder
+    }
+
+    /// The compression this decoder expects.
+    #[must_use]
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// The limit on one payload's decompressed size.
+    #[must_use]
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The bytes of memory the decoder's output buffer holds right now. It
+    /// never exceeds the payload limit plus one byte, and drops back to a few
+    /// hundred KiB at the next payload after a large one.
+    #[must_use]
+    pub fn buffer_capacity(&self) -> usize {
+        self.out.capacity()
+    }
+
+    /// Forgets the connection: a fresh compression context and an empty
+    /// buffer, ready for the next connection.
+    pub fn reset(&mut self) {
+        self.poisoned = false;
+        self.finished = false;
+        self.out.clear();
+        self.shrink();
+        self.transport = match (&mut self.transport, self.compression) {
+            (Transport::Zlib(stream), Compression::ZlibStream) => {
+                stream.reset();
+                return;
+            }
+            (Transport::Zstd(stream), Compression::ZstdStream) => {
+                if stream.reset().is_ok() {
+                    return;
+                }
+                Self::zstd_or_poisoned(&mut self.poisoned)
+            }
+            (_, Compression::ZlibStream) => Transport::Zlib(Box::new(ZlibStream::new())),
+            (_, Compression::ZstdStream) => Self::zstd_or_poisoned(&mut self.poisoned),
+            (_, Compression::None) => Transport::None(None),
+        };
+    }
+
+    fn zstd_or_poisoned(poisoned: &mut bool) -> Transport {
+        // Creating a zstd context only fails when memory allocation fails;
+        // the decoder then reports every push as corrupt instead of panicking.
+        match ZstdStream::new() {
+            Ok(stream) => Transport::Zstd(stream),
+            Err(_) => {
+                *poisoned = true;
+                Transport::None(None)
+            }
+        }
+    }
+
+    fn shrink(&mut self) {
+        if self.out.capacity() > RETAINED_CAPACITY {
+            self.out.shrink_to(RETAINED_CAPACITY);
+        }
+    }
+
+    /// Decompresses one WebSocket message and returns the decompressed JSON
+    /// of a completed payload, without parsing it.
+    ///
+    /// Returns `Ok(None)` while a zlib-stream payload is incomplete.
+    ///
+    /// # Errors
+    ///
+    /// [`CodecError::CorruptStream`] and [`CodecError::PayloadTooLarge`]; see
+    /// [`CodecError::requires_reset`].
+    pub fn push_raw<'a>(
+        &'a mut self,
+        message: &'a [u8],
+        kind: MessageKind,
+    ) -> Result<Option<&'a [u8]>, CodecError> {
+        if self.poisoned {
+            return Err(CodecError::CorruptStream {
+                compression: self.compression,
+                detail: "an earlier error lost the compression context; reset the decoder".into(),
+            });
+        }
+        if self.finished {
+            self.finished = false;
+            self.out.clear();
+            self.shrink();
+        }
+        let limit = self.limit;
+        let result = match &mut self.transport {
+            Transport::Zlib(stream) => stream.push(message, &mut self.out, limit),
+            Transport::Zstd(stream) => stream.push(message, &mut self.out, limit).map(|()| true),
+            Transport::None(payload) => match kind {
+                // Uncompressed text is the payload itself: no copy.
+                MessageKind::Text if message.len() > limit => Err(CodecError::PayloadTooLarge {
+                    limit,
+                    reset_required: false,
+                }),
+                MessageKind::Text => return Ok(Some(message)),
+                MessageKind::Binary => payload
+                    .get_or_insert_with(|| Box::new(ZlibPayload::new()))
+                    .push(message, &mut self.out, limit)
+                    .map(|()| true),
+            },
+        };
+        match result {
+            Ok(true) => {
+                self.finished = true;
+                Ok(Some(&self.out))
+            }
+            Ok(false) => Ok(None),
+            Err(error) => {
+                self.out.clear();
+                self.shrink();
+                if error.requires_reset() {
+                    self.poisoned = true;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Decompresses one WebSocket message and scans a completed payload.
+    ///
+    /// Returns `Ok(None)` while a zlib-stream payload is incomplete.
+    ///
+    /// # Errors
+    ///
+    /// Any [`CodecError`] of decompression or of the scan; see
+    /// [`CodecError::requires_reset`].
+    pub fn push<'a>(
+        &'a mut self,
+        message: &'a [u8],
+        kind: MessageKind,
+    ) -> Result<Option<Payload<'a>>, CodecError> {
+        match self.push_raw(message, kind)? {
+            Some(json) => Payload::scan(json).map(Some),
+            None => Ok(None),
+        }
+    }
+}

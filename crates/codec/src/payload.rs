@@ -1,0 +1,361 @@
+use crate::CodecError;
+
+/// One gateway payload, scanned but not parsed into a tree.
+///
+/// [`Payload::scan`] reads `op`, `s` and `t` and finds the raw JSON of `d`
+/// without building any value; everything borrows the decompressed buffer.
+/// Decode `d` into a typed event only when it is wanted, with
+/// [`Payload::decode`](crate::Payload::decode).
+///
+/// # How lazy the scan is
+///
+/// The whole payload is checked to be UTF-8, and the envelope (the outer
+/// object, `op`, `s`, `t`) is parsed strictly. Discord sends `d` last, after
+/// `t`, `s` and `op`; when a payload has that shape, `d` is taken as the rest
+/// of the object after checking only that it starts and ends like one JSON
+/// value. Its inside is validated when it is decoded (a typed decode that
+/// finds more fields after `d` scans the payload again strictly, so nothing is
+/// lost), or on demand with [`Payload::scan_strict`]. Any other field order
+/// is scanned strictly from the start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Payload<'a> {
+    op: u8,
+    seq: Option<u64>,
+    event_type: Option<&'a str>,
+    data: &'a str,
+    json: &'a str,
+    /// Whether `data` was validated as exactly one JSON value.
+    strict: bool,
+}
+
+impl<'a> Payload<'a> {
+    /// Scans one complete payload lazily (see the type's documentation).
+    ///
+    /// # Errors
+    ///
+    /// [`CodecError::InvalidUtf8`], [`CodecError::InvalidJson`] (also for a
+    /// value of the wrong type in `op`, `s` or `t`) and
+    /// [`CodecError::MissingOp`]. None of them requires a decoder reset.
+    pub fn scan(json: &'a [u8]) -> Result<Self, CodecError> {
+        Self::scan_with(json, false)
+    }
+
+    /// Scans one complete payload and validates all of it, `d` included, as
+    /// JSON: for callers that forward `d` raw and must not pass on anything
+    /// malformed.
+    ///
+    /// # Errors
+    ///
+    /// As [`Payload::scan`].
+    pub fn scan_strict(json: &'a [u8]) -> Result<Self, CodecError> {
+        Self::scan_with(json, true)
+    }
+
+    /// Whether `d` has been validated as exactly one JSON value.
+    #[must_use]
+    pub fn is_strict(&self) -> bool {
+        self.strict
+    }
+
+    fn scan_with(json: &'a [u8], strict: bool) -> Result<Self, CodecError> {
+        let mut cursor = Cursor { json, pos: 0 };
+        let mut op = None;
+        let mut seq = None;
+        let mut event_type = None;
+        let mut data: Option<(usize, usize)> = None;
+        let (mut seen_s, mut seen_t, mut lazy) = (false, false, false);
+
+        cursor.skip_ws();
+        cursor.expect(b'{')?;
+        cursor.skip_ws();
+        if cursor.peek() == Some(b'}') {
+            cursor.pos += 1;
+        } else {
+            loop {
+                cursor.skip_ws();
+                let key = cursor.key()?;
+                cursor.skip_ws();
+                cursor.expect(b':')?;
+                cursor.skip_ws();
+                match key {
+                    b"op" => op = Some(cursor.integer("op")?),
+                    b"s" => {
+                        seq = cursor.nullable_integer("s")?;
+                        seen_s = true;
+                    }
+                    b"t" => {
+                        event_type = cursor.nullable_name()?;
+                        seen_t = true;
+                    }
+                    b"d" if !strict && op.is_some() && seen_s && seen_t => {
+                        if let Some(span) = cursor.rest_as_last_value() {
+                            data = Some(span);
+                            lazy = true;
+                            break;
+                        }
+                        data = Some(cursor.skip_value()?);
+                    }
+                    b"d" => data = Some(cursor.skip_value()?),
+                    _ => {
+                        cursor.skip_value()?;
+                    }
+                }
+                cursor.skip_ws();
+                match cursor.next() {
+                    Some(b',') => {}
+                    Some(b'}') => break,
+                    _ => return Err(cursor.invalid("expected `,` or `}` after a field")),
+                }
+            }
+        }
+        cursor.skip_ws();
+        if cursor.pos != json.len() {
+            return Err(cursor.invalid("trailing characters after the payload"));
+        }
+
+        let op = op.ok_or(CodecError::MissingOp)?;
+        let op = u8::try_from(op).map_err(|_| CodecError::InvalidJson {
+            detail: format!("`op` {op} is out of range"),
+        })?;
+        // Every byte outside `d` and the field names checked above is ASCII
+        // punctuation, digits or names; `d` was validated by sonic-rs. A
+        // final check of the whole buffer covers unknown fields and names
+        // cheaply and keeps the borrowing below free of unsafe code.
+        let text = simdutf8::basic::from_utf8(json).map_err(|_| CodecError::InvalidUtf8 {
+            valid_up_to: simdutf8::compat::from_utf8(json)
+                .err()
+                .map_or(0, |error| error.valid_up_to()),
+        })?;
+        let data = data.map_or("null", |(start, end)| &text[start..end]);
+        let event_type = event_type.map(|(start, end)| &text[start..end]);
+        Ok(Self {
+            op,
+            seq,
+            event_type,
+            data,
+            json: text,
+            strict: !lazy,
+        })
+    }
+
+    /// The opcode (`op`).
+    #[must_use]
+    pub fn op(&self) -> u8 {
+        self.op
+    }
+
+    /// The sequence number (`s`), present on dispatches.
+    #[must_use]
+    pub fn seq(&self) -> Option<u64> {
+        self.seq
+    }
+
+    /// The event name (`t`), present on dispatches, such as `MESSAGE_CREATE`.
+    #[must_use]
+    pub fn event_type(&self) -> Option<&'a str> {
+        self.event_type
+    }
+
+    /// The raw JSON of `d`, exactly as received (`null` when absent).
+    #[must_use]
+    pub fn data(&self) -> &'a str {
+        self.data
+    }
+
+    /// The whole payload's JSON, exactly as received.
+    #[must_use]
+    pub fn json(&self) -> &'a str {
+        self.json
+    }
+
+    /// Whether this is a dispatch (op 0).
+    #[must_use]
+    pub fn is_dispatch(&self) -> bool {
+        self.op == 0
+    }
+}
+
+struct Cursor<'a> {
+    json: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.json.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.pos += 1;
+        Some(byte)
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn invalid(&self, what: &str) -> CodecError {
+        CodecError::InvalidJson {
+            detail: format!("{what} at byte {}", self.pos),
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), CodecError> {
+        if self.next() == Some(byte) {
+            Ok(())
+        } else {
+            Err(self.invalid(&format!("expected `{}`", byte as char)))
+        }
+    }
+
+    /// A field name. Names with escapes are skipped correctly and returned
+    /// raw, so they never match `op`, `s`, `t` or `d`.
+    fn key(&mut self) -> Result<&'a [u8], CodecError> {
+        if self.peek() != Some(b'"') {
+            return Err(self.invalid("expected a field name"));
+        }
+        let start = self.pos + 1;
+        let rest = &self.json[start..];
+        match memchr2(b'"', b'\\', rest) {
+            Some(offset) if rest[offset] == b'"' => {
+                self.pos = start + offset + 1;
+                Ok(&self.json[start..start + offset])
+            }
+            _ => {
+                let (start, end) = self.skip_value()?;
+                Ok(&self.json[start..end])
+            }
+        }
+    }
+
+    /// The fast path for a `d` that ends the payload: takes everything up to
+    /// the final `}` as the value, if it starts and ends like one JSON value.
+    /// Moves the cursor past that `}`. Returns `None` (cursor unmoved) when the
+    /// rest does not look like a single value.
+    fn rest_as_last_value(&mut self) -> Option<(usize, usize)> {
+        let bytes = self.json;
+        let mut end = bytes.len();
+        while end > self.pos && matches!(bytes[end - 1], b' ' | b'\n' | b'\r' | b'\t') {
+            end -= 1;
+        }
+        if end <= self.pos || bytes[end - 1] != b'}' {
+            return None;
+        }
+        let close = end - 1;
+        let mut value_end = close;
+        while value_end > self.pos && matches!(bytes[value_end - 1], b' ' | b'\n' | b'\r' | b'\t') {
+            value_end -= 1;
+        }
+        let value = &bytes[self.pos..value_end];
+        let (&first, &last) = (value.first()?, value.last()?);
+        let plausible = match first {
+            b'{' => last == b'}',
+            b'[' => last == b']',
+            b'"' => value.len() >= 2 && last == b'"',
+            b'n' => value == b"null",
+            b't' => value == b"true",
+            b'f' => value == b"false",
+            b'-' | b'0'..=b'9' => value
+                .iter()
+                .all(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')),
+            _ => false,
+        };
+        if !plausible {
+            return None;
+        }
+        let span = (self.pos, value_end);
+        self.pos = end;
+        Some(span)
+    }
+
+    fn literal_null(&mut self) -> bool {
+        if self.json[self.pos..].starts_with(b"null") {
+            self.pos += 4;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn integer(&mut self, field: &str) -> Result<u64, CodecError> {
+        let start = self.pos;
+        let mut value: u64 = 0;
+        while let Some(digit @ b'0'..=b'9') = self.peek() {
+            value = value
+                .checked_mul(10)
+                .and_then(|value| value.checked_add(u64::from(digit - b'0')))
+                .ok_or_else(|| self.invalid(&format!("`{field}` overflows")))?;
+            self.pos += 1;
+        }
+        let digits = self.pos - start;
+        let leading_zero = digits > 1 && self.json[start] == b'0';
+        if digits == 0 || leading_zero || matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+            return Err(self.invalid(&format!("`{field}` is not a non-negative integer")));
+        }
+        Ok(value)
+    }
+
+    fn nullable_integer(&mut self, field: &str) -> Result<Option<u64>, CodecError> {
+        if self.literal_null() {
+            Ok(None)
+        } else {
+            self.integer(field).map(Some)
+        }
+    }
+
+    /// `t`: null or a string; returns the span between the quotes.
+    fn nullable_name(&mut self) -> Result<Option<(usize, usize)>, CodecError> {
+        if self.literal_null() {
+            return Ok(None);
+        }
+        if self.peek() != Some(b'"') {
+            return Err(self.invalid("`t` is not a string"));
+        }
+        // Event names are short and never escaped: find the closing quote
+        // directly. Anything unusual goes through the validating skip.
+        let start = self.pos + 1;
+        let rest = &self.json[start..];
+        if let Some(offset) = rest
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            && rest[offset] == b'"'
+        {
+            self.pos = start + offset + 1;
+            return Ok(Some((start, start + offset)));
+        }
+        let (start, end) = self.skip_value()?;
+        Ok(Some((start + 1, end - 1)))
+    }
+
+    /// Skips one JSON value, validating it, and returns its span.
+    fn skip_value(&mut self) -> Result<(usize, usize), CodecError> {
+        let rest = &self.json[self.pos..];
+        let value = sonic_rs::get_from_slice(rest, sonic_rs::pointer![]).map_err(|error| {
+            // sonic-rs reports bad UTF-8 as a syntax error; tell them apart
+            // here, on the error path only.
+            match simdutf8::compat::from_utf8(self.json) {
+                Err(bad) => CodecError::InvalidUtf8 {
+                    valid_up_to: bad.valid_up_to(),
+                },
+                Ok(_) => CodecError::InvalidJson {
+                    detail: format!("{error} (in the value at byte {})", self.pos),
+                },
+            }
+        })?;
+        let raw = value.as_raw_str().as_bytes();
+        // `raw` is a sub-slice of `rest`: find where it starts (after any
+        // white space sonic-rs skipped) without unsafe pointer arithmetic.
+        let offset = raw.as_ptr() as usize - rest.as_ptr() as usize;
+        let start = self.pos + offset;
+        let end = start + raw.len();
+        self.pos = end;
+        Ok((start, end))
+    }
+}
+
+fn memchr2(a: u8, b: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&byte| byte == a || byte == b)
+}

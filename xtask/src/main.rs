@@ -1,0 +1,169 @@
+//! Repository chores for shardwire, run as `cargo xtask <command>`.
+//!
+//! - `cargo xtask bench [--quick]`: the codec benchmarks, each beside its
+//!   baseline (divan prints fastest, slowest, median and mean of every row).
+//! - `cargo xtask fuzz <target> --seconds N`: one cargo-fuzz target for N
+//!   seconds (installs cargo-fuzz if missing; runs on stable through
+//!   `RUSTC_BOOTSTRAP=1`).
+//! - `cargo xtask fuzz-list`: the fuzz targets.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line tool reports on stdout and stderr"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const FUZZ_TARGETS: &[&str] = &["zlib_stream", "zstd_stream", "scan_decode"];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
+        Some("fuzz-list") => {
+            for target in FUZZ_TARGETS {
+                println!("{target}");
+            }
+            Ok(())
+        }
+        _ => {
+            eprintln!(
+                "usage:\n  cargo xtask bench [--quick]\n  cargo xtask fuzz <{}> [--seconds N] [--rss-mb M]\n  cargo xtask fuzz-list",
+                FUZZ_TARGETS.join("|")
+            );
+            bail!("unknown or missing command")
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("could not start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn flag_value<T: std::str::FromStr>(args: &[String], flag: &str) -> Result<Option<T>> {
+    match args.iter().position(|arg| arg == flag) {
+        None => Ok(None),
+        Some(index) => {
+            let value = args
+                .get(index + 1)
+                .with_context(|| format!("{flag} needs a value"))?;
+            value
+                .parse()
+                .map(Some)
+                .map_err(|_| anyhow::anyhow!("{flag}: `{value}` is not a valid value"))
+        }
+    }
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let mut command = Command::new(env!("CARGO"));
+    command
+        .current_dir(root())
+        .args(["bench", "-p", "shardwire-codec", "--bench", "codec", "--"]);
+    if args.iter().any(|arg| arg == "--quick") {
+        command.args(["--sample-count", "20", "--min-time", "0.5"]);
+    } else {
+        command.args(["--sample-count", "100", "--min-time", "2"]);
+    }
+    run(&mut command)
+}
+
+/// Seeds a fuzz corpus from the generated gateway traffic, so the fuzzer
+/// starts from real payloads and real compressed streams.
+fn write_seeds(target: &str, dir: &Path) -> Result<()> {
+    use shardwire_codec::corpus::{Corpus, ZlibStreamEncoder, ZstdStreamEncoder};
+    let corpus = Corpus::small_events(64, 5);
+    let payloads = corpus.payloads();
+    let mut seeds: Vec<Vec<u8>> = Vec::new();
+    if target == "scan_decode" {
+        seeds.extend(payloads.iter().cloned());
+        for control in [
+            &br#"{"t":null,"s":null,"op":10,"d":{"heartbeat_interval":41250}}"#[..],
+            br#"{"op":11,"d":null}"#,
+            br#"{"op":9,"d":false}"#,
+            br#"{"op":7,"d":null}"#,
+        ] {
+            seeds.push(control.to_vec());
+        }
+    } else {
+        // See fuzz/fuzz_targets/common.rs for the layout.
+        for (index, group) in payloads.chunks(8).enumerate() {
+            let mut round_trip = vec![1u8];
+            round_trip.extend_from_slice(&(index as u64).to_le_bytes());
+            round_trip.extend_from_slice(&group.join(&b'\n'));
+            seeds.push(round_trip);
+            let mut raw = vec![0u8];
+            raw.extend_from_slice(&(index as u64).to_le_bytes());
+            if target == "zlib_stream" {
+                let mut encoder = ZlibStreamEncoder::new();
+                group
+                    .iter()
+                    .for_each(|p| raw.extend_from_slice(&encoder.encode(p)));
+            } else {
+                let mut encoder = ZstdStreamEncoder::new()?;
+                for payload in group {
+                    raw.extend_from_slice(&encoder.encode(payload)?);
+                }
+            }
+            seeds.push(raw);
+        }
+    }
+    for (index, seed) in seeds.iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{index:03}")), seed)?;
+    }
+    eprintln!("wrote {} seeds to {}", seeds.len(), dir.display());
+    Ok(())
+}
+
+fn fuzz(args: &[String]) -> Result<()> {
+    let Some(target) = args.first() else {
+        bail!("which target? one of: {}", FUZZ_TARGETS.join(", "));
+    };
+    if !FUZZ_TARGETS.contains(&target.as_str()) {
+        bail!(
+            "unknown fuzz target `{target}`; one of: {}",
+            FUZZ_TARGETS.join(", ")
+        );
+    }
+    let seconds: u64 = flag_value(args, "--seconds")?.unwrap_or(60);
+    let rss_mb: u64 = flag_value(args, "--rss-mb")?.unwrap_or(1024);
+    let has_cargo_fuzz = Command::new(env!("CARGO"))
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !has_cargo_fuzz {
+        eprintln!("installing cargo-fuzz");
+        run(Command::new(env!("CARGO")).args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let corpus = root().join("fuzz/corpus").join(target);
+    std::fs::create_dir_all(&corpus)?;
+    if std::fs::read_dir(&corpus)?.next().is_none() {
+        write_seeds(target, &corpus)?;
+    }
+    run(Command::new(env!("CARGO"))
+        .current_dir(root().join("fuzz"))
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args(["fuzz", "run", target, "--release", "--"])
+        .arg(format!("-max_total_time={seconds}"))
+        .arg(format!("-rss_limit_mb={rss_mb}"))
+        .arg("-print_final_stats=1")
+        .arg(&corpus))
+}
