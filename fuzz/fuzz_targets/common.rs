@@ -33,6 +33,10 @@ pub fn pieces<'a>(rng: &mut Rng, bytes: &'a [u8]) -> Vec<&'a [u8]> {
         return vec![bytes];
     }
     let mut cuts: Vec<usize> = (0..rng.below(5)).map(|_| 1 + rng.below(bytes.len() as u64 - 1) as usize).collect();
+    // A cut right after bytes `00 00 ff ff` inside a payload makes the
+    // pieces so far look like a whole payload: the protocol itself cannot
+    // tell them apart, so a conforming sender never cuts there.
+    cuts.retain(|&cut| !bytes[..cut].ends_with(&[0, 0, 0xff, 0xff]));
     cuts.sort_unstable();
     cuts.dedup();
     let mut out = Vec::new();

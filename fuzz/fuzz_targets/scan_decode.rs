@@ -10,9 +10,13 @@ fuzz_target!(|data: &[u8]| {
     let scanned = Payload::scan(data);
     if let Ok(payload) = &scanned {
         assert_eq!(payload.json().as_bytes(), data);
+        // `d` is a slice of the payload, or the literal `null` when absent.
         let json = payload.json();
-        let data_range = payload.data().as_ptr() as usize - json.as_ptr() as usize;
-        assert!(data_range + payload.data().len() <= json.len() || payload.data() == "null");
+        let (data, base) = (payload.data().as_ptr() as usize, json.as_ptr() as usize);
+        let inside = data
+            .checked_sub(base)
+            .is_some_and(|offset| offset + payload.data().len() <= json.len());
+        assert!(inside || payload.data() == "null", "d is neither in the payload nor null");
         for parser in [TypedParser::SerdeJson, TypedParser::SonicRs] {
             let _ = payload.decode_with(&EventFilter::all(), parser);
         }

@@ -92,6 +92,12 @@ enum Transport {
 /// The decompressed payload lives in a buffer that the decoder reuses for the
 /// next message; the [`Payload`] borrows it.
 ///
+/// On zlib-stream, a payload is complete when the bytes received since the
+/// previous one end with `00 00 ff ff`, as the protocol defines. Compressed
+/// data can contain those bytes mid-payload, so a sender that splits a
+/// payload over several messages must not cut right after them: no receiver
+/// could tell that cut from the end of a payload. Discord does not.
+///
 /// ```
 /// use shardwire_codec::{Compression, Decoder, MessageKind};
 ///
