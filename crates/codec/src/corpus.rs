@@ -179,6 +179,16 @@ impl EventGenerator {
         }
     }
 
+    /// A generator whose events happen in the given guilds (at least one).
+    #[must_use]
+    pub fn with_guild_ids(seed: u64, guild_ids: Vec<String>) -> Self {
+        let mut generator = Self::new(seed, 1);
+        if !guild_ids.is_empty() {
+            generator.guild_ids = guild_ids;
+        }
+        generator
+    }
+
     /// The guild ids events are generated for.
     #[must_use]
     pub fn guild_ids(&self) -> &[String] {
@@ -490,6 +500,7 @@ impl ZlibStreamEncoder {
     }
 
     /// The compressed bytes of one payload; they end with `00 00 ff ff`.
+    /// An empty payload right after another one compresses to no bytes.
     pub fn encode(&mut self, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(payload.len() / 2 + 64);
         let mut input = payload;

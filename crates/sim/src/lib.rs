@@ -1,6 +1,143 @@
-//! A local Discord Gateway for tests, benchmarks and the demo: **not built yet**.
+//! A real local Discord Gateway for tests, benchmarks and the demo.
 //!
-//! This crate will run a real WebSocket and REST server on loopback that speaks
-//! the gateway protocol, enforces its limits and injects scripted faults. It is
-//! specified in the project's issue "shardwire-sim"; until that lands, this
-//! crate exports nothing.
+//! [`Sim`] serves, on loopback, what Discord serves: REST
+//! `GET /api/v10/gateway/bot` and the gateway WebSocket (`/?v=10&encoding=json
+//! &compress=…`), plus a second listener that READY hands out as
+//! `resume_gateway_url`. It validates Identify and Resume, sends READY and
+//! GUILD_CREATEs, replays on resume, answers commands, enforces the gateway's
+//! limits (recording every broken rule as a [`Violation`]) and injects
+//! [`Fault`]s on demand.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), shardwire_sim::SimError> {
+//! use shardwire_sim::{Fault, Sim};
+//!
+//! let sim = Sim::builder().shards(2).max_concurrency(1).start().await?;
+//! println!("REST at {}, gateway at {}", sim.api_url(), sim.gateway_url());
+//! // … connect a client, then:
+//! sim.inject(Some(0), Fault::Reconnect);
+//! assert!(sim.observations().violations.is_empty());
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod observe;
+mod server;
+mod session;
+mod state;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use crate::config::{KNOWN_INTENTS, PRIVILEGED_INTENTS, SimBuilder, SimConfig};
+pub use crate::observe::{
+    CloseSeen, ClosedBy, ConnectionSeen, Fault, HeartbeatSeen, IdentifySeen, Listener,
+    Observations, ResumeOutcome, ResumeSeen, Violation, ViolationKind,
+};
+
+/// Why the simulator could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// A listener could not be bound.
+    #[error("could not bind a listener: {0}")]
+    Bind(#[source] std::io::Error),
+}
+
+/// A running simulator. Dropping it stops its listeners; live connections
+/// end when their clients go.
+pub struct Sim {
+    shared: Arc<state::Shared>,
+    api_url: String,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("api_url", &self.api_url)
+            .field("gateway_url", &self.shared.gateway_url)
+            .field("resume_gateway_url", &self.shared.resume_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sim {
+    /// A builder with Discord's defaults and one shard.
+    pub fn builder() -> SimBuilder {
+        SimBuilder::default()
+    }
+
+    /// The REST base, like `https://discord.com/api/v10`:
+    /// `{api_url}/gateway/bot` answers.
+    #[must_use]
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
+    /// The gateway URL that `/gateway/bot` hands out.
+    #[must_use]
+    pub fn gateway_url(&self) -> &str {
+        &self.shared.gateway_url
+    }
+
+    /// The `resume_gateway_url` that READY hands out.
+    #[must_use]
+    pub fn resume_gateway_url(&self) -> &str {
+        &self.shared.resume_url
+    }
+
+    /// The token the simulator accepts.
+    #[must_use]
+    pub fn token(&self) -> &str {
+        &self.shared.config.token
+    }
+
+    /// The configuration it runs with.
+    #[must_use]
+    pub fn config(&self) -> &SimConfig {
+        &self.shared.config
+    }
+
+    /// Daily session starts left.
+    #[must_use]
+    pub fn remaining(&self) -> u32 {
+        self.shared.remaining()
+    }
+
+    /// Injects a fault into every live connection of `shard` (of every shard
+    /// when `None`). Returns how many connections it reached.
+    pub fn inject(&self, shard: Option<u32>, fault: Fault) -> usize {
+        self.shared.inject(shard, &fault)
+    }
+
+    /// A copy of everything seen so far.
+    #[must_use]
+    pub fn observations(&self) -> Observations {
+        self.shared.snapshot()
+    }
+
+    /// The broken rules seen so far.
+    #[must_use]
+    pub fn violations(&self) -> Vec<Violation> {
+        self.shared.snapshot().violations
+    }
+
+    /// Stops accepting connections and waits for the listeners to end.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}

@@ -1,0 +1,199 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::state::Shared;
+use crate::{Sim, SimError, server};
+
+/// Intents Discord defines (bits 0 to 25 less the unused 17 to 19, 22, 23).
+pub const KNOWN_INTENTS: u64 = (1 << 0)
+    | (1 << 1)
+    | (1 << 2)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 6)
+    | (1 << 7)
+    | (1 << 8)
+    | (1 << 9)
+    | (1 << 10)
+    | (1 << 11)
+    | (1 << 12)
+    | (1 << 13)
+    | (1 << 14)
+    | (1 << 15)
+    | (1 << 16)
+    | (1 << 20)
+    | (1 << 21)
+    | (1 << 24)
+    | (1 << 25);
+
+/// The privileged intents: GUILD_MEMBERS, GUILD_PRESENCES, MESSAGE_CONTENT.
+pub const PRIVILEGED_INTENTS: u64 = (1 << 1) | (1 << 8) | (1 << 15);
+
+/// How the simulator behaves. Built with [`Sim::builder`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SimConfig {
+    /// The bot token it accepts (without `Bot `).
+    pub token: String,
+    /// The recommended shard count `/gateway/bot` answers.
+    pub shards: u32,
+    /// Guilds per shard, each sent as a GUILD_CREATE after READY.
+    pub guilds_per_shard: u32,
+    /// Members per generated guild.
+    pub members_per_guild: usize,
+    /// The `heartbeat_interval` of Hello.
+    pub heartbeat_interval: Duration,
+    /// How long past a heartbeat interval the simulator waits for a
+    /// heartbeat before closing with 4009, as a fraction of the interval.
+    pub heartbeat_grace: f64,
+    /// `session_start_limit.max_concurrency`.
+    pub max_concurrency: u32,
+    /// `session_start_limit.total`.
+    pub total: u32,
+    /// `session_start_limit.remaining` at start; each identify takes one.
+    pub remaining: u32,
+    /// The identify window per bucket (Discord: 5 s).
+    pub identify_window: Duration,
+    /// Privileged intents the application may not use (4014 if asked for).
+    pub disallowed_intents: u64,
+    /// Generated events per second per session after READY (0: none).
+    pub event_rate: f64,
+    /// Split compressed payloads over several WebSocket messages at random
+    /// points, including 1 to 3 byte tails.
+    pub split_payloads: bool,
+    /// Send messages as several WebSocket frames.
+    pub fragment_frames: bool,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Address of the main listener (port 0: any free port).
+    pub bind: SocketAddr,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            token: "sim-token".into(),
+            shards: 1,
+            guilds_per_shard: 2,
+            members_per_guild: 5,
+            heartbeat_interval: Duration::from_millis(41_250),
+            heartbeat_grace: 0.5,
+            max_concurrency: 1,
+            total: 1000,
+            remaining: 1000,
+            identify_window: Duration::from_secs(5),
+            disallowed_intents: 0,
+            event_rate: 0.0,
+            split_payloads: false,
+            fragment_frames: false,
+            seed: 1,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+/// Configures and starts a [`Sim`].
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct SimBuilder {
+    config: SimConfig,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.config.$name = value.into();
+                self
+            }
+        )*
+    };
+}
+
+impl SimBuilder {
+    setters! {
+        /// The token to accept.
+        token: &str;
+        /// The recommended shard count.
+        shards: u32;
+        /// Guilds per shard.
+        guilds_per_shard: u32;
+        /// Members per generated guild.
+        members_per_guild: usize;
+        /// Hello's heartbeat interval.
+        heartbeat_interval: Duration;
+        /// `max_concurrency`.
+        max_concurrency: u32;
+        /// Daily session starts left.
+        remaining: u32;
+        /// The identify window per bucket.
+        identify_window: Duration;
+        /// Privileged intents refused with 4014.
+        disallowed_intents: u64;
+        /// Generated events per second per session.
+        event_rate: f64;
+        /// Split compressed payloads over several messages.
+        split_payloads: bool;
+        /// Fragment WebSocket messages into several frames.
+        fragment_frames: bool;
+        /// Seed of random choices.
+        seed: u64;
+        /// Main listener address.
+        bind: SocketAddr;
+    }
+
+    /// The whole configuration at once.
+    pub fn config(mut self, config: SimConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Binds both listeners and starts serving.
+    ///
+    /// # Errors
+    ///
+    /// [`SimError::Bind`] when a listener cannot be bound.
+    pub async fn start(self) -> Result<Sim, SimError> {
+        let config = self.config;
+        let main = TcpListener::bind(config.bind)
+            .await
+            .map_err(SimError::Bind)?;
+        let resume_bind = SocketAddr::new(config.bind.ip(), 0);
+        let resume = TcpListener::bind(resume_bind)
+            .await
+            .map_err(SimError::Bind)?;
+        let main_addr = main.local_addr().map_err(SimError::Bind)?;
+        let resume_addr = resume.local_addr().map_err(SimError::Bind)?;
+        let gateway_url = format!("ws://{main_addr}");
+        let resume_url = format!("ws://{resume_addr}");
+        let api_url = format!("http://{main_addr}/api/v10");
+        let shared = Arc::new(Shared::new(config, gateway_url, resume_url));
+        let (stop, stopped) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(server::serve(
+                main,
+                crate::Listener::Main,
+                shared.clone(),
+                stopped.clone(),
+            )),
+            tokio::spawn(server::serve(
+                resume,
+                crate::Listener::Resume,
+                shared.clone(),
+                stopped,
+            )),
+        ];
+        Ok(Sim {
+            shared,
+            api_url,
+            stop,
+            tasks,
+        })
+    }
+}

@@ -1,0 +1,243 @@
+//! What the simulator saw, and the faults it can be told to inject.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Which listener a connection arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Listener {
+    /// The gateway URL that `/gateway/bot` hands out.
+    Main,
+    /// The `resume_gateway_url` that READY hands out.
+    Resume,
+}
+
+/// A WebSocket connection the simulator accepted.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ConnectionSeen {
+    /// The simulator's number for the connection.
+    pub id: u64,
+    /// Where it connected.
+    pub listener: Listener,
+    /// The `compress` query parameter, if any.
+    pub compress: Option<String>,
+    /// When it connected.
+    pub at: Instant,
+}
+
+/// An Identify the simulator accepted or refused.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct IdentifySeen {
+    /// The connection it came on.
+    pub connection: u64,
+    /// `[shard_id, shard_count]` (`[0, 1]` when absent).
+    pub shard: [u32; 2],
+    /// The intents.
+    pub intents: u64,
+    /// Whether payload compression was asked for.
+    pub compress: bool,
+    /// When it arrived.
+    pub at: Instant,
+    /// Whether it started a session.
+    pub accepted: bool,
+}
+
+/// A Resume the simulator handled.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ResumeSeen {
+    /// The connection it came on.
+    pub connection: u64,
+    /// Where that connection arrived.
+    pub listener: Listener,
+    /// The session it named.
+    pub session_id: String,
+    /// The sequence it named.
+    pub seq: u64,
+    /// What came of it.
+    pub outcome: ResumeOutcome,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+/// What the simulator did with a Resume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResumeOutcome {
+    /// Replayed the missed events and sent RESUMED.
+    Resumed {
+        /// How many events were replayed.
+        replayed: u64,
+    },
+    /// Unknown session (or a wrong token): op 9 `false`.
+    InvalidSession,
+    /// A `seq` ahead of the server's: closed with 4007.
+    InvalidSeq,
+}
+
+/// A heartbeat the simulator received.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HeartbeatSeen {
+    /// The connection it came on.
+    pub connection: u64,
+    /// The shard of that connection, once identified or resumed.
+    pub shard: Option<u32>,
+    /// Its `d`: the client's last sequence number.
+    pub seq: Option<u64>,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+/// Who closed a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClosedBy {
+    /// The client sent a close frame.
+    Client,
+    /// The simulator sent a close frame.
+    Server,
+    /// The TCP connection ended without a close frame (either side).
+    Dropped,
+}
+
+/// A connection's end.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CloseSeen {
+    /// The connection.
+    pub connection: u64,
+    /// Its shard, once identified or resumed.
+    pub shard: Option<u32>,
+    /// Who closed it.
+    pub by: ClosedBy,
+    /// The close code, if a close frame carried one.
+    pub code: Option<u16>,
+    /// When.
+    pub at: Instant,
+}
+
+/// A rule of the gateway a client broke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ViolationKind {
+    /// Identified before its bucket's 5-second window passed (answered with
+    /// op 9). `bucket` is `shard_id % max_concurrency`.
+    IdentifyTooFast {
+        /// The rate-limit bucket.
+        bucket: u32,
+    },
+    /// Identified with no daily session starts left.
+    SessionStartLimit,
+    /// Sent more than 120 payloads in 60 seconds (closed with 4008).
+    RateLimited,
+    /// Sent a payload over 4096 bytes (closed with 4002).
+    PayloadTooLarge {
+        /// Its size.
+        size: usize,
+    },
+    /// Sent something that is not a JSON payload (closed with 4002).
+    DecodeError,
+    /// Sent an unknown opcode (closed with 4001).
+    UnknownOpcode {
+        /// The opcode.
+        op: u64,
+    },
+    /// Sent a command before identifying (closed with 4003).
+    NotAuthenticated,
+    /// Identified twice on one connection (closed with 4005).
+    AlreadyAuthenticated,
+    /// Identified with a wrong token (closed with 4004).
+    AuthenticationFailed,
+    /// Identified with a shard outside its count (closed with 4010).
+    InvalidShard,
+    /// Identified with intents Discord does not define (closed with 4013).
+    InvalidIntents {
+        /// The unknown bits.
+        bits: u64,
+    },
+    /// Identified with privileged intents not enabled (closed with 4014).
+    DisallowedIntents {
+        /// The disallowed bits asked for.
+        bits: u64,
+    },
+    /// Stopped heartbeating (closed with 4009).
+    MissedHeartbeat,
+    /// Closed with 1000 or 1001, which ends the session.
+    SessionEndingClose {
+        /// The code.
+        code: u16,
+    },
+}
+
+/// A broken rule, where and when.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Violation {
+    /// The connection.
+    pub connection: u64,
+    /// Its shard, if known.
+    pub shard: Option<u32>,
+    /// The rule.
+    pub kind: ViolationKind,
+    /// When.
+    pub at: Instant,
+}
+
+/// Everything the simulator saw, in order of arrival.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Observations {
+    /// Accepted WebSocket connections.
+    pub connections: Vec<ConnectionSeen>,
+    /// Identifies, accepted or not.
+    pub identifies: Vec<IdentifySeen>,
+    /// Resumes.
+    pub resumes: Vec<ResumeSeen>,
+    /// Heartbeats.
+    pub heartbeats: Vec<HeartbeatSeen>,
+    /// Ends of connections.
+    pub closes: Vec<CloseSeen>,
+    /// Broken rules.
+    pub violations: Vec<Violation>,
+    /// REST requests to `/gateway/bot` and whether they were authorized.
+    pub gateway_bot_requests: Vec<bool>,
+}
+
+/// A fault to inject into a shard's live connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Send op 7 Reconnect.
+    Reconnect,
+    /// Send op 9 Invalid Session.
+    InvalidSession {
+        /// Its `d`: whether the session may be resumed.
+        resumable: bool,
+    },
+    /// Send a server op 1, asking for a heartbeat now.
+    RequestHeartbeat,
+    /// Close the connection with this code. Codes 4007 and 4009 also end
+    /// the session, as Discord does.
+    Close(u16),
+    /// Stop acknowledging heartbeats (the connection turns zombie).
+    Zombie,
+    /// Send compressed bytes that cannot be decompressed (or, without
+    /// transport compression, a text message that is not JSON).
+    CorruptCompressed,
+    /// Drop the TCP connection without a close frame.
+    DropTcp,
+    /// Send a GUILD_CREATE for a guild with this many members.
+    HugeGuildCreate {
+        /// The member count.
+        members: usize,
+    },
+    /// Read the client's frames slowly: wait this long before each one.
+    ReadSlowly(Duration),
+    /// Send this many generated events now.
+    Burst(u64),
+}

@@ -1,0 +1,884 @@
+//! One gateway connection: the protocol as Discord speaks it.
+//!
+//! A reader task turns the client's frames into [`Inbound`] messages; the
+//! session task owns the write half and waits on the reader, the fault
+//! channel and its timers at once. fastwebsockets' `read_frame` is not
+//! cancel-safe, so it never races in a `select!`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Payload, WebSocket, WebSocketWrite};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use shardwire_codec::Compression;
+use shardwire_codec::corpus::{
+    EventGenerator, Rng, ZlibStreamEncoder, ZstdStreamEncoder, zlib_payload,
+};
+use tokio::io::WriteHalf;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, sleep_until};
+
+use crate::config::{KNOWN_INTENTS, PRIVILEGED_INTENTS};
+use crate::observe::{
+    CloseSeen, ClosedBy, ConnectionSeen, Fault, HeartbeatSeen, IdentifySeen, Listener,
+    ResumeOutcome, ResumeSeen, ViolationKind,
+};
+use crate::state::{REPLAY_LOG, Session, Shared, lock};
+
+type Io = TokioIo<Upgraded>;
+
+/// The largest payload a client may send.
+const MAX_CLIENT_PAYLOAD: usize = 4096;
+/// Client payloads allowed per window.
+const RATE_LIMIT: usize = 120;
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// Messages larger than this are refused before they are buffered (and the
+/// connection dropped); smaller ones are read whole, so the 4096-byte rule
+/// closes them cleanly with 4002.
+const MAX_FRAME: usize = 1024 * 1024;
+/// How long a closing session keeps reading, so the client's unread bytes do
+/// not turn the close into a reset that loses the close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Members per GUILD_MEMBERS_CHUNK.
+const CHUNK_SIZE: usize = 1000;
+
+enum Inbound {
+    Message(Vec<u8>),
+    Close(Option<u16>),
+    /// A control frame fastwebsockets must send back (pong, close echo).
+    Obligated(OpCode, Vec<u8>),
+    TooLarge,
+    Gone,
+}
+
+/// How a session ended, for the close record.
+enum End {
+    /// The client closed (code, if any).
+    Client(Option<u16>),
+    /// The simulator closed with this code.
+    Server(u16),
+    /// The connection dropped.
+    Dropped,
+}
+
+pub(crate) async fn run(
+    socket: WebSocket<Io>,
+    listener: Listener,
+    compression: Compression,
+    shared: Arc<Shared>,
+) {
+    let id = shared.next_connection_id();
+    shared.observe(|o| {
+        o.connections.push(ConnectionSeen {
+            id,
+            listener,
+            compress: compression.query_value().map(str::to_owned),
+            at: Instant::now(),
+        });
+    });
+    let mut socket = socket;
+    socket.set_max_message_size(MAX_FRAME);
+    socket.set_auto_close(true);
+    socket.set_auto_pong(true);
+    let (read, write) = socket.split(tokio::io::split);
+    let (inbound_tx, inbound) = mpsc::channel(64);
+    let read_delay = Arc::new(AtomicU64::new(0));
+    let reader = tokio::spawn(read_loop(
+        FragmentCollectorRead::new(read),
+        inbound_tx,
+        read_delay.clone(),
+    ));
+    let (faults_tx, faults) = mpsc::unbounded_channel();
+    shared.register(id, faults_tx);
+
+    let seed = shared.config.seed ^ id.wrapping_mul(0x9e37_79b9);
+    let mut conn = Conn {
+        id,
+        listener,
+        shared: shared.clone(),
+        writer: write,
+        outbound: Outbound::new(compression),
+        rng: Rng::new(seed),
+        shard: None,
+        session_id: None,
+        identified: false,
+        zombie: false,
+        heartbeat_deadline: Instant::now(),
+        received: VecDeque::new(),
+        generator: None,
+        read_delay,
+    };
+    let mut inbound = inbound;
+    let end = conn.serve(&mut inbound, faults).await;
+    shared.unregister(id);
+    let draining = matches!(end, End::Server(_));
+    let (by, code) = match end {
+        End::Client(code) => (ClosedBy::Client, code),
+        End::Server(code) => (ClosedBy::Server, Some(code)),
+        End::Dropped => (ClosedBy::Dropped, None),
+    };
+    let shard = conn.shard.map(|[id, _]| id);
+    shared.observe(|o| {
+        o.closes.push(CloseSeen {
+            connection: id,
+            shard,
+            by,
+            code,
+            at: Instant::now(),
+        });
+    });
+    if draining {
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(message) = inbound.recv().await {
+                if matches!(
+                    message,
+                    Inbound::Close(_) | Inbound::Gone | Inbound::TooLarge
+                ) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    reader.abort();
+}
+
+async fn read_loop(
+    mut read: FragmentCollectorRead<tokio::io::ReadHalf<Io>>,
+    tx: mpsc::Sender<Inbound>,
+    delay: Arc<AtomicU64>,
+) {
+    loop {
+        let obligated = tx.clone();
+        let mut send = move |frame: Frame<'_>| {
+            let message = Inbound::Obligated(frame.opcode, frame.payload.to_vec());
+            let obligated = obligated.clone();
+            async move {
+                let _ = obligated.send(message).await;
+                Ok::<(), std::io::Error>(())
+            }
+        };
+        let message = match read.read_frame(&mut send).await {
+            Ok(frame) => match frame.opcode {
+                OpCode::Text | OpCode::Binary => Inbound::Message(frame.payload.to_vec()),
+                OpCode::Close => {
+                    let code = (frame.payload.len() >= 2)
+                        .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
+                    let _ = tx.send(Inbound::Close(code)).await;
+                    return;
+                }
+                _ => continue,
+            },
+            Err(fastwebsockets::WebSocketError::FrameTooLarge) => {
+                let _ = tx.send(Inbound::TooLarge).await;
+                return;
+            }
+            Err(_) => {
+                let _ = tx.send(Inbound::Gone).await;
+                return;
+            }
+        };
+        // A slow reader: hold each frame before handing it on.
+        let pause = delay.load(Ordering::Relaxed);
+        if pause > 0 {
+            sleep(Duration::from_millis(pause)).await;
+        }
+        if tx.send(message).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The outbound compression of one connection.
+enum Outbound {
+    None { payload_compression: bool },
+    Zlib(ZlibStreamEncoder),
+    Zstd(Box<ZstdStreamEncoder>),
+}
+
+impl Outbound {
+    fn new(compression: Compression) -> Self {
+        match compression {
+            Compression::ZlibStream => Self::Zlib(ZlibStreamEncoder::new()),
+            Compression::ZstdStream => match ZstdStreamEncoder::new() {
+                Ok(encoder) => Self::Zstd(Box::new(encoder)),
+                // zstd fails only without memory; serve uncompressed rather
+                // than not at all.
+                Err(_) => Self::None {
+                    payload_compression: false,
+                },
+            },
+            _ => Self::None {
+                payload_compression: false,
+            },
+        }
+    }
+}
+
+struct Conn {
+    id: u64,
+    listener: Listener,
+    shared: Arc<Shared>,
+    writer: WebSocketWrite<WriteHalf<Io>>,
+    outbound: Outbound,
+    rng: Rng,
+    shard: Option<[u32; 2]>,
+    session_id: Option<String>,
+    identified: bool,
+    zombie: bool,
+    heartbeat_deadline: Instant,
+    /// Arrival times of the client's payloads in the rate window.
+    received: VecDeque<Instant>,
+    generator: Option<EventGenerator>,
+    read_delay: Arc<AtomicU64>,
+}
+
+/// `Err` ends the session the way it says.
+type Step = Result<(), End>;
+
+impl Conn {
+    fn shard_id(&self) -> Option<u32> {
+        self.shard.map(|[id, _]| id)
+    }
+
+    fn violation(&self, kind: ViolationKind) {
+        self.shared.violation(self.id, self.shard_id(), kind);
+    }
+
+    fn heartbeat_timeout(&self) -> Duration {
+        let config = &self.shared.config;
+        config
+            .heartbeat_interval
+            .mul_f64(1.0 + config.heartbeat_grace.max(0.0))
+    }
+
+    async fn serve(
+        &mut self,
+        inbound: &mut mpsc::Receiver<Inbound>,
+        mut faults: mpsc::UnboundedReceiver<Fault>,
+    ) -> End {
+        let interval = self.shared.config.heartbeat_interval;
+        let hello = json!({"t": null, "s": null, "op": 10, "d": {"heartbeat_interval": interval.as_millis() as u64}});
+        if let Err(end) = self.send_json(&hello).await {
+            return end;
+        }
+        self.heartbeat_deadline = Instant::now() + self.heartbeat_timeout();
+        let rate = self.shared.config.event_rate;
+        let event_every = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
+        let mut next_event = Instant::now();
+        loop {
+            let events_due = event_every.is_some() && self.session_id.is_some();
+            let step = tokio::select! {
+                message = inbound.recv() => match message {
+                    Some(message) => self.on_inbound(message).await,
+                    None => Err(End::Dropped),
+                },
+                Some(fault) = faults.recv() => self.on_fault(fault).await,
+                () = sleep_until(self.heartbeat_deadline) => {
+                    self.violation(ViolationKind::MissedHeartbeat);
+                    self.forget_session();
+                    self.close(4009, "Session timed out").await
+                }
+                () = sleep_until(next_event), if events_due => {
+                    next_event = Instant::now().max(next_event) + event_every.unwrap_or(Duration::MAX);
+                    self.send_generated_event().await
+                }
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    async fn on_inbound(&mut self, message: Inbound) -> Step {
+        match message {
+            Inbound::Message(bytes) => self.on_message(&bytes).await,
+            Inbound::Obligated(opcode, payload) => {
+                let frame = Frame::new(true, opcode, None, Payload::Owned(payload));
+                self.writer
+                    .write_frame(frame)
+                    .await
+                    .map_err(|_| End::Dropped)
+            }
+            Inbound::Close(code) => {
+                if matches!(code, Some(1000 | 1001)) {
+                    // Discord ends the session on these codes.
+                    self.forget_session();
+                }
+                Err(End::Client(code))
+            }
+            Inbound::TooLarge => {
+                self.violation(ViolationKind::PayloadTooLarge { size: MAX_FRAME });
+                self.close(4002, "Payload too large").await
+            }
+            Inbound::Gone => Err(End::Dropped),
+        }
+    }
+
+    async fn on_message(&mut self, bytes: &[u8]) -> Step {
+        let now = Instant::now();
+        while self
+            .received
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= RATE_WINDOW)
+        {
+            self.received.pop_front();
+        }
+        self.received.push_back(now);
+        if self.received.len() > RATE_LIMIT {
+            self.violation(ViolationKind::RateLimited);
+            return self.close(4008, "Rate limited.").await;
+        }
+        if bytes.len() > MAX_CLIENT_PAYLOAD {
+            self.violation(ViolationKind::PayloadTooLarge { size: bytes.len() });
+            return self.close(4002, "Error while decoding payload.").await;
+        }
+        let Ok(payload) = serde_json::from_slice::<Value>(bytes) else {
+            self.violation(ViolationKind::DecodeError);
+            return self.close(4002, "Error while decoding payload.").await;
+        };
+        let Some(op) = payload.get("op").and_then(Value::as_u64) else {
+            self.violation(ViolationKind::DecodeError);
+            return self.close(4002, "Error while decoding payload.").await;
+        };
+        let d = payload.get("d").cloned().unwrap_or(Value::Null);
+        match op {
+            1 => self.on_heartbeat(&d).await,
+            2 => self.on_identify(&d).await,
+            6 => self.on_resume(&d).await,
+            3 | 4 | 8 | 31 | 43 if self.session_id.is_none() => {
+                self.violation(ViolationKind::NotAuthenticated);
+                self.close(4003, "Not authenticated.").await
+            }
+            3 => Ok(()),
+            4 => self.on_voice_state(&d).await,
+            8 => self.on_request_members(&d).await,
+            31 => self.on_soundboard(&d).await,
+            43 => self.on_channel_info(&d).await,
+            other => {
+                self.violation(ViolationKind::UnknownOpcode { op: other });
+                self.close(4001, "Unknown opcode.").await
+            }
+        }
+    }
+
+    async fn on_heartbeat(&mut self, d: &Value) -> Step {
+        let seq = d.as_u64();
+        self.shared.observe(|o| {
+            o.heartbeats.push(HeartbeatSeen {
+                connection: self.id,
+                shard: self.shard.map(|[id, _]| id),
+                seq,
+                at: Instant::now(),
+            });
+        });
+        self.heartbeat_deadline = Instant::now() + self.heartbeat_timeout();
+        if self.zombie {
+            return Ok(());
+        }
+        self.send_json(&json!({"op": 11, "d": null})).await
+    }
+
+    async fn on_identify(&mut self, d: &Value) -> Step {
+        let token = d.get("token").and_then(Value::as_str).unwrap_or("");
+        let intents = d.get("intents").and_then(Value::as_u64).unwrap_or(0);
+        let compress = d.get("compress").and_then(Value::as_bool).unwrap_or(false);
+        let shard = match d.get("shard") {
+            None | Some(Value::Null) => Some([0, 1]),
+            Some(Value::Array(pair)) if pair.len() == 2 => {
+                match (pair[0].as_u64(), pair[1].as_u64()) {
+                    (Some(id), Some(count)) => Some([id as u32, count as u32]),
+                    _ => None,
+                }
+            }
+            Some(_) => None,
+        };
+        let record = |accepted: bool, shared: &Shared, id: u64| {
+            shared.observe(|o| {
+                o.identifies.push(IdentifySeen {
+                    connection: id,
+                    shard: shard.unwrap_or([0, 0]),
+                    intents,
+                    compress,
+                    at: Instant::now(),
+                    accepted,
+                });
+            });
+        };
+        if self.identified || self.session_id.is_some() {
+            record(false, &self.shared, self.id);
+            self.violation(ViolationKind::AlreadyAuthenticated);
+            return self.close(4005, "Already authenticated.").await;
+        }
+        if token != self.shared.config.token {
+            record(false, &self.shared, self.id);
+            self.violation(ViolationKind::AuthenticationFailed);
+            return self.close(4004, "Authentication failed.").await;
+        }
+        let Some([shard_id, shard_count]) = shard.filter(|[id, count]| *count > 0 && id < count)
+        else {
+            record(false, &self.shared, self.id);
+            self.violation(ViolationKind::InvalidShard);
+            return self.close(4010, "Invalid shard.").await;
+        };
+        let unknown = intents & !KNOWN_INTENTS;
+        if unknown != 0 {
+            record(false, &self.shared, self.id);
+            self.violation(ViolationKind::InvalidIntents { bits: unknown });
+            return self.close(4013, "Invalid intent(s).").await;
+        }
+        let disallowed = intents & self.shared.config.disallowed_intents & PRIVILEGED_INTENTS;
+        if disallowed != 0 {
+            record(false, &self.shared, self.id);
+            self.violation(ViolationKind::DisallowedIntents { bits: disallowed });
+            return self.close(4014, "Disallowed intent(s).").await;
+        }
+        if let Err(bucket) = self.shared.take_identify_slot(shard_id) {
+            record(false, &self.shared, self.id);
+            self.violation(ViolationKind::IdentifyTooFast { bucket });
+            return self.send_json(&json!({"op": 9, "d": false})).await;
+        }
+        if !self.shared.take_session_start() {
+            record(false, &self.shared, self.id);
+            self.violation(ViolationKind::SessionStartLimit);
+            return self.close(4004, "Authentication failed.").await;
+        }
+        record(true, &self.shared, self.id);
+        self.identified = true;
+        self.shard = Some([shard_id, shard_count]);
+        self.shared.set_shard(self.id, shard_id);
+        if compress
+            && let Outbound::None {
+                payload_compression,
+            } = &mut self.outbound
+        {
+            *payload_compression = true;
+        }
+        let session_id = self.shared.new_session_id();
+        let guild_ids = guild_ids_for(&self.shared, shard_id, shard_count);
+        lock(&self.shared.sessions).insert(
+            session_id.clone(),
+            Session {
+                shard: [shard_id, shard_count],
+                seq: 0,
+                log: VecDeque::new(),
+                guild_ids: guild_ids.clone(),
+            },
+        );
+        self.session_id = Some(session_id.clone());
+        self.generator = Some(EventGenerator::with_guild_ids(
+            self.shared.config.seed ^ u64::from(shard_id),
+            guild_ids.clone(),
+        ));
+        let ready = json!({
+            "v": 10,
+            "user_settings": {},
+            "user": {
+                "id": "1000000000000000001", "username": "shardwire-sim", "global_name": null,
+                "discriminator": "0", "avatar": null, "bot": true, "verified": true,
+                "mfa_enabled": false, "flags": 0, "email": null,
+            },
+            "guilds": guild_ids.iter().map(|id| json!({"id": id, "unavailable": true})).collect::<Vec<_>>(),
+            "session_type": "normal",
+            "session_id": session_id,
+            "resume_gateway_url": self.shared.resume_url,
+            "shard": [shard_id, shard_count],
+            "application": {"id": "1000000000000000001", "flags": 0},
+            "_trace": ["shardwire-sim"],
+        });
+        self.dispatch("READY", &ready).await?;
+        let members = self.shared.config.members_per_guild;
+        for guild in guild_ids {
+            let d = self.generator_mut().guild_create(&guild, members);
+            self.dispatch("GUILD_CREATE", &d).await?;
+        }
+        Ok(())
+    }
+
+    fn generator_mut(&mut self) -> &mut EventGenerator {
+        let seed = self.shared.config.seed;
+        self.generator
+            .get_or_insert_with(|| EventGenerator::new(seed, 1))
+    }
+
+    async fn on_resume(&mut self, d: &Value) -> Step {
+        let token = d.get("token").and_then(Value::as_str).unwrap_or("");
+        let session_id = d
+            .get("session_id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let seq = d.get("seq").and_then(Value::as_u64).unwrap_or(0);
+        let record = |outcome: ResumeOutcome, conn: &Conn| {
+            conn.shared.observe(|o| {
+                o.resumes.push(ResumeSeen {
+                    connection: conn.id,
+                    listener: conn.listener,
+                    session_id: session_id.clone(),
+                    seq,
+                    outcome,
+                    at: Instant::now(),
+                });
+            });
+        };
+        if self.identified || self.session_id.is_some() {
+            self.violation(ViolationKind::AlreadyAuthenticated);
+            return self.close(4005, "Already authenticated.").await;
+        }
+        // Look the session up; take what the replay needs and let go.
+        let found = {
+            let sessions = lock(&self.shared.sessions);
+            sessions.get(&session_id).map(|session| {
+                let oldest = session.log.front().map_or(session.seq + 1, |(s, _)| *s);
+                let replay: Vec<Arc<[u8]>> = session
+                    .log
+                    .iter()
+                    .filter(|(s, _)| *s > seq)
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                (
+                    session.shard,
+                    session.seq,
+                    oldest,
+                    replay,
+                    session.guild_ids.clone(),
+                )
+            })
+        };
+        let Some((shard, server_seq, oldest, replay, guild_ids)) =
+            found.filter(|_| token == self.shared.config.token)
+        else {
+            record(ResumeOutcome::InvalidSession, self);
+            return self.send_json(&json!({"op": 9, "d": false})).await;
+        };
+        if seq > server_seq {
+            record(ResumeOutcome::InvalidSeq, self);
+            lock(&self.shared.sessions).remove(&session_id);
+            return self.close(4007, "Invalid seq.").await;
+        }
+        if seq + 1 < oldest {
+            // Too far behind: the missed events are gone.
+            record(ResumeOutcome::InvalidSession, self);
+            return self.send_json(&json!({"op": 9, "d": false})).await;
+        }
+        record(
+            ResumeOutcome::Resumed {
+                replayed: replay.len() as u64,
+            },
+            self,
+        );
+        self.shard = Some(shard);
+        self.shared.set_shard(self.id, shard[0]);
+        self.session_id = Some(session_id);
+        self.generator = Some(EventGenerator::with_guild_ids(
+            self.shared.config.seed ^ u64::from(shard[0]) ^ server_seq,
+            guild_ids,
+        ));
+        for payload in replay {
+            self.send_payload(&payload).await?;
+        }
+        self.dispatch("RESUMED", &json!({"_trace": ["shardwire-sim"]}))
+            .await
+    }
+
+    async fn on_voice_state(&mut self, d: &Value) -> Step {
+        let guild_id = d.get("guild_id").cloned().unwrap_or(Value::Null);
+        let channel_id = d.get("channel_id").cloned().unwrap_or(Value::Null);
+        let session = self.session_id.clone().unwrap_or_default();
+        let state = json!({
+            "guild_id": guild_id, "channel_id": channel_id, "user_id": "1000000000000000001",
+            "session_id": session, "deaf": false, "mute": false,
+            "self_deaf": d.get("self_deaf").and_then(Value::as_bool).unwrap_or(false),
+            "self_mute": d.get("self_mute").and_then(Value::as_bool).unwrap_or(false),
+            "self_video": false, "suppress": false, "request_to_speak_timestamp": null,
+        });
+        self.dispatch("VOICE_STATE_UPDATE", &state).await?;
+        let server =
+            json!({"token": "sim-voice-token", "guild_id": guild_id, "endpoint": "127.0.0.1:1"});
+        self.dispatch("VOICE_SERVER_UPDATE", &server).await
+    }
+
+    async fn on_request_members(&mut self, d: &Value) -> Step {
+        let guild_id = d
+            .get("guild_id")
+            .and_then(Value::as_str)
+            .unwrap_or("0")
+            .to_owned();
+        let nonce = d.get("nonce").cloned();
+        let limit = d.get("limit").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let wanted: Vec<String> = match d.get("user_ids") {
+            Some(Value::Array(ids)) => ids
+                .iter()
+                .filter_map(|id| id.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let total = if wanted.is_empty() {
+            let members = self.shared.config.members_per_guild;
+            if limit == 0 {
+                members
+            } else {
+                limit.min(members)
+            }
+        } else {
+            wanted.len()
+        };
+        let guild = self.generator_mut().guild_create(&guild_id, total.max(1));
+        let mut members: Vec<Value> = guild["members"].as_array().cloned().unwrap_or_default();
+        members.truncate(total);
+        for (member, id) in members.iter_mut().zip(&wanted) {
+            member["user"]["id"] = Value::from(id.as_str());
+        }
+        let chunks: Vec<&[Value]> = if members.is_empty() {
+            vec![&[]]
+        } else {
+            members.chunks(CHUNK_SIZE).collect()
+        };
+        let count = chunks.len();
+        for (index, chunk) in chunks.iter().enumerate() {
+            let mut d = json!({
+                "guild_id": guild_id, "members": chunk, "chunk_index": index, "chunk_count": count,
+            });
+            if let Some(nonce) = &nonce {
+                d["nonce"] = nonce.clone();
+            }
+            self.dispatch("GUILD_MEMBERS_CHUNK", &d).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_soundboard(&mut self, d: &Value) -> Step {
+        let ids: Vec<Value> = d
+            .get("guild_ids")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for guild_id in ids {
+            self.dispatch(
+                "SOUNDBOARD_SOUNDS",
+                &json!({"guild_id": guild_id, "soundboard_sounds": []}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn on_channel_info(&mut self, d: &Value) -> Step {
+        let guild_id = d.get("guild_id").cloned().unwrap_or(Value::Null);
+        self.dispatch(
+            "CHANNEL_INFO",
+            &json!({"guild_id": guild_id, "channels": []}),
+        )
+        .await
+    }
+
+    async fn on_fault(&mut self, fault: Fault) -> Step {
+        tracing::debug!(connection = self.id, ?fault, "injecting a fault");
+        match fault {
+            Fault::Reconnect => self.send_json(&json!({"op": 7, "d": null})).await,
+            Fault::InvalidSession { resumable } => {
+                if !resumable {
+                    self.forget_session();
+                }
+                self.send_json(&json!({"op": 9, "d": resumable})).await
+            }
+            Fault::RequestHeartbeat => self.send_json(&json!({"op": 1, "d": null})).await,
+            Fault::Close(code) => {
+                if matches!(code, 4007 | 4009) {
+                    self.forget_session();
+                }
+                self.close(code, "Simulated close.").await
+            }
+            Fault::Zombie => {
+                self.zombie = true;
+                Ok(())
+            }
+            Fault::CorruptCompressed => {
+                let (bytes, opcode): (Vec<u8>, OpCode) = match self.outbound {
+                    // An invalid deflate block type (11), then the sync suffix
+                    // so the client takes it as a whole payload.
+                    Outbound::Zlib(_) => (
+                        vec![0x07, 0xff, 0x13, 0x37, 0x00, 0x00, 0xff, 0xff],
+                        OpCode::Binary,
+                    ),
+                    Outbound::Zstd(_) => (vec![0xff; 24], OpCode::Binary),
+                    Outbound::None { .. } => (b"{\"op\":0,\"d\":".to_vec(), OpCode::Text),
+                };
+                self.write_message(&bytes, opcode).await
+            }
+            Fault::DropTcp => Err(End::Dropped),
+            Fault::HugeGuildCreate { members } => {
+                let guild_id = format!(
+                    "{}",
+                    (u64::from(self.shard_id().unwrap_or(0)) + 1) << 22 | 0x3f_ffff
+                );
+                let d = self.generator_mut().guild_create(&guild_id, members);
+                self.dispatch("GUILD_CREATE", &d).await
+            }
+            Fault::ReadSlowly(delay) => {
+                self.read_delay
+                    .store(delay.as_millis() as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Fault::Burst(count) => {
+                for _ in 0..count {
+                    self.send_generated_event().await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn forget_session(&mut self) {
+        if let Some(session) = self.session_id.take() {
+            lock(&self.shared.sessions).remove(&session);
+        }
+    }
+
+    async fn send_generated_event(&mut self) -> Step {
+        if self.session_id.is_none() {
+            return Ok(());
+        }
+        let (name, d) = self.generator_mut().next_event();
+        self.dispatch(name, &d).await
+    }
+
+    /// Sends a dispatch with the session's next sequence number, and logs it
+    /// for replay.
+    async fn dispatch(&mut self, name: &str, d: &Value) -> Step {
+        let Some(session_id) = self.session_id.clone() else {
+            return Ok(());
+        };
+        let payload = {
+            let mut sessions = lock(&self.shared.sessions);
+            let Some(session) = sessions.get_mut(&session_id) else {
+                return Ok(());
+            };
+            session.seq += 1;
+            let mut payload =
+                format!(r#"{{"t":"{name}","s":{},"op":0,"d":"#, session.seq).into_bytes();
+            let _ = serde_json::to_writer(&mut payload, d);
+            payload.push(b'}');
+            let payload: Arc<[u8]> = payload.into();
+            session.log.push_back((session.seq, payload.clone()));
+            if session.log.len() > REPLAY_LOG {
+                session.log.pop_front();
+            }
+            payload
+        };
+        self.send_payload(&payload).await
+    }
+
+    async fn send_json(&mut self, value: &Value) -> Step {
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        self.send_payload(&bytes).await
+    }
+
+    /// Compresses one payload as the connection asks and writes it.
+    async fn send_payload(&mut self, json: &[u8]) -> Step {
+        let split = self.shared.config.split_payloads;
+        match &mut self.outbound {
+            Outbound::Zlib(encoder) => {
+                let bytes = encoder.encode(json);
+                if split {
+                    let pieces = split_points(&mut self.rng, &bytes);
+                    let mut start = 0;
+                    for end in pieces {
+                        self.write_message(&bytes[start..end], OpCode::Binary)
+                            .await?;
+                        start = end;
+                    }
+                    Ok(())
+                } else {
+                    self.write_message(&bytes, OpCode::Binary).await
+                }
+            }
+            Outbound::Zstd(encoder) => match encoder.encode(json) {
+                Ok(bytes) => self.write_message(&bytes, OpCode::Binary).await,
+                Err(_) => Err(End::Dropped),
+            },
+            Outbound::None {
+                payload_compression: true,
+            } if json.starts_with(br#"{"t":""#) => {
+                let bytes = zlib_payload(json);
+                self.write_message(&bytes, OpCode::Binary).await
+            }
+            Outbound::None { .. } => self.write_message(json, OpCode::Text).await,
+        }
+    }
+
+    /// Writes one WebSocket message, in several frames if so configured.
+    async fn write_message(&mut self, bytes: &[u8], opcode: OpCode) -> Step {
+        if self.shared.config.fragment_frames && bytes.len() > 1 {
+            let cut = 1 + self.rng.below(bytes.len() as u64 - 1) as usize;
+            let first = Frame::new(false, opcode, None, Payload::Borrowed(&bytes[..cut]));
+            self.writer
+                .write_frame(first)
+                .await
+                .map_err(|_| End::Dropped)?;
+            let rest = Frame::new(
+                true,
+                OpCode::Continuation,
+                None,
+                Payload::Borrowed(&bytes[cut..]),
+            );
+            return self
+                .writer
+                .write_frame(rest)
+                .await
+                .map_err(|_| End::Dropped);
+        }
+        let frame = Frame::new(true, opcode, None, Payload::Borrowed(bytes));
+        self.writer
+            .write_frame(frame)
+            .await
+            .map_err(|_| End::Dropped)
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) -> Step {
+        let _ = self
+            .writer
+            .write_frame(Frame::close(code, reason.as_bytes()))
+            .await;
+        Err(End::Server(code))
+    }
+}
+
+/// Where to cut one compressed payload into messages: ends of pieces, the
+/// last being `bytes.len()`. Sometimes a 1 to 3 byte tail; never right after
+/// bytes `00 00 ff ff` inside the payload, which no client could tell from
+/// the payload's end.
+fn split_points(rng: &mut Rng, bytes: &[u8]) -> Vec<usize> {
+    let len = bytes.len();
+    let mut cuts: Vec<usize> = Vec::new();
+    if len > 4 {
+        if rng.below(2) == 0 {
+            cuts.push(len - 1 - rng.below(3) as usize);
+        }
+        for _ in 0..rng.below(3) {
+            cuts.push(1 + rng.below(len as u64 - 1) as usize);
+        }
+    }
+    cuts.retain(|&cut| cut > 0 && cut < len && !bytes[..cut].ends_with(&[0, 0, 0xff, 0xff]));
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts.push(len);
+    cuts
+}
+
+/// Guild ids that route to `shard` of `count` by `(id >> 22) % count`.
+fn guild_ids_for(shared: &Shared, shard: u32, count: u32) -> Vec<String> {
+    let base: u64 = 1_000_000_000_000;
+    (0..u64::from(shared.config.guilds_per_shard))
+        .map(|index| {
+            let mut timestamp = base + index * u64::from(count);
+            timestamp += (u64::from(shard) + u64::from(count) - timestamp % u64::from(count))
+                % u64::from(count);
+            ((timestamp << 22) | (shared.config.seed & 0x3f_ffff)).to_string()
+        })
+        .collect()
+}

@@ -1,0 +1,149 @@
+//! State shared by the simulator's listeners and connections.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::SimConfig;
+use crate::observe::{Fault, Observations, Violation, ViolationKind};
+
+/// How many dispatches a session keeps for replay on resume.
+pub(crate) const REPLAY_LOG: usize = 50_000;
+
+/// A session that can be resumed.
+pub(crate) struct Session {
+    pub(crate) shard: [u32; 2],
+    pub(crate) seq: u64,
+    /// The last dispatches, oldest first, as complete JSON payloads.
+    pub(crate) log: VecDeque<(u64, Arc<[u8]>)>,
+    pub(crate) guild_ids: Vec<String>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: SimConfig,
+    pub(crate) gateway_url: String,
+    pub(crate) resume_url: String,
+    next_connection: AtomicU64,
+    next_session: AtomicU64,
+    observations: Mutex<Observations>,
+    pub(crate) sessions: Mutex<HashMap<String, Session>>,
+    /// Last identify time per rate-limit bucket.
+    buckets: Mutex<HashMap<u32, Instant>>,
+    remaining: Mutex<u32>,
+    /// Live connections, to inject faults into.
+    live: Mutex<HashMap<u64, LiveConnection>>,
+}
+
+/// A live connection's shard (once known) and its fault channel.
+type LiveConnection = (Option<u32>, mpsc::UnboundedSender<Fault>);
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: the
+/// simulator's state stays readable for the test that drives it.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn new(config: SimConfig, gateway_url: String, resume_url: String) -> Self {
+        let remaining = config.remaining;
+        Self {
+            config,
+            gateway_url,
+            resume_url,
+            next_connection: AtomicU64::new(1),
+            next_session: AtomicU64::new(1),
+            observations: Mutex::new(Observations::default()),
+            sessions: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
+            remaining: Mutex::new(remaining),
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn next_connection_id(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn new_session_id(&self) -> String {
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        format!("sim{n:08x}{:08x}", self.config.seed as u32)
+    }
+
+    pub(crate) fn observe<R>(&self, f: impl FnOnce(&mut Observations) -> R) -> R {
+        f(&mut lock(&self.observations))
+    }
+
+    pub(crate) fn snapshot(&self) -> Observations {
+        lock(&self.observations).clone()
+    }
+
+    pub(crate) fn violation(&self, connection: u64, shard: Option<u32>, kind: ViolationKind) {
+        tracing::debug!(connection, ?shard, ?kind, "client broke a gateway rule");
+        self.observe(|o| {
+            o.violations.push(Violation {
+                connection,
+                shard,
+                kind,
+                at: Instant::now(),
+            });
+        });
+    }
+
+    /// Takes an identify slot for `shard_id`: `Ok` if its bucket's window has
+    /// passed, `Err(bucket)` if it is identifying too fast.
+    pub(crate) fn take_identify_slot(&self, shard_id: u32) -> Result<(), u32> {
+        let bucket = shard_id % self.config.max_concurrency.max(1);
+        let now = Instant::now();
+        let mut buckets = lock(&self.buckets);
+        if let Some(last) = buckets.get(&bucket)
+            && now.duration_since(*last) < self.config.identify_window
+        {
+            return Err(bucket);
+        }
+        buckets.insert(bucket, now);
+        Ok(())
+    }
+
+    /// Takes one daily session start; `false` when none is left.
+    pub(crate) fn take_session_start(&self) -> bool {
+        let mut remaining = lock(&self.remaining);
+        if *remaining == 0 {
+            return false;
+        }
+        *remaining -= 1;
+        true
+    }
+
+    pub(crate) fn remaining(&self) -> u32 {
+        *lock(&self.remaining)
+    }
+
+    pub(crate) fn register(&self, connection: u64, faults: mpsc::UnboundedSender<Fault>) {
+        lock(&self.live).insert(connection, (None, faults));
+    }
+
+    pub(crate) fn set_shard(&self, connection: u64, shard: u32) {
+        if let Some(entry) = lock(&self.live).get_mut(&connection) {
+            entry.0 = Some(shard);
+        }
+    }
+
+    pub(crate) fn unregister(&self, connection: u64) {
+        lock(&self.live).remove(&connection);
+    }
+
+    /// Sends a fault to every live connection of `shard` (all connections
+    /// when `None`); returns how many got it.
+    pub(crate) fn inject(&self, shard: Option<u32>, fault: &Fault) -> usize {
+        lock(&self.live)
+            .values()
+            .filter(|(live_shard, _)| shard.is_none() || *live_shard == shard)
+            .filter(|(_, faults)| faults.send(fault.clone()).is_ok())
+            .count()
+    }
+}

@@ -1,0 +1,722 @@
+//! The simulator against a raw WebSocket client: sessions, compression,
+//! enforcement, commands, faults and bad input.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::OpCode;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use shardwire_codec::{Compression, Decoded, EventFilter, Payload};
+use shardwire_sim::{ClosedBy, Fault, Listener, ResumeOutcome, Sim, ViolationKind};
+use support::{RawClient, Received, identify};
+use tokio::net::TcpStream;
+
+const TOKEN: &str = "sim-token";
+
+async fn sim() -> Sim {
+    Sim::builder()
+        .shards(2)
+        .guilds_per_shard(2)
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn get(url: &str, authorization: Option<&str>) -> (u16, Value) {
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap();
+    let stream = TcpStream::connect(host).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut request = hyper::Request::builder()
+        .uri(format!("/{path}"))
+        .header("host", host);
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = sender
+        .send_request(request.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Decodes a dispatch payload with twilight-model through the codec.
+fn typed_ok(payload: &Value) {
+    let text = payload.to_string();
+    let scanned = Payload::scan(text.as_bytes()).unwrap();
+    match scanned.decode(&EventFilter::all()) {
+        Decoded::Event(_) => {}
+        other => panic!("{:?} did not decode: {other:?}", payload["t"]),
+    }
+}
+
+#[tokio::test]
+async fn rest_gateway_bot_checks_the_token_and_reports_limits() {
+    let sim = Sim::builder()
+        .shards(4)
+        .max_concurrency(2)
+        .remaining(900)
+        .start()
+        .await
+        .unwrap();
+    let url = format!("{}/gateway/bot", sim.api_url());
+    assert_eq!(get(&url, None).await.0, 401);
+    assert_eq!(get(&url, Some("Bot wrong")).await.0, 401);
+    assert_eq!(
+        get(&url, Some(TOKEN)).await.0,
+        401,
+        "the `Bot ` prefix is required"
+    );
+    let (status, body) = get(&url, Some(&format!("Bot {TOKEN}"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["url"], sim.gateway_url());
+    assert_eq!(body["shards"], 4);
+    assert_eq!(body["session_start_limit"]["max_concurrency"], 2);
+    assert_eq!(body["session_start_limit"]["remaining"], 900);
+    assert_eq!(body["session_start_limit"]["total"], 1000);
+    assert_eq!(
+        sim.observations().gateway_bot_requests,
+        vec![false, false, false, true]
+    );
+}
+
+#[tokio::test]
+async fn hello_identify_ready_and_guild_creates_in_sequence() {
+    let sim = sim().await;
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
+    assert_eq!(client.hello().await, 41_250);
+    client.identify(TOKEN, [1, 2], 1 | (1 << 9)).await;
+    let ready = client.payload().await;
+    assert_eq!(
+        (
+            ready["op"].as_u64(),
+            ready["t"].as_str(),
+            ready["s"].as_u64()
+        ),
+        (Some(0), Some("READY"), Some(1))
+    );
+    assert_eq!(ready["d"]["resume_gateway_url"], sim.resume_gateway_url());
+    assert_eq!(ready["d"]["shard"], json!([1, 2]));
+    typed_ok(&ready);
+    let guilds = ready["d"]["guilds"].as_array().unwrap().clone();
+    assert_eq!(guilds.len(), 2);
+    for (index, guild) in guilds.iter().enumerate() {
+        let create = client.payload().await;
+        assert_eq!(create["t"], "GUILD_CREATE");
+        assert_eq!(create["s"], 2 + index as u64);
+        assert_eq!(create["d"]["id"], guild["id"]);
+        let id: u64 = guild["id"].as_str().unwrap().parse().unwrap();
+        assert_eq!((id >> 22) % 2, 1, "guild routes to its shard");
+        typed_ok(&create);
+    }
+    let identify = &sim.observations().identifies[0];
+    assert!(identify.accepted);
+    assert_eq!((identify.shard, identify.intents), ([1, 2], 1 | (1 << 9)));
+    assert!(sim.violations().is_empty());
+}
+
+#[tokio::test]
+async fn every_compression_delivers_the_same_payloads() {
+    for (compression, compress_flag) in [
+        (Compression::ZlibStream, false),
+        (Compression::ZstdStream, false),
+        (Compression::None, true),
+        (Compression::None, false),
+    ] {
+        let sim = sim().await;
+        let mut client = RawClient::connect(sim.gateway_url(), compression).await;
+        client.hello().await;
+        client
+            .send(&identify(TOKEN, [0, 2], 1, compress_flag))
+            .await;
+        let ready = client.until(0, Some("READY")).await;
+        assert_eq!(ready["s"], 1, "{compression} compress={compress_flag}");
+        sim.inject(Some(0), Fault::Burst(50));
+        let mut last = 0;
+        while last < 53 {
+            last = client.until(0, None).await["s"].as_u64().unwrap();
+        }
+        assert_eq!(
+            sim.observations().connections[0].compress.as_deref(),
+            compression.query_value()
+        );
+    }
+}
+
+#[tokio::test]
+async fn split_payloads_and_fragmented_frames_reassemble() {
+    let sim = Sim::builder()
+        .split_payloads(true)
+        .fragment_frames(true)
+        .seed(9)
+        .start()
+        .await
+        .unwrap();
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::ZlibStream).await;
+    client.start(TOKEN, [0, 1]).await;
+    sim.inject(Some(0), Fault::Burst(300));
+    let mut expected = 2;
+    while expected < 304 {
+        let payload = client.until(0, None).await;
+        assert_eq!(payload["s"], expected, "every payload, in order");
+        expected += 1;
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_are_acknowledged_and_recorded() {
+    let sim = sim().await;
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
+    client.start(TOKEN, [0, 2]).await;
+    client.send(&json!({"op": 1, "d": 3})).await;
+    client.until(11, None).await;
+    client.send(&json!({"op": 1, "d": null})).await;
+    client.until(11, None).await;
+    let heartbeats = sim.observations().heartbeats;
+    let seen: Vec<_> = heartbeats.iter().map(|h| (h.shard, h.seq)).collect();
+    assert_eq!(seen, vec![(Some(0), Some(3)), (Some(0), None)]);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_heartbeating_is_closed_with_4009() {
+    let sim = Sim::builder()
+        .heartbeat_interval(Duration::from_millis(100))
+        .start()
+        .await
+        .unwrap();
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
+    client.start(TOKEN, [0, 1]).await;
+    assert_eq!(client.closed().await, Some(4009));
+    assert!(
+        sim.violations()
+            .iter()
+            .any(|v| v.kind == ViolationKind::MissedHeartbeat)
+    );
+}
+
+/// Starts a session, receives `events` generated events, and drops.
+async fn session_with_events(sim: &Sim, events: u64) -> (String, u64) {
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::ZlibStream).await;
+    let ready = client.start(TOKEN, [0, 1]).await;
+    let session = ready["session_id"].as_str().unwrap().to_owned();
+    sim.inject(Some(0), Fault::Burst(events));
+    let last = 1 + sim.config().guilds_per_shard as u64 + events;
+    while client.until(0, None).await["s"].as_u64() != Some(last) {}
+    drop(client);
+    (session, last)
+}
+
+#[tokio::test]
+async fn resume_on_the_resume_url_replays_after_seq_then_sends_resumed() {
+    let sim = Sim::builder().guilds_per_shard(1).start().await.unwrap();
+    let (session, last) = session_with_events(&sim, 10).await;
+    let mut client = RawClient::connect(sim.resume_gateway_url(), Compression::ZlibStream).await;
+    client.hello().await;
+    client
+        .send(&json!({"op": 6, "d": {"token": TOKEN, "session_id": session, "seq": 5}}))
+        .await;
+    for expected in 6..=last {
+        assert_eq!(client.payload().await["s"], expected);
+    }
+    let resumed = client.payload().await;
+    assert_eq!(
+        (resumed["t"].as_str(), resumed["s"].as_u64()),
+        (Some("RESUMED"), Some(last + 1))
+    );
+    let observations = sim.observations();
+    let resume = &observations.resumes[0];
+    assert_eq!(resume.listener, Listener::Resume);
+    assert_eq!(
+        resume.outcome,
+        ResumeOutcome::Resumed { replayed: last - 5 }
+    );
+    assert_eq!(observations.identifies.len(), 1, "no new identify");
+}
+
+#[tokio::test]
+async fn resume_of_an_unknown_session_gets_invalid_session_false() {
+    let sim = sim().await;
+    let mut client = RawClient::connect(sim.resume_gateway_url(), Compression::None).await;
+    client.hello().await;
+    client
+        .send(&json!({"op": 6, "d": {"token": TOKEN, "session_id": "nope", "seq": 1}}))
+        .await;
+    assert_eq!(client.until(9, None).await["d"], false);
+    assert_eq!(
+        sim.observations().resumes[0].outcome,
+        ResumeOutcome::InvalidSession
+    );
+}
+
+#[tokio::test]
+async fn resume_with_a_seq_ahead_of_the_server_is_closed_with_4007() {
+    let sim = sim().await;
+    let (session, last) = session_with_events(&sim, 2).await;
+    let mut client = RawClient::connect(sim.resume_gateway_url(), Compression::None).await;
+    client.hello().await;
+    client
+        .send(&json!({"op": 6, "d": {"token": TOKEN, "session_id": session, "seq": last + 5}}))
+        .await;
+    assert_eq!(client.closed().await, Some(4007));
+    // The session is gone: resuming it again is refused.
+    let mut again = RawClient::connect(sim.resume_gateway_url(), Compression::None).await;
+    again.hello().await;
+    again
+        .send(&json!({"op": 6, "d": {"token": TOKEN, "session_id": session, "seq": last}}))
+        .await;
+    assert_eq!(again.until(9, None).await["d"], false);
+}
+
+async fn identify_closes_with(
+    sim: &Sim,
+    token: &str,
+    shard: [u32; 2],
+    intents: u64,
+) -> Option<u16> {
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
+    client.hello().await;
+    client.identify(token, shard, intents).await;
+    client.closed().await
+}
+
+#[tokio::test]
+async fn identify_is_validated_with_discords_close_codes() {
+    let sim = Sim::builder()
+        .shards(2)
+        .disallowed_intents(1 << 8)
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(
+        identify_closes_with(&sim, "wrong", [0, 1], 1).await,
+        Some(4004)
+    );
+    assert_eq!(
+        identify_closes_with(&sim, TOKEN, [2, 2], 1).await,
+        Some(4010)
+    );
+    assert_eq!(
+        identify_closes_with(&sim, TOKEN, [0, 0], 1).await,
+        Some(4010)
+    );
+    assert_eq!(
+        identify_closes_with(&sim, TOKEN, [0, 1], 1 << 18).await,
+        Some(4013)
+    );
+    assert_eq!(
+        identify_closes_with(&sim, TOKEN, [0, 1], (1 << 8) | 1).await,
+        Some(4014)
+    );
+    let kinds: Vec<ViolationKind> = sim.violations().into_iter().map(|v| v.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ViolationKind::AuthenticationFailed,
+            ViolationKind::InvalidShard,
+            ViolationKind::InvalidShard,
+            ViolationKind::InvalidIntents { bits: 1 << 18 },
+            ViolationKind::DisallowedIntents { bits: 1 << 8 },
+        ]
+    );
+    assert!(sim.observations().identifies.iter().all(|i| !i.accepted));
+}
+
+#[tokio::test]
+async fn identifying_faster_than_max_concurrency_gets_invalid_session() {
+    let window = Duration::from_millis(400);
+    let sim = Sim::builder()
+        .shards(4)
+        .max_concurrency(2)
+        .identify_window(window)
+        .start()
+        .await
+        .unwrap();
+    // Shards 0 and 1 are in different buckets: both may start together.
+    let mut a = RawClient::connect(sim.gateway_url(), Compression::None).await;
+    let mut b = RawClient::connect(sim.gateway_url(), Compression::None).await;
+    a.start(TOKEN, [0, 4]).await;
+    b.start(TOKEN, [1, 4]).await;
+    // Shard 2 shares shard 0's bucket: too soon.
+    let mut c = RawClient::connect(sim.gateway_url(), Compression::None).await;
+    c.hello().await;
+    c.identify(TOKEN, [2, 4], 1).await;
+    assert_eq!(c.until(9, None).await["d"], false);
+    assert_eq!(
+        sim.violations()[0].kind,
+        ViolationKind::IdentifyTooFast { bucket: 0 }
+    );
+    // After the window, it may.
+    tokio::time::sleep(window).await;
+    c.identify(TOKEN, [2, 4], 1).await;
+    c.until(0, Some("READY")).await;
+    assert_eq!(sim.violations().len(), 1);
+    assert_eq!(sim.remaining(), 997);
+}
+
+#[tokio::test]
+async fn no_session_starts_left_is_refused() {
+    let sim = Sim::builder().remaining(1).start().await.unwrap();
+    let mut first = RawClient::connect(sim.gateway_url(), Compression::None).await;
+    first.start(TOKEN, [0, 1]).await;
+    drop(first);
+    let sim_window = sim.config().identify_window;
+    tokio::time::pause();
+    tokio::time::advance(sim_window).await;
+    tokio::time::resume();
+    assert_eq!(
+        identify_closes_with(&sim, TOKEN, [0, 1], 1).await,
+        Some(4004)
+    );
+    assert!(
+        sim.violations()
+            .iter()
+            .any(|v| v.kind == ViolationKind::SessionStartLimit)
+    );
+}
+
+#[tokio::test]
+async fn more_than_120_payloads_a_minute_is_closed_with_4008() {
+    let sim = Sim::builder()
+        .heartbeat_interval(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
+    client.start(TOKEN, [0, 1]).await;
+    for _ in 0..120 {
+        client.send(&json!({"op": 3, "d": {"since": null, "activities": [], "status": "online", "afk": false}})).await;
+    }
+    client.send(&json!({"op": 1, "d": 1})).await;
+    assert_eq!(client.closed().await, Some(4008));
+    assert_eq!(sim.violations()[0].kind, ViolationKind::RateLimited);
+}
+
+#[tokio::test]
+async fn bad_payloads_get_the_close_codes_discord_sends() {
+    let sim = sim().await;
+    let cases: Vec<(Vec<u8>, u16, ViolationKind)> = vec![
+        (
+            vec![b' '; 4097],
+            4002,
+            ViolationKind::PayloadTooLarge { size: 4097 },
+        ),
+        (b"not json".to_vec(), 4002, ViolationKind::DecodeError),
+        (br#"{"d":1}"#.to_vec(), 4002, ViolationKind::DecodeError),
+        (
+            br#"{"op":99,"d":null}"#.to_vec(),
+            4001,
+            ViolationKind::UnknownOpcode { op: 99 },
+        ),
+        (
+            br#"{"op":8,"d":{"guild_id":"1","query":"","limit":0}}"#.to_vec(),
+            4003,
+            ViolationKind::NotAuthenticated,
+        ),
+    ];
+    for (bytes, code, kind) in cases {
+        let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
+        client.hello().await;
+        client.send_raw(&bytes, OpCode::Text).await;
+        assert_eq!(
+            client.closed().await,
+            Some(code),
+            "{}",
+            String::from_utf8_lossy(&bytes[..20.min(bytes.len())])
+        );
+        assert_eq!(sim.violations().last().unwrap().kind, kind);
+    }
+    // Identify twice on one connection: 4005.
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
+    client.start(TOKEN, [0, 2]).await;
+    client.identify(TOKEN, [0, 2], 1).await;
+    assert_eq!(client.closed().await, Some(4005));
+}
+
+#[tokio::test]
+async fn oversized_frames_are_refused_and_other_connections_keep_working() {
+    let sim = sim().await;
+    let mut healthy = RawClient::connect(sim.gateway_url(), Compression::None).await;
+    healthy.start(TOKEN, [0, 2]).await;
+    let mut big = RawClient::connect(sim.gateway_url(), Compression::None).await;
+    big.hello().await;
+    big.send_raw(&vec![b'x'; 200_000], OpCode::Binary).await;
+    assert_eq!(big.closed().await, Some(4002));
+    // A client that vanishes in the middle of a frame.
+    let stream = TcpStream::connect(sim.gateway_url().trim_start_matches("ws://"))
+        .await
+        .unwrap();
+    drop(stream);
+    healthy.send(&json!({"op": 1, "d": 3})).await;
+    healthy.until(11, None).await;
+}
+
+#[tokio::test]
+async fn request_guild_members_is_answered_in_chunks_with_the_nonce() {
+    let sim = Sim::builder()
+        .members_per_guild(2500)
+        .guilds_per_shard(1)
+        .start()
+        .await
+        .unwrap();
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::ZlibStream).await;
+    let ready = client.start(TOKEN, [0, 1]).await;
+    let guild = ready["guilds"][0]["id"].clone();
+    client.until(0, Some("GUILD_CREATE")).await;
+    client
+        .send(&json!({"op": 8, "d": {"guild_id": guild, "query": "", "limit": 0, "nonce": "abc"}}))
+        .await;
+    let mut members = 0;
+    for index in 0..3 {
+        let chunk = client.until(0, Some("GUILD_MEMBERS_CHUNK")).await;
+        assert_eq!(
+            (
+                chunk["d"]["chunk_index"].as_u64(),
+                chunk["d"]["chunk_count"].as_u64()
+            ),
+            (Some(index), Some(3))
+        );
+        assert_eq!(chunk["d"]["nonce"], "abc");
+        members += chunk["d"]["members"].as_array().unwrap().len();
+        typed_ok(&chunk);
+    }
+    assert_eq!(members, 2500);
+    client
+        .send(&json!({"op": 8, "d": {"guild_id": guild, "user_ids": ["5", "6"], "nonce": "n2"}}))
+        .await;
+    let chunk = client.until(0, Some("GUILD_MEMBERS_CHUNK")).await;
+    let ids: Vec<&str> = chunk["d"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["5", "6"]);
+}
+
+#[tokio::test]
+async fn voice_presence_soundboard_and_channel_info_commands_are_answered() {
+    let sim = sim().await;
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
+    client.start(TOKEN, [0, 2]).await;
+    client.send(&json!({"op": 3, "d": {"since": null, "activities": [], "status": "idle", "afk": false}})).await;
+    client.send(&json!({"op": 4, "d": {"guild_id": "7", "channel_id": "8", "self_mute": false, "self_deaf": true}})).await;
+    let state = client.until(0, Some("VOICE_STATE_UPDATE")).await;
+    assert_eq!(
+        (
+            state["d"]["channel_id"].as_str(),
+            state["d"]["self_deaf"].as_bool()
+        ),
+        (Some("8"), Some(true))
+    );
+    typed_ok(&state);
+    let server = client.until(0, Some("VOICE_SERVER_UPDATE")).await;
+    typed_ok(&server);
+    client
+        .send(&json!({"op": 31, "d": {"guild_ids": ["7", "9"]}}))
+        .await;
+    assert_eq!(
+        client.until(0, Some("SOUNDBOARD_SOUNDS")).await["d"]["guild_id"],
+        "7"
+    );
+    assert_eq!(
+        client.until(0, Some("SOUNDBOARD_SOUNDS")).await["d"]["guild_id"],
+        "9"
+    );
+    client
+        .send(&json!({"op": 43, "d": {"guild_id": "7", "fields": ["status"]}}))
+        .await;
+    assert_eq!(
+        client.until(0, Some("CHANNEL_INFO")).await["d"]["guild_id"],
+        "7"
+    );
+    assert!(sim.violations().is_empty());
+}
+
+#[tokio::test]
+async fn faults_reconnect_invalid_session_and_heartbeat_request() {
+    let sim = sim().await;
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::ZlibStream).await;
+    client.start(TOKEN, [0, 2]).await;
+    assert_eq!(sim.inject(Some(0), Fault::Reconnect), 1);
+    assert_eq!(client.until(7, None).await["d"], Value::Null);
+    sim.inject(Some(0), Fault::InvalidSession { resumable: true });
+    assert_eq!(client.until(9, None).await["d"], true);
+    sim.inject(Some(0), Fault::RequestHeartbeat);
+    client.until(1, None).await;
+    sim.inject(Some(0), Fault::InvalidSession { resumable: false });
+    assert_eq!(client.until(9, None).await["d"], false);
+    assert_eq!(
+        sim.inject(Some(1), Fault::Reconnect),
+        0,
+        "no connection of shard 1"
+    );
+}
+
+#[tokio::test]
+async fn fault_close_with_any_code() {
+    for code in [4000, 4001, 4007, 4008, 4009, 1011] {
+        let sim = sim().await;
+        let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
+        client.start(TOKEN, [0, 2]).await;
+        sim.inject(Some(0), Fault::Close(code));
+        assert_eq!(client.closed().await, Some(code));
+        let close = sim.observations().closes[0].clone();
+        assert_eq!((close.by, close.code), (ClosedBy::Server, Some(code)));
+    }
+}
+
+#[tokio::test]
+async fn fault_zombie_stops_acknowledging_heartbeats() {
+    let sim = sim().await;
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
+    client.start(TOKEN, [0, 2]).await;
+    sim.inject(Some(0), Fault::Zombie);
+    client.send(&json!({"op": 1, "d": 3})).await;
+    // The simulator handles a connection's payloads in order: once the answer
+    // to the next command arrives, the heartbeat has been handled.
+    client
+        .send(&json!({"op": 43, "d": {"guild_id": "7", "fields": ["status"]}}))
+        .await;
+    loop {
+        let payload = client.payload().await;
+        assert_ne!(
+            payload["op"], 11,
+            "a zombie connection acknowledged a heartbeat"
+        );
+        if payload["t"] == "CHANNEL_INFO" {
+            break;
+        }
+    }
+    assert_eq!(sim.observations().heartbeats.len(), 1);
+}
+
+#[tokio::test]
+async fn fault_corrupt_compressed_bytes_break_the_clients_codec() {
+    for compression in [
+        Compression::ZlibStream,
+        Compression::ZstdStream,
+        Compression::None,
+    ] {
+        let sim = sim().await;
+        let mut client = RawClient::connect(sim.gateway_url(), compression).await;
+        client.start(TOKEN, [0, 2]).await;
+        sim.inject(Some(0), Fault::CorruptCompressed);
+        loop {
+            match client.recv().await {
+                Received::Undecodable(_) => break,
+                Received::Payload(_) => {}
+                other => panic!("{compression}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn fault_drop_tcp_ends_without_a_close_frame() {
+    let sim = sim().await;
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
+    client.start(TOKEN, [0, 2]).await;
+    sim.inject(Some(0), Fault::DropTcp);
+    loop {
+        match client.recv().await {
+            Received::Dropped => break,
+            Received::Payload(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(sim.observations().closes[0].by, ClosedBy::Dropped);
+}
+
+#[tokio::test]
+async fn fault_huge_guild_create_of_25000_members() {
+    let sim = sim().await;
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::ZlibStream).await;
+    client.start(TOKEN, [0, 2]).await;
+    sim.inject(Some(0), Fault::HugeGuildCreate { members: 25_000 });
+    loop {
+        let payload = client.until(0, Some("GUILD_CREATE")).await;
+        if payload["d"]["members"].as_array().unwrap().len() == 25_000 {
+            typed_ok(&payload);
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn fault_read_slowly_delays_the_clients_frames() {
+    let sim = sim().await;
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
+    client.start(TOKEN, [0, 2]).await;
+    sim.inject(Some(0), Fault::ReadSlowly(Duration::from_millis(150)));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = tokio::time::Instant::now();
+    client.send(&json!({"op": 1, "d": 1})).await;
+    client.send(&json!({"op": 1, "d": 2})).await;
+    client.until(11, None).await;
+    client.until(11, None).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_session_ending_close_forgets_the_session() {
+    let sim = sim().await;
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
+    let ready = client.start(TOKEN, [0, 2]).await;
+    client.close(1000).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let close = sim.observations().closes[0].clone();
+    assert_eq!((close.by, close.code), (ClosedBy::Client, Some(1000)));
+    let mut again = RawClient::connect(sim.resume_gateway_url(), Compression::None).await;
+    again.hello().await;
+    again
+        .send(&json!({"op": 6, "d": {"token": TOKEN, "session_id": ready["session_id"], "seq": 1}}))
+        .await;
+    assert_eq!(again.until(9, None).await["d"], false);
+}
+
+#[tokio::test]
+async fn events_flow_at_the_configured_rate() {
+    let sim = Sim::builder().event_rate(200.0).start().await.unwrap();
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::ZlibStream).await;
+    client.start(TOKEN, [0, 1]).await;
+    let started = tokio::time::Instant::now();
+    let mut kinds = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let payload = client.until(0, None).await;
+        typed_ok(&payload);
+        kinds.insert(payload["t"].as_str().unwrap().to_owned());
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(150),
+        "40 events at 200/s took {elapsed:?}"
+    );
+    assert!(kinds.len() >= 3, "a mix of events: {kinds:?}");
+}
+
+#[tokio::test]
+async fn a_bad_query_string_is_refused_before_the_upgrade() {
+    let sim = sim().await;
+    for query in [
+        "v=9&encoding=json",
+        "v=10&encoding=etf",
+        "v=10&compress=gzip",
+    ] {
+        let result = RawClient::connect_query(sim.gateway_url(), query, Compression::None).await;
+        assert!(result.is_err(), "{query} was accepted");
+    }
+}

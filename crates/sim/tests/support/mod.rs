@@ -1,0 +1,194 @@
+//! A minimal raw WebSocket client for driving the simulator in tests: it
+//! speaks bytes and JSON, nothing of shardwire's shard.
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    reason = "test support shared by several test files"
+)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload, handshake};
+use http_body_util::Empty;
+use hyper::Request;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use shardwire_codec::{Compression, Decoder, MessageKind};
+use tokio::net::TcpStream;
+
+/// How long any single receive may take before the test fails.
+pub const STEP: Duration = Duration::from_secs(10);
+
+struct SpawnExecutor;
+
+impl<F> hyper::rt::Executor<F> for SpawnExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(future);
+    }
+}
+
+#[derive(Debug)]
+pub enum Received {
+    Payload(Value),
+    Closed(Option<u16>),
+    /// The connection ended without a close frame.
+    Dropped,
+    /// The codec refused the bytes.
+    Undecodable(String),
+}
+
+pub struct RawClient {
+    ws: FragmentCollector<TokioIo<Upgraded>>,
+    decoder: Decoder,
+}
+
+impl RawClient {
+    /// Connects to `base` (`ws://host:port`) with `?v=10&encoding=json` and
+    /// the given compression.
+    pub async fn connect(base: &str, compression: Compression) -> Self {
+        let mut query = "v=10&encoding=json".to_owned();
+        if let Some(value) = compression.query_value() {
+            query.push_str("&compress=");
+            query.push_str(value);
+        }
+        Self::connect_query(base, &query, compression)
+            .await
+            .expect("connect")
+    }
+
+    pub async fn connect_query(
+        base: &str,
+        query: &str,
+        compression: Compression,
+    ) -> Result<Self, String> {
+        let host = base.trim_start_matches("ws://").to_owned();
+        let stream = TcpStream::connect(&host).await.map_err(|e| e.to_string())?;
+        let request = Request::builder()
+            .method("GET")
+            .uri(format!("http://{host}/?{query}"))
+            .header("Host", &host)
+            .header(hyper::header::UPGRADE, "websocket")
+            .header(hyper::header::CONNECTION, "upgrade")
+            .header("Sec-WebSocket-Key", handshake::generate_key())
+            .header("Sec-WebSocket-Version", "13")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let (ws, _) = handshake::client(&SpawnExecutor, request, stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            ws: FragmentCollector::new(ws),
+            decoder: Decoder::new(compression),
+        })
+    }
+
+    pub async fn send(&mut self, value: &Value) {
+        let bytes = serde_json::to_vec(value).unwrap();
+        self.send_raw(&bytes, OpCode::Text).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8], opcode: OpCode) {
+        let frame = Frame::new(true, opcode, None, Payload::Owned(bytes.to_vec()));
+        let _ = self.ws.write_frame(frame).await;
+    }
+
+    pub async fn close(&mut self, code: u16) {
+        let _ = self.ws.write_frame(Frame::close(code, b"")).await;
+    }
+
+    /// The next payload or the end of the connection.
+    pub async fn recv(&mut self) -> Received {
+        tokio::time::timeout(STEP, self.recv_inner())
+            .await
+            .expect("nothing received in time")
+    }
+
+    async fn recv_inner(&mut self) -> Received {
+        loop {
+            let frame = match self.ws.read_frame().await {
+                Ok(frame) => frame,
+                Err(_) => return Received::Dropped,
+            };
+            let kind = match frame.opcode {
+                OpCode::Text => MessageKind::Text,
+                OpCode::Binary => MessageKind::Binary,
+                OpCode::Close => {
+                    let code = (frame.payload.len() >= 2)
+                        .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
+                    return Received::Closed(code);
+                }
+                _ => continue,
+            };
+            match self.decoder.push(&frame.payload, kind) {
+                Ok(Some(payload)) => {
+                    return Received::Payload(serde_json::from_str(payload.json()).unwrap());
+                }
+                Ok(None) => {}
+                Err(error) => return Received::Undecodable(error.to_string()),
+            }
+        }
+    }
+
+    /// The next payload; fails the test on anything else.
+    pub async fn payload(&mut self) -> Value {
+        match self.recv().await {
+            Received::Payload(value) => value,
+            other => panic!("expected a payload, got {other:?}"),
+        }
+    }
+
+    /// Receives until a payload with this opcode (and, for dispatches, this
+    /// event name) arrives; returns it.
+    pub async fn until(&mut self, op: u64, t: Option<&str>) -> Value {
+        loop {
+            let payload = self.payload().await;
+            if payload["op"] == op && t.is_none_or(|t| payload["t"] == t) {
+                return payload;
+            }
+        }
+    }
+
+    /// Receives until the connection closes; returns the close code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            match self.recv().await {
+                Received::Closed(code) => return code,
+                Received::Dropped => panic!("dropped without a close frame"),
+                Received::Payload(_) | Received::Undecodable(_) => {}
+            }
+        }
+    }
+
+    pub async fn hello(&mut self) -> u64 {
+        let hello = self.payload().await;
+        assert_eq!(hello["op"], 10, "{hello}");
+        hello["d"]["heartbeat_interval"].as_u64().unwrap()
+    }
+
+    pub async fn identify(&mut self, token: &str, shard: [u32; 2], intents: u64) {
+        self.send(&identify(token, shard, intents, false)).await;
+    }
+
+    /// Hello, Identify and READY; returns READY's `d`.
+    pub async fn start(&mut self, token: &str, shard: [u32; 2]) -> Value {
+        self.hello().await;
+        self.identify(token, shard, 1).await;
+        self.until(0, Some("READY")).await["d"].clone()
+    }
+}
+
+pub fn identify(token: &str, shard: [u32; 2], intents: u64, compress: bool) -> Value {
+    json!({"op": 2, "d": {
+        "token": token, "intents": intents, "shard": shard, "compress": compress,
+        "properties": {"os": "linux", "browser": "test", "device": "test"},
+    }})
+}
