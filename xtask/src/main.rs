@@ -164,6 +164,5 @@ fn fuzz(args: &[String]) -> Result<()> {
         .args(["fuzz", "run", target, "--release", "--"])
         .arg(format!("-max_total_time={seconds}"))
         .arg(format!("-rss_limit_mb={rss_mb}"))
-        .arg("-print_final_stats=1")
-        .arg(&corpus))
+        .arg("-print_final_stats=1"))
 }

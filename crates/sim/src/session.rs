@@ -249,6 +249,12 @@ impl Conn {
         self.shared.violation(self.id, self.shard_id(), kind);
     }
 
+    /// Discord takes the token with or without the `Bot ` prefix that HTTP
+    /// headers use (twilight-gateway sends it with).
+    fn token_matches(&self, token: &str) -> bool {
+        token.strip_prefix("Bot ").unwrap_or(token) == self.shared.config.token
+    }
+
     fn heartbeat_timeout(&self) -> Duration {
         let config = &self.shared.config;
         config
@@ -414,7 +420,7 @@ impl Conn {
             self.violation(ViolationKind::AlreadyAuthenticated);
             return self.close(4005, "Already authenticated.").await;
         }
-        if token != self.shared.config.token {
+        if !self.token_matches(token) {
             record(false, &self.shared, self.id);
             self.violation(ViolationKind::AuthenticationFailed);
             return self.close(4004, "Authentication failed.").await;
@@ -550,7 +556,7 @@ impl Conn {
             })
         };
         let Some((shard, server_seq, oldest, replay, guild_ids)) =
-            found.filter(|_| token == self.shared.config.token)
+            found.filter(|_| self.token_matches(token))
         else {
             record(ResumeOutcome::InvalidSession, self);
             return self.send_json(&json!({"op": 9, "d": false})).await;

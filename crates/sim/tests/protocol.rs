@@ -120,6 +120,11 @@ async fn hello_identify_ready_and_guild_creates_in_sequence() {
     }
     let identify = &sim.observations().identifies[0];
     assert!(identify.accepted);
+    // As Discord, the token is also taken with its `Bot ` prefix.
+    let other = Sim::builder().start().await.unwrap();
+    let mut prefixed = RawClient::connect(other.gateway_url(), Compression::None).await;
+    prefixed.start(&format!("Bot {TOKEN}"), [0, 1]).await;
+    assert!(other.violations().is_empty());
     assert_eq!((identify.shard, identify.intents), ([1, 2], 1 | (1 << 9)));
     assert!(sim.violations().is_empty());
 }
