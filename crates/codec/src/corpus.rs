@@ -499,6 +499,17 @@ impl ZlibStreamEncoder {
         }
     }
 
+    /// A raw deflate stream (no zlib header) that continues a zlib-stream
+    /// connection after a sync flush. It starts with no history, so its
+    /// output is valid after any payload boundary of any stream: how
+    /// pre-compressed traffic is spliced into a live connection.
+    #[must_use]
+    pub fn continuation() -> Self {
+        Self {
+            compress: Compress::new(Level::default(), false),
+        }
+    }
+
     /// The compressed bytes of one payload; they end with `00 00 ff ff`.
     /// An empty payload right after another one compresses to no bytes.
     pub fn encode(&mut self, payload: &[u8]) -> Vec<u8> {

@@ -23,6 +23,7 @@
 
 mod config;
 mod observe;
+pub mod raw;
 mod server;
 mod session;
 mod state;

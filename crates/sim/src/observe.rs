@@ -238,6 +238,11 @@ pub enum Fault {
     },
     /// Read the client's frames slowly: wait this long before each one.
     ReadSlowly(Duration),
-    /// Send this many generated events now.
+    /// Send this many generated events now, each built and compressed as
+    /// it goes.
     Burst(u64),
+    /// Send this many events flat out from a pre-encoded corpus, built once
+    /// per simulator and shared by every connection: for throughput
+    /// benchmarks. On zstd-stream the events are compressed as they go.
+    Flood(u64),
 }

@@ -18,7 +18,7 @@ use shardwire_codec::Compression;
 use shardwire_codec::corpus::{
     EventGenerator, Rng, ZlibStreamEncoder, ZstdStreamEncoder, zlib_payload,
 };
-use tokio::io::WriteHalf;
+use tokio::io::{BufWriter, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
 
@@ -43,6 +43,8 @@ const MAX_FRAME: usize = 1024 * 1024;
 /// How long a closing session keeps reading, so the client's unread bytes do
 /// not turn the close into a reset that loses the close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// The write buffer under the WebSocket writer.
+const WRITE_BUFFER: usize = 64 * 1024;
 /// Members per GUILD_MEMBERS_CHUNK.
 const CHUNK_SIZE: usize = 1000;
 
@@ -84,7 +86,12 @@ pub(crate) async fn run(
     socket.set_max_message_size(MAX_FRAME);
     socket.set_auto_close(true);
     socket.set_auto_pong(true);
-    let (read, write) = socket.split(tokio::io::split);
+    // Writes go through a buffer: ordinary sends flush after each message,
+    // a flood only when the buffer fills, so it is not a syscall per event.
+    let (read, write) = socket.split(|io| {
+        let (read, write) = tokio::io::split(io);
+        (read, BufWriter::with_capacity(WRITE_BUFFER, write))
+    });
     let (inbound_tx, inbound) = mpsc::channel(64);
     let read_delay = Arc::new(AtomicU64::new(0));
     let reader = tokio::spawn(read_loop(
@@ -223,7 +230,7 @@ struct Conn {
     id: u64,
     listener: Listener,
     shared: Arc<Shared>,
-    writer: WebSocketWrite<WriteHalf<Io>>,
+    writer: WebSocketWrite<BufWriter<WriteHalf<Io>>>,
     outbound: Outbound,
     rng: Rng,
     shard: Option<[u32; 2]>,
@@ -308,7 +315,8 @@ impl Conn {
                 self.writer
                     .write_frame(frame)
                     .await
-                    .map_err(|_| End::Dropped)
+                    .map_err(|_| End::Dropped)?;
+                self.writer.flush().await.map_err(|_| End::Dropped)
             }
             Inbound::Close(code) => {
                 if matches!(code, Some(1000 | 1001)) {
@@ -736,6 +744,65 @@ impl Conn {
                 }
                 Ok(())
             }
+            Fault::Flood(count) => self.flood(count).await,
+        }
+    }
+
+    /// Sends `count` events from the shared pre-encoded corpus, as fast as
+    /// the client reads them.
+    async fn flood(&mut self, count: u64) -> Step {
+        let Some(session_id) = self.session_id.clone() else {
+            return Ok(());
+        };
+        let first = {
+            let sessions = lock(&self.shared.sessions);
+            match sessions.get(&session_id) {
+                Some(session) => session.seq + 1,
+                None => return Ok(()),
+            }
+        };
+        let flood = self.shared.flood(first, count);
+        {
+            let mut sessions = lock(&self.shared.sessions);
+            if let Some(session) = sessions.get_mut(&session_id) {
+                session.seq = first + count - 1;
+                for (index, payload) in flood.payloads.iter().enumerate() {
+                    session
+                        .log
+                        .push_back((first + index as u64, payload.clone()));
+                }
+                while session.log.len() > REPLAY_LOG {
+                    session.log.pop_front();
+                }
+            }
+        }
+        match self.outbound {
+            Outbound::Zlib(_) => {
+                for message in &flood.zlib {
+                    self.write_unflushed(message, OpCode::Binary).await?;
+                }
+                // The client's window now holds the flood; the live encoder's
+                // does not. Continue with a fresh raw stream.
+                self.outbound = Outbound::Zlib(ZlibStreamEncoder::continuation());
+                self.writer.flush().await.map_err(|_| End::Dropped)
+            }
+            Outbound::None {
+                payload_compression: false,
+            } => {
+                for payload in &flood.payloads {
+                    self.write_unflushed(payload, OpCode::Text).await?;
+                }
+                self.writer.flush().await.map_err(|_| End::Dropped)
+            }
+            Outbound::Zstd(_)
+            | Outbound::None {
+                payload_compression: true,
+            } => {
+                for payload in &flood.payloads {
+                    self.send_payload(payload).await?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -817,8 +884,15 @@ impl Conn {
         }
     }
 
-    /// Writes one WebSocket message, in several frames if so configured.
+    /// Writes one WebSocket message, in several frames if so configured, and
+    /// flushes it to the socket.
     async fn write_message(&mut self, bytes: &[u8], opcode: OpCode) -> Step {
+        self.write_unflushed(bytes, opcode).await?;
+        self.writer.flush().await.map_err(|_| End::Dropped)
+    }
+
+    /// Writes one message into the write buffer.
+    async fn write_unflushed(&mut self, bytes: &[u8], opcode: OpCode) -> Step {
         if self.shared.config.fragment_frames && bytes.len() > 1 {
             let cut = 1 + self.rng.below(bytes.len() as u64 - 1) as usize;
             let first = Frame::new(false, opcode, None, Payload::Borrowed(&bytes[..cut]));
@@ -850,6 +924,7 @@ impl Conn {
             .writer
             .write_frame(Frame::close(code, reason.as_bytes()))
             .await;
+        let _ = self.writer.flush().await;
         Err(End::Server(code))
     }
 }

@@ -35,6 +35,17 @@ pub(crate) struct Shared {
     remaining: Mutex<u32>,
     /// Live connections, to inject faults into.
     live: Mutex<HashMap<u64, LiveConnection>>,
+    /// Pre-encoded flood corpora by (first sequence number, count).
+    floods: Mutex<HashMap<(u64, u64), Arc<Flood>>>,
+}
+
+/// Events pre-encoded for [`Fault::Flood`](crate::Fault::Flood).
+pub(crate) struct Flood {
+    /// Complete JSON payloads, for the replay log and uncompressed sends.
+    pub(crate) payloads: Vec<Arc<[u8]>>,
+    /// The same payloads as one raw deflate stream, a sync flush after each:
+    /// valid after any payload boundary of a zlib-stream connection.
+    pub(crate) zlib: Vec<Vec<u8>>,
 }
 
 /// A live connection's shard (once known) and its fault channel.
@@ -62,7 +73,38 @@ impl Shared {
             buckets: Mutex::new(HashMap::new()),
             remaining: Mutex::new(remaining),
             live: Mutex::new(HashMap::new()),
+            floods: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The flood corpus of `count` events numbered from `first`, built on
+    /// first use (a few distinct events repeated, as a benchmark wants).
+    pub(crate) fn flood(&self, first: u64, count: u64) -> Arc<Flood> {
+        if let Some(flood) = lock(&self.floods).get(&(first, count)) {
+            return flood.clone();
+        }
+        let mut generator = shardwire_codec::corpus::EventGenerator::new(self.config.seed, 8);
+        let distinct: Vec<(&'static str, Vec<u8>)> = (0..1024)
+            .map(|_| {
+                let (name, d) = generator.next_event();
+                (name, serde_json::to_vec(&d).unwrap_or_default())
+            })
+            .collect();
+        let mut encoder = shardwire_codec::corpus::ZlibStreamEncoder::continuation();
+        let mut payloads = Vec::with_capacity(count as usize);
+        let mut zlib = Vec::with_capacity(count as usize);
+        for index in 0..count {
+            let (name, d) = &distinct[(index % distinct.len() as u64) as usize];
+            let mut payload =
+                format!(r#"{{"t":"{name}","s":{},"op":0,"d":"#, first + index).into_bytes();
+            payload.extend_from_slice(d);
+            payload.push(b'}');
+            zlib.push(encoder.encode(&payload));
+            payloads.push(Arc::from(payload));
+        }
+        let flood = Arc::new(Flood { payloads, zlib });
+        lock(&self.floods).insert((first, count), flood.clone());
+        flood
     }
 
     pub(crate) fn next_connection_id(&self) -> u64 {

@@ -1,8 +1,6 @@
 //! The simulator against a raw WebSocket client: sessions, compression,
 //! enforcement, commands, faults and bad input.
 
-mod support;
-
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,8 +9,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use shardwire_codec::{Compression, Decoded, EventFilter, Payload};
+use shardwire_sim::raw::{RawClient, Received, identify};
 use shardwire_sim::{ClosedBy, Fault, Listener, ResumeOutcome, Sim, ViolationKind};
-use support::{RawClient, Received, identify};
 use tokio::net::TcpStream;
 
 const TOKEN: &str = "sim-token";
@@ -723,5 +721,42 @@ async fn a_bad_query_string_is_refused_before_the_upgrade() {
     ] {
         let result = RawClient::connect_query(sim.gateway_url(), query, Compression::None).await;
         assert!(result.is_err(), "{query} was accepted");
+    }
+}
+
+#[tokio::test]
+async fn a_flood_from_the_pre_encoded_corpus_decodes_in_order_and_resumes() {
+    for compression in [
+        Compression::ZlibStream,
+        Compression::None,
+        Compression::ZstdStream,
+    ] {
+        let sim = Sim::builder().guilds_per_shard(1).start().await.unwrap();
+        let mut client = RawClient::connect(sim.gateway_url(), compression).await;
+        let ready = client.start(TOKEN, [0, 1]).await;
+        client.until(0, Some("GUILD_CREATE")).await;
+        sim.inject(Some(0), Fault::Flood(2000));
+        for expected in 3..2003 {
+            let payload = client.until(0, None).await;
+            assert_eq!(payload["s"], expected, "{compression}");
+            if expected % 500 == 0 {
+                typed_ok(&payload);
+            }
+        }
+        // Live events after the flood still decode: the stream continues.
+        sim.inject(Some(0), Fault::Burst(5));
+        for expected in 2003..2008 {
+            assert_eq!(
+                client.until(0, None).await["s"],
+                expected,
+                "{compression} after the flood"
+            );
+        }
+        // And the flood is in the replay log.
+        drop(client);
+        let mut again = RawClient::connect(sim.resume_gateway_url(), compression).await;
+        again.hello().await;
+        again.send(&json!({"op": 6, "d": {"token": TOKEN, "session_id": ready["session_id"], "seq": 1990}})).await;
+        assert_eq!(again.until(0, None).await["s"], 1991, "{compression}");
     }
 }

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use shardwire_codec::{Compression, Decoder, MessageKind};
 use tokio::net::TcpStream;
 
-/// How long any single receive may take before the test fails.
+/// How long any single receive may take before the caller panics.
 pub const STEP: Duration = Duration::from_secs(10);
 
 struct SpawnExecutor;
@@ -36,9 +36,13 @@ where
     }
 }
 
+/// What one receive got.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Received {
+    /// A decoded payload.
     Payload(Value),
+    /// A close frame, with its code if any.
     Closed(Option<u16>),
     /// The connection ended without a close frame.
     Dropped,
@@ -46,9 +50,18 @@ pub enum Received {
     Undecodable(String),
 }
 
+/// One raw gateway connection, decoding with shardwire-codec.
 pub struct RawClient {
     ws: FragmentCollector<TokioIo<Upgraded>>,
     decoder: Decoder,
+}
+
+impl std::fmt::Debug for RawClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawClient")
+            .field("decoder", &self.decoder)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RawClient {
@@ -65,6 +78,11 @@ impl RawClient {
             .expect("connect")
     }
 
+    /// Connects with a query string of the caller's choosing.
+    ///
+    /// # Errors
+    ///
+    /// When the TCP connection or the WebSocket handshake fails.
     pub async fn connect_query(
         base: &str,
         query: &str,
@@ -91,16 +109,19 @@ impl RawClient {
         })
     }
 
+    /// Sends a JSON payload as a text message.
     pub async fn send(&mut self, value: &Value) {
         let bytes = serde_json::to_vec(value).unwrap();
         self.send_raw(&bytes, OpCode::Text).await;
     }
 
+    /// Sends bytes as one message with the given opcode.
     pub async fn send_raw(&mut self, bytes: &[u8], opcode: OpCode) {
         let frame = Frame::new(true, opcode, None, Payload::Owned(bytes.to_vec()));
         let _ = self.ws.write_frame(frame).await;
     }
 
+    /// Sends a close frame with this code.
     pub async fn close(&mut self, code: u16) {
         let _ = self.ws.write_frame(Frame::close(code, b"")).await;
     }
@@ -168,12 +189,14 @@ impl RawClient {
         }
     }
 
+    /// Receives Hello; returns its heartbeat interval.
     pub async fn hello(&mut self) -> u64 {
         let hello = self.payload().await;
         assert_eq!(hello["op"], 10, "{hello}");
         hello["d"]["heartbeat_interval"].as_u64().unwrap()
     }
 
+    /// Sends an Identify.
     pub async fn identify(&mut self, token: &str, shard: [u32; 2], intents: u64) {
         self.send(&identify(token, shard, intents, false)).await;
     }
@@ -184,8 +207,34 @@ impl RawClient {
         self.identify(token, shard, 1).await;
         self.until(0, Some("READY")).await["d"].clone()
     }
+
+    /// The connection's byte stream, for reading the server's frames raw
+    /// (as a measurement that must not parse them does).
+    pub fn into_stream(self) -> TokioIo<Upgraded> {
+        TokioIo::new(self.ws.into_inner().into_inner())
+    }
+
+    /// Counts messages until `count` payloads have been received, without
+    /// decompressing or parsing them: for measuring the sender. Returns the
+    /// bytes received.
+    pub async fn count_messages(&mut self, count: u64) -> u64 {
+        let mut bytes = 0;
+        let mut seen = 0;
+        while seen < count {
+            let frame = tokio::time::timeout(STEP, self.ws.read_frame())
+                .await
+                .expect("nothing received in time")
+                .expect("the connection failed");
+            if matches!(frame.opcode, OpCode::Text | OpCode::Binary) {
+                bytes += frame.payload.len() as u64;
+                seen += 1;
+            }
+        }
+        bytes
+    }
 }
 
+/// An Identify payload.
 pub fn identify(token: &str, shard: [u32; 2], intents: u64, compress: bool) -> Value {
     json!({"op": 2, "d": {
         "token": token, "intents": intents, "shard": shard, "compress": compress,
