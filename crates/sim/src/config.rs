@@ -34,8 +34,9 @@ pub const KNOWN_INTENTS: u64 = (1 << 0)
 /// The privileged intents: GUILD_MEMBERS, GUILD_PRESENCES, MESSAGE_CONTENT.
 pub const PRIVILEGED_INTENTS: u64 = (1 << 1) | (1 << 8) | (1 << 15);
 
-/// How the simulator behaves. Built with [`Sim::builder`].
-#[derive(Clone, Debug)]
+/// How the simulator behaves. Built with [`Sim::builder`]. Its `Debug`
+/// output leaves the token out.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct SimConfig {
     /// The bot token it accepts (without `Bot `).
@@ -72,6 +73,29 @@ pub struct SimConfig {
     pub seed: u64,
     /// Address of the main listener (port 0: any free port).
     pub bind: SocketAddr,
+}
+
+impl std::fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("token", &"<redacted>")
+            .field("shards", &self.shards)
+            .field("guilds_per_shard", &self.guilds_per_shard)
+            .field("members_per_guild", &self.members_per_guild)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("heartbeat_grace", &self.heartbeat_grace)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("total", &self.total)
+            .field("remaining", &self.remaining)
+            .field("identify_window", &self.identify_window)
+            .field("disallowed_intents", &self.disallowed_intents)
+            .field("event_rate", &self.event_rate)
+            .field("split_payloads", &self.split_payloads)
+            .field("fragment_frames", &self.fragment_frames)
+            .field("seed", &self.seed)
+            .field("bind", &self.bind)
+            .finish()
+    }
 }
 
 impl Default for SimConfig {

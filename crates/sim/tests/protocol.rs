@@ -453,11 +453,23 @@ async fn oversized_frames_are_refused_and_other_connections_keep_working() {
     big.hello().await;
     big.send_raw(&vec![b'x'; 200_000], OpCode::Binary).await;
     assert_eq!(big.closed().await, Some(4002));
-    // A client that vanishes in the middle of a frame.
-    let stream = TcpStream::connect(sim.gateway_url().trim_start_matches("ws://"))
+    // A client that vanishes in the middle of a frame: a masked text frame
+    // header announcing 4000 bytes, 10 of them, then nothing.
+    let vanishing = RawClient::connect(sim.gateway_url(), Compression::None).await;
+    let mut stream = vanishing.into_stream();
+    use tokio::io::AsyncWriteExt;
+    stream
+        .write_all(&[0x81, 0xfe, 0x0f, 0xa0, 1, 2, 3, 4])
         .await
         .unwrap();
+    stream.write_all(b"0123456789").await.unwrap();
     drop(stream);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let closes = sim.observations().closes;
+    assert!(
+        closes.iter().any(|c| c.by == ClosedBy::Dropped),
+        "{closes:?}"
+    );
     healthy.send(&json!({"op": 1, "d": 3})).await;
     healthy.until(11, None).await;
 }
@@ -759,4 +771,15 @@ async fn a_flood_from_the_pre_encoded_corpus_decodes_in_order_and_resumes() {
         again.send(&json!({"op": 6, "d": {"token": TOKEN, "session_id": ready["session_id"], "seq": 1990}})).await;
         assert_eq!(again.until(0, None).await["s"], 1991, "{compression}");
     }
+}
+
+#[tokio::test]
+async fn the_token_stays_out_of_debug_output() {
+    let sim = Sim::builder()
+        .token("super-secret-token")
+        .start()
+        .await
+        .unwrap();
+    let debug = format!("{sim:?} {:?}", sim.config());
+    assert!(!debug.contains("super-secret-token"), "{debug}");
 }
