@@ -38,6 +38,59 @@ fn too_large(limit: usize, reset_required: bool) -> CodecError {
     }
 }
 
+/// How a run of the inflater over some input ended.
+enum Drive {
+    /// All input was taken and the inflater has no more output for it.
+    NeedsInput,
+    /// The deflate stream ended, with this many input bytes after its end.
+    Ended { trailing: usize },
+    /// Input was left, there was room to write, and nothing moved.
+    Stuck,
+}
+
+/// Runs `inflater` over `input`, appending to `out`, which never holds more
+/// than `limit + 1` bytes.
+///
+/// # Errors
+///
+/// `Err(None)` when the output passed `limit`; `Err(Some(detail))` when the
+/// inflater reported corrupt data.
+fn drive(
+    inflater: &mut Decompress,
+    mut input: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+    flush: FlushDecompress,
+) -> Result<Drive, Option<String>> {
+    loop {
+        if out.len() == out.capacity() && !grow(out, limit) {
+            return Err(None);
+        }
+        let before_in = inflater.total_in();
+        let before_out = out.len();
+        let status = inflater
+            .decompress_vec(input, out, flush)
+            .map_err(|error| Some(error.to_string()))?;
+        let consumed = (inflater.total_in() - before_in) as usize;
+        input = &input[consumed..];
+        if out.len() > limit {
+            return Err(None);
+        }
+        if status == Status::StreamEnd {
+            return Ok(Drive::Ended {
+                trailing: input.len(),
+            });
+        }
+        let out_full = out.len() == out.capacity();
+        if input.is_empty() && !out_full {
+            return Ok(Drive::NeedsInput);
+        }
+        if consumed == 0 && out.len() == before_out && !out_full {
+            return Ok(Drive::Stuck);
+        }
+    }
+}
+
 /// zlib-stream: one inflate context for the whole connection, fed piece by
 /// piece. A payload is complete when the bytes received since the previous
 /// payload end with [`ZLIB_SUFFIX`]; that is checked on the accumulated bytes,
@@ -82,50 +135,33 @@ impl ZlibStream {
     /// is now complete.
     pub(crate) fn push(
         &mut self,
-        mut piece: &[u8],
+        piece: &[u8],
         out: &mut Vec<u8>,
         limit: usize,
     ) -> Result<bool, CodecError> {
         self.track_tail(piece);
-        loop {
-            if out.len() == out.capacity() && !grow(out, limit) {
-                return Err(too_large(limit, true));
+        let corrupt = |detail: String| CodecError::CorruptStream {
+            compression: Compression::ZlibStream,
+            detail,
+        };
+        match drive(&mut self.inflater, piece, out, limit, FlushDecompress::Sync) {
+            Ok(Drive::NeedsInput) => {}
+            // Discord never ends the deflate stream; bytes after its end
+            // cannot be decoded with this context.
+            Ok(Drive::Ended { .. }) => {
+                return Err(corrupt(
+                    "the deflate stream ended; zlib-stream never ends".into(),
+                ));
             }
-            let before_in = self.inflater.total_in();
-            let before_out = out.len();
-            let status = self
-                .inflater
-                .decompress_vec(piece, out, FlushDecompress::Sync)
-                .map_err(|error| CodecError::CorruptStream {
-                    compression: Compression::ZlibStream,
-                    detail: error.to_string(),
-                })?;
-            let consumed = (self.inflater.total_in() - before_in) as usize;
-            piece = &piece[consumed..];
-            if out.len() > limit {
-                return Err(too_large(limit, true));
+            // Dropping the rest would lose data silently: the stream is
+            // unusable.
+            Ok(Drive::Stuck) => {
+                return Err(corrupt(
+                    "the inflater made no progress on the remaining input".into(),
+                ));
             }
-            if status == Status::StreamEnd {
-                // Discord never ends the deflate stream; bytes after its end
-                // cannot be decoded with this context.
-                return Err(CodecError::CorruptStream {
-                    compression: Compression::ZlibStream,
-                    detail: "the deflate stream ended; zlib-stream never ends".into(),
-                });
-            }
-            let produced = out.len() - before_out;
-            let out_full = out.len() == out.capacity();
-            if piece.is_empty() && !out_full {
-                break;
-            }
-            if consumed == 0 && produced == 0 && !out_full {
-                // Input left, room to write, and no progress: dropping the
-                // rest would lose data silently, so the stream is unusable.
-                return Err(CodecError::CorruptStream {
-                    compression: Compression::ZlibStream,
-                    detail: "the inflater made no progress on the remaining input".into(),
-                });
-            }
+            Err(None) => return Err(too_large(limit, true)),
+            Err(Some(detail)) => return Err(corrupt(detail)),
         }
         let complete = self.tail_len == 4 && self.tail == ZLIB_SUFFIX;
         if complete {
@@ -228,35 +264,20 @@ impl ZlibPayload {
             detail: format!("zlib payload: {detail}"),
         };
         self.inflater.reset(true);
-        let mut input = message;
-        loop {
-            if out.len() == out.capacity() && !grow(out, limit) {
-                return Err(too_large(limit, false));
-            }
-            let before_in = self.inflater.total_in();
-            let before_out = out.len();
-            let status = self
-                .inflater
-                .decompress_vec(input, out, FlushDecompress::Finish)
-                .map_err(|error| corrupt(error.to_string()))?;
-            let consumed = (self.inflater.total_in() - before_in) as usize;
-            input = &input[consumed..];
-            if out.len() > limit {
-                return Err(too_large(limit, false));
-            }
-            if status == Status::StreamEnd {
-                if !input.is_empty() {
-                    return Err(corrupt(format!(
-                        "{} bytes after the end of the stream",
-                        input.len()
-                    )));
-                }
-                return Ok(());
-            }
-            let out_full = out.len() == out.capacity();
-            if consumed == 0 && out.len() == before_out && !out_full {
-                return Err(corrupt("the stream is truncated".into()));
-            }
+        match drive(
+            &mut self.inflater,
+            message,
+            out,
+            limit,
+            FlushDecompress::Finish,
+        ) {
+            Ok(Drive::Ended { trailing: 0 }) => Ok(()),
+            Ok(Drive::Ended { trailing }) => Err(corrupt(format!(
+                "{trailing} bytes after the end of the stream"
+            ))),
+            Ok(Drive::NeedsInput | Drive::Stuck) => Err(corrupt("the stream is truncated".into())),
+            Err(None) => Err(too_large(limit, false)),
+            Err(Some(detail)) => Err(corrupt(detail)),
         }
     }
 }
