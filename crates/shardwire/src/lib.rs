@@ -1,10 +1,11 @@
 //! shardwire keeps Discord bots connected to the Discord Gateway.
 //!
 //! This facade re-exports the layers of shardwire. Today it offers the wire
-//! codec, [`codec`]: transport decompression (zlib-stream, zstd-stream),
-//! payload decompression, a lazy JSON scan, typed events through twilight-model,
-//! and outgoing commands. The shard, the cluster and the `shardwire` command
-//! follow in later releases.
+//! codec, [`codec`] (transport decompression for zlib-stream and zstd-stream,
+//! payload decompression, a lazy JSON scan, typed events through
+//! twilight-model, outgoing commands), and the heartbeat scheduler,
+//! [`heartbeat`]. The shard, the cluster and the `shardwire` command follow
+//! in later releases.
 //!
 //! ```
 //! use shardwire::codec::{Compression, Decoder, MessageKind};
@@ -18,3 +19,4 @@
 //! ```
 
 pub use shardwire_codec as codec;
+pub use shardwire_heartbeat as heartbeat;
