@@ -1,7 +1,15 @@
-//! One Discord Gateway connection: **not built yet**.
+//! One Discord Gateway connection: **partly built**.
 //!
-//! This crate will hold shardwire's sans-IO shard state machine (identify,
-//! resume, reconnect, invalid session, close codes, command rate limit) and a
-//! thin tokio driver over fastwebsockets and hyper. It is specified in the
-//! project's issue "One connection done right"; until that lands, this crate
-//! exports nothing.
+//! Built so far: [`CommandRateLimiter`], the outbound rate limit of a
+//! connection (120 payloads per 60 seconds, with room kept for heartbeats),
+//! pure and clock-free like the rest of this crate will be.
+//!
+//! Not built yet: the sans-IO shard state machine (identify, resume,
+//! reconnect, invalid session, close codes, timeouts and backoff, sessions,
+//! the identify-queue trait) and the tokio driver over fastwebsockets and
+//! hyper. They are specified in the project's issue "One connection done
+//! right".
+
+mod ratelimit;
+
+pub use crate::ratelimit::{CommandRateLimiter, LIMIT, WINDOW};
