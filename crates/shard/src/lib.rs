@@ -1,8 +1,12 @@
 //! One Discord Gateway connection: **partly built**.
 //!
-//! Built so far: [`CommandRateLimiter`], the outbound rate limit of a
-//! connection (120 payloads per 60 seconds, with room kept for heartbeats),
-//! pure and clock-free like the rest of this crate will be.
+//! Built so far, pure and clock-free like the rest of this crate will be:
+//! - [`CommandRateLimiter`]: the outbound rate limit of a connection (120
+//!   payloads per 60 seconds, with room kept for heartbeats);
+//! - [`after_close`]: the close-code policy (resume, identify anew, or stop
+//!   with a [`FatalError`] that names the fix);
+//! - [`Backoff`]: exponential reconnect backoff with jitter and a cap;
+//! - [`Session`]: what a restarted process needs to resume.
 //!
 //! Not built yet: the sans-IO shard state machine (identify, resume,
 //! reconnect, invalid session, close codes, timeouts and backoff, sessions,
@@ -10,6 +14,10 @@
 //! hyper. They are specified in the project's issue "One connection done
 //! right".
 
+mod policy;
 mod ratelimit;
+mod session;
 
+pub use crate::policy::{AfterClose, Backoff, FatalError, RESUMABLE_CLOSE, after_close};
 pub use crate::ratelimit::{CommandRateLimiter, LIMIT, WINDOW};
+pub use crate::session::Session;

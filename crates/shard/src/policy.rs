@@ -1,0 +1,195 @@
+use std::fmt;
+use std::time::Duration;
+
+use twilight_model::gateway::Intents;
+
+/// What a shard does after its connection ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AfterClose {
+    /// Reconnect and resume the session (if there is one; identify
+    /// otherwise).
+    Resume,
+    /// Reconnect and identify: the session is gone, resuming would only
+    /// waste a round trip.
+    Identify,
+    /// Stop: nothing a reconnect can fix.
+    Fatal(FatalError),
+}
+
+/// A close that no reconnect can fix, with what the user must change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FatalError {
+    /// 4004: the token was refused.
+    #[error(
+        "closed with 4004 (authentication failed): the bot token was refused; copy a fresh one from the Developer Portal (Bot → Reset Token)"
+    )]
+    AuthenticationFailed,
+    /// 4010: the shard id or count is invalid.
+    #[error(
+        "closed with 4010 (invalid shard): the shard id must be below the shard count; check the shard configuration"
+    )]
+    InvalidShard,
+    /// 4011: the bot is in too many guilds for its shard count.
+    #[error(
+        "closed with 4011 (sharding required): the bot needs more shards; use the count GET /gateway/bot recommends"
+    )]
+    ShardingRequired,
+    /// 4012: the gateway version is not supported.
+    #[error("closed with 4012 (invalid API version): connect with v=10")]
+    InvalidApiVersion,
+    /// 4013: the intents include bits Discord does not define (these).
+    #[error(
+        "closed with 4013 (invalid intents): bits {0:#x} of the intents are not intents Discord defines; remove them"
+    )]
+    InvalidIntents(u64),
+    /// 4014: privileged intents not enabled for the application.
+    #[error(
+        "closed with 4014 (disallowed intents): enable {} for this application in the Developer Portal (Bot → Privileged Gateway Intents), or stop requesting them",
+        PrivilegedNames(*.0)
+    )]
+    DisallowedIntents(Intents),
+}
+
+impl FatalError {
+    /// The close code.
+    #[must_use]
+    pub fn code(&self) -> u16 {
+        match self {
+            Self::AuthenticationFailed => 4004,
+            Self::InvalidShard => 4010,
+            Self::ShardingRequired => 4011,
+            Self::InvalidApiVersion => 4012,
+            Self::InvalidIntents(_) => 4013,
+            Self::DisallowedIntents(_) => 4014,
+        }
+    }
+}
+
+/// Lists the privileged intents among a set, by their Developer Portal names.
+struct PrivilegedNames(Intents);
+
+impl fmt::Display for PrivilegedNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = [
+            (
+                Intents::GUILD_PRESENCES,
+                "the Presence Intent (GUILD_PRESENCES)",
+            ),
+            (
+                Intents::GUILD_MEMBERS,
+                "the Server Members Intent (GUILD_MEMBERS)",
+            ),
+            (
+                Intents::MESSAGE_CONTENT,
+                "the Message Content Intent (MESSAGE_CONTENT)",
+            ),
+        ]
+        .into_iter()
+        .filter(|(intent, _)| self.0.contains(*intent))
+        .map(|(_, name)| name)
+        .collect();
+        if names.is_empty() {
+            f.write_str("the privileged intents requested")
+        } else {
+            f.write_str(&names.join(" and "))
+        }
+    }
+}
+
+/// The close-code policy of `../shared/docs/gateway-protocol.md`.
+///
+/// `code` is `None` when the connection ended without a close frame (a
+/// dropped TCP connection, 1006). `intents` are the ones identified with,
+/// named in the 4013 and 4014 errors.
+#[must_use]
+pub fn after_close(code: Option<u16>, intents: Intents) -> AfterClose {
+    match code {
+        // Invalid seq, session timed out: a new session, directly.
+        Some(4007 | 4009) => AfterClose::Identify,
+        Some(4004) => AfterClose::Fatal(FatalError::AuthenticationFailed),
+        Some(4010) => AfterClose::Fatal(FatalError::InvalidShard),
+        Some(4011) => AfterClose::Fatal(FatalError::ShardingRequired),
+        Some(4012) => AfterClose::Fatal(FatalError::InvalidApiVersion),
+        Some(4013) => {
+            // The bits twilight-model does not know; all of them if it knows
+            // every one (Discord may have retired an intent since).
+            let unknown = intents.bits() & !Intents::all().bits();
+            let named = if unknown == 0 {
+                intents.bits()
+            } else {
+                unknown
+            };
+            AfterClose::Fatal(FatalError::InvalidIntents(named))
+        }
+        Some(4014) => {
+            let privileged =
+                Intents::GUILD_MEMBERS | Intents::GUILD_PRESENCES | Intents::MESSAGE_CONTENT;
+            AfterClose::Fatal(FatalError::DisallowedIntents(intents & privileged))
+        }
+        // 1000 and 1001 end the session on Discord's side.
+        Some(1000 | 1001) => AfterClose::Identify,
+        // 4000 to 4003, 4005, 4008, anything else, or no code: resume.
+        _ => AfterClose::Resume,
+    }
+}
+
+/// The close code shardwire uses when it closes a connection it means to
+/// resume: 4000-range codes keep the session, 1000 and 1001 would end it.
+pub const RESUMABLE_CLOSE: u16 = 4000;
+
+/// Exponential reconnect backoff with jitter and a cap.
+///
+/// The n-th consecutive failure waits `min(cap, initial × 2ⁿ)` scaled by a
+/// factor in `[0.5, 1)` drawn from a seeded generator, so many shards that
+/// failed together do not retry together. A success resets it.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    initial: Duration,
+    cap: Duration,
+    failures: u32,
+    state: u64,
+}
+
+impl Backoff {
+    /// A backoff from `initial` up to `cap`, its jitter seeded by `seed`.
+    #[must_use]
+    pub fn new(initial: Duration, cap: Duration, seed: u64) -> Self {
+        Self {
+            initial,
+            cap: cap.max(initial),
+            failures: 0,
+            state: seed,
+        }
+    }
+
+    /// The wait before the next attempt; counts one more failure.
+    pub fn next_delay(&mut self) -> Duration {
+        let exponent = self.failures.min(30);
+        self.failures = self.failures.saturating_add(1);
+        let base = self.initial.saturating_mul(1u32 << exponent).min(self.cap);
+        base.mul_f64(0.5 + 0.5 * self.unit())
+    }
+
+    /// A connection succeeded: the next failure starts from `initial`.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Consecutive failures so far.
+    #[must_use]
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// A value in `[0, 1)` (SplitMix64).
+    fn unit(&mut self) -> f64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
