@@ -1,0 +1,103 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use shardwire_shard::{IdentifyQueue, IdentifyRefused, WaitTurn};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// How often one bucket may identify: Discord allows one identify per
+/// bucket every 5 seconds.
+pub const IDENTIFY_WINDOW: Duration = Duration::from_secs(5);
+
+/// The in-memory identify queue of one process.
+///
+/// A shard's bucket is `shard_id % max_concurrency`; each bucket lets one
+/// shard identify per [`IDENTIFY_WINDOW`], in the order they asked (a fair
+/// lock per bucket). Buckets run side by side, so N shards at concurrency M
+/// finish in `(⌈N/M⌉ − 1) × 5 s` plus network time. Every turn given takes
+/// one of the day's session starts; when none is left, turns are refused.
+#[derive(Clone, Debug)]
+pub struct LocalQueue {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The last identify of each bucket.
+    buckets: Vec<Mutex<Option<Instant>>>,
+    remaining: AtomicU32,
+    reset_after: Option<Duration>,
+    window: Duration,
+}
+
+impl LocalQueue {
+    /// A queue for `max_concurrency` buckets (at least one) with `remaining`
+    /// session starts left today, which reset after `reset_after`.
+    #[must_use]
+    pub fn new(max_concurrency: u32, remaining: u32, reset_after: Option<Duration>) -> Self {
+        Self::with_window(max_concurrency, remaining, reset_after, IDENTIFY_WINDOW)
+    }
+
+    /// As [`LocalQueue::new`], with another window (for simulators that
+    /// shorten it).
+    #[must_use]
+    pub fn with_window(
+        max_concurrency: u32,
+        remaining: u32,
+        reset_after: Option<Duration>,
+        window: Duration,
+    ) -> Self {
+        let buckets = (0..max_concurrency.max(1))
+            .map(|_| Mutex::new(None))
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                buckets,
+                remaining: AtomicU32::new(remaining),
+                reset_after,
+                window,
+            }),
+        }
+    }
+
+    /// The number of buckets.
+    #[must_use]
+    pub fn max_concurrency(&self) -> u32 {
+        self.inner.buckets.len() as u32
+    }
+
+    /// Session starts left today.
+    #[must_use]
+    pub fn remaining(&self) -> u32 {
+        self.inner.remaining.load(Ordering::Acquire)
+    }
+
+    fn take_start(&self) -> Result<(), IdentifyRefused> {
+        self.inner
+            .remaining
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(1)
+            })
+            .map(|_| ())
+            .map_err(|_| IdentifyRefused::DailyLimitExhausted {
+                reset_after: self.inner.reset_after,
+            })
+    }
+}
+
+impl IdentifyQueue for LocalQueue {
+    fn wait_turn(&self, shard_id: u32) -> WaitTurn<'_> {
+        Box::pin(async move {
+            let bucket = &self.inner.buckets[(shard_id as usize) % self.inner.buckets.len()];
+            // The fair lock keeps the order the shards asked in.
+            let mut last = bucket.lock().await;
+            if let Some(last) = *last {
+                tokio::time::sleep_until(last + self.inner.window).await;
+            }
+            self.take_start()?;
+            *last = Some(Instant::now());
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,111 @@
+//! The identify queue on tokio's paused clock: no test waits real time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardwire_cluster::LocalQueue;
+use shardwire_shard::{IdentifyQueue, IdentifyRefused, Unqueued};
+use tokio::time::Instant;
+
+/// Asks for every shard's turn at once (in shard order) and returns when
+/// each was granted, relative to the start, in seconds.
+async fn schedule(queue: LocalQueue, shards: u32) -> Vec<(u32, f64)> {
+    let start = Instant::now();
+    let queue = Arc::new(queue);
+    let mut tasks = Vec::new();
+    for shard in 0..shards {
+        let queue = queue.clone();
+        tasks.push(tokio::spawn(async move {
+            queue.wait_turn(shard).await.unwrap();
+            (shard, start.elapsed().as_secs_f64())
+        }));
+        // Let each task reach its bucket's lock before the next asks.
+        tokio::task::yield_now().await;
+    }
+    let mut granted = Vec::new();
+    for task in tasks {
+        granted.push(task.await.unwrap());
+    }
+    granted
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_1_identifies_one_shard_every_5_seconds() {
+    let granted = schedule(LocalQueue::new(1, 1000, None), 4).await;
+    assert_eq!(granted, vec![(0, 0.0), (1, 5.0), (2, 10.0), (3, 15.0)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_2_runs_buckets_side_by_side() {
+    // 4 shards at M=2: (ceil(4/2) - 1) x 5 s = 5 s, not 10.
+    let granted = schedule(LocalQueue::new(2, 1000, None), 4).await;
+    assert_eq!(granted, vec![(0, 0.0), (1, 0.0), (2, 5.0), (3, 5.0)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_16_starts_a_block_of_16_together() {
+    let granted = schedule(LocalQueue::new(16, 1000, None), 40).await;
+    let last = granted.iter().map(|(_, at)| *at).fold(0.0, f64::max);
+    assert_eq!(last, 10.0, "(ceil(40/16) - 1) x 5 s");
+    for (shard, at) in granted {
+        assert_eq!(at, f64::from(shard / 16) * 5.0, "shard {shard}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bucket_remembers_its_last_identify() {
+    let queue = LocalQueue::new(1, 1000, None);
+    queue.wait_turn(0).await.unwrap();
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let asked = Instant::now();
+    queue.wait_turn(0).await.unwrap();
+    assert_eq!(
+        asked.elapsed(),
+        Duration::from_secs(3),
+        "the rest of the window"
+    );
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let asked = Instant::now();
+    queue.wait_turn(0).await.unwrap();
+    assert_eq!(
+        asked.elapsed(),
+        Duration::ZERO,
+        "a long-idle bucket goes at once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn daily_starts_are_counted_and_refused_when_gone() {
+    let reset = Some(Duration::from_secs(3600));
+    let queue = LocalQueue::new(4, 2, reset);
+    queue.wait_turn(0).await.unwrap();
+    queue.wait_turn(1).await.unwrap();
+    assert_eq!(queue.remaining(), 0);
+    let refused = queue.wait_turn(2).await.unwrap_err();
+    assert_eq!(
+        refused,
+        IdentifyRefused::DailyLimitExhausted { reset_after: reset }
+    );
+    assert!(
+        refused.to_string().contains("no session starts left"),
+        "{refused}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_shard_is_never_made_to_wait() {
+    let queue: Arc<dyn IdentifyQueue> = Arc::new(Unqueued);
+    let start = Instant::now();
+    for _ in 0..3 {
+        queue.wait_turn(0).await.unwrap();
+    }
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_concurrency_is_treated_as_one() {
+    let queue = LocalQueue::new(0, 10, None);
+    assert_eq!(queue.max_concurrency(), 1);
+    let granted = schedule(queue, 2).await;
+    assert_eq!(granted, vec![(0, 0.0), (1, 5.0)]);
+}
