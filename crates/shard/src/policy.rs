@@ -50,19 +50,24 @@ pub enum FatalError {
         PrivilegedNames(*.0)
     )]
     DisallowedIntents(Intents),
+    /// The shard's own configuration cannot make a valid Identify or
+    /// Resume (an empty token, a large threshold outside 50 to 250, …).
+    #[error("the shard cannot identify: {0}; fix the shard configuration")]
+    InvalidConfiguration(String),
 }
 
 impl FatalError {
-    /// The close code.
+    /// The close code that caused it, if a close did.
     #[must_use]
-    pub fn code(&self) -> u16 {
+    pub fn code(&self) -> Option<u16> {
         match self {
-            Self::AuthenticationFailed => 4004,
-            Self::InvalidShard => 4010,
-            Self::ShardingRequired => 4011,
-            Self::InvalidApiVersion => 4012,
-            Self::InvalidIntents(_) => 4013,
-            Self::DisallowedIntents(_) => 4014,
+            Self::AuthenticationFailed => Some(4004),
+            Self::InvalidShard => Some(4010),
+            Self::ShardingRequired => Some(4011),
+            Self::InvalidApiVersion => Some(4012),
+            Self::InvalidIntents(_) => Some(4013),
+            Self::DisallowedIntents(_) => Some(4014),
+            Self::InvalidConfiguration(_) => None,
         }
     }
 }

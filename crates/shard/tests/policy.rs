@@ -52,7 +52,7 @@ fn fatal_codes_stop_and_name_the_fix() {
         let AfterClose::Fatal(error) = after_close(Some(code), intents) else {
             panic!("{code} is not fatal");
         };
-        assert_eq!(error.code(), code);
+        assert_eq!(error.code(), Some(code));
         let message = error.to_string();
         assert!(message.contains(&code.to_string()), "{message}");
         assert!(message.contains(fix), "{code}: {message}");

@@ -1,0 +1,783 @@
+//! The sans-IO shard: one gateway connection's protocol, with no socket and
+//! no clock. The driver feeds it what happened (`connect`,
+//! `handle_connected`, `handle_message`, `handle_close`, `handle_timeout`,
+//! `handle_identify_turn`) and carries out what it asks
+//! (`poll_order`, `poll_transmit`), sleeping until `poll_timeout`.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use shardwire_codec::{
+    Command, Compression, ConnectionProperties, Decoder, Identify, MessageKind, Payload, Resume,
+    Token, UpdatePresence,
+};
+use shardwire_heartbeat::{Due, Heartbeat, Jitter};
+use twilight_model::gateway::Intents;
+
+use crate::{
+    AfterClose, Backoff, CommandRateLimiter, FatalError, RESUMABLE_CLOSE, Session, after_close,
+};
+
+/// How a shard connects. Build with [`ShardConfig::new`], then set fields.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ShardConfig {
+    /// The bot token (redacted in `Debug`).
+    pub token: Token,
+    /// The gateway intents.
+    pub intents: Intents,
+    /// This shard's id.
+    pub shard_id: u32,
+    /// The total shard count.
+    pub shard_count: u32,
+    /// The gateway URL from `/gateway/bot`, like `wss://gateway.discord.gg`.
+    pub gateway_url: String,
+    /// Transport compression.
+    pub compression: Compression,
+    /// Payload compression (Identify `compress`); only without transport
+    /// compression.
+    pub payload_compression: bool,
+    /// Identify `large_threshold` (50 to 250).
+    pub large_threshold: u8,
+    /// The presence to identify with.
+    pub presence: Option<UpdatePresence>,
+    /// Identify `properties`.
+    pub properties: ConnectionProperties,
+    /// How long to wait for Hello after connecting.
+    pub hello_timeout: Duration,
+    /// How long to wait for READY or RESUMED after identifying or resuming.
+    pub ready_timeout: Duration,
+    /// First reconnect backoff.
+    pub backoff_initial: Duration,
+    /// Reconnect backoff cap.
+    pub backoff_cap: Duration,
+    /// The wait before identifying again after an Invalid Session `false`
+    /// is drawn from this range.
+    pub invalid_session_wait: (Duration, Duration),
+    /// Seed of the heartbeat jitter, the backoff and the invalid-session wait.
+    pub seed: u64,
+    /// Commands held while the session is not ready, at most.
+    pub max_queued_commands: usize,
+    /// A session to resume instead of identifying (exported earlier).
+    pub session: Option<Session>,
+}
+
+impl ShardConfig {
+    /// A configuration with the defaults: zlib-stream, a large threshold of
+    /// 50, a 20 s Hello timeout, a 30 s Ready timeout, backoff from 1 s to
+    /// 60 s, a 1 to 5 s wait after Invalid Session.
+    #[must_use]
+    pub fn new(
+        token: Token,
+        intents: Intents,
+        shard_id: u32,
+        shard_count: u32,
+        gateway_url: impl Into<String>,
+    ) -> Self {
+        Self {
+            token,
+            intents,
+            shard_id,
+            shard_count,
+            gateway_url: gateway_url.into(),
+            compression: Compression::ZlibStream,
+            payload_compression: false,
+            large_threshold: 50,
+            presence: None,
+            properties: ConnectionProperties::default(),
+            hello_timeout: Duration::from_secs(20),
+            ready_timeout: Duration::from_secs(30),
+            backoff_initial: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(60),
+            invalid_session_wait: (Duration::from_secs(1), Duration::from_secs(5)),
+            seed: u64::from(shard_id).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed,
+            max_queued_commands: 1000,
+            session: None,
+        }
+    }
+}
+
+/// Where a shard is in its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShardState {
+    /// Not connected and not trying to.
+    Disconnected,
+    /// Waiting for the driver to open the connection.
+    Connecting,
+    /// Connected, waiting for Hello.
+    WaitingForHello,
+    /// Identify sent (or waiting for its turn), waiting for READY.
+    Identifying,
+    /// Resume sent, waiting for RESUMED.
+    Resuming,
+    /// Ready: events flow, commands go out.
+    Active,
+    /// Between connections, waiting to reconnect.
+    Reconnecting,
+    /// Stopped by a close no reconnect can fix.
+    FatallyClosed,
+}
+
+/// What the shard asks its driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Order {
+    /// Open a WebSocket to this URL, then call `handle_connected` (or
+    /// `handle_close(now, None)` if it fails).
+    Connect {
+        /// The full URL, query included.
+        url: String,
+    },
+    /// Close the connection with this code, then call `handle_close`.
+    Close {
+        /// The close code.
+        code: u16,
+    },
+    /// Wait for the identify queue's turn, then call `handle_identify_turn`.
+    WaitIdentifyTurn,
+}
+
+/// What happened, for the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShardEvent {
+    /// The WebSocket opened.
+    Connected,
+    /// The connection ended (its close code, if any).
+    Disconnected {
+        /// The close code, `None` for a dropped connection.
+        code: Option<u16>,
+    },
+    /// A heartbeat was acknowledged.
+    Heartbeat {
+        /// Its round trip.
+        latency: Duration,
+    },
+    /// READY: a new session.
+    Ready {
+        /// The session.
+        session: Session,
+    },
+    /// RESUMED: the session continues.
+    Resumed,
+    /// A dispatch (op 0), raw; decode it with the codec as wanted.
+    Dispatch {
+        /// Its sequence number.
+        seq: u64,
+        /// Its event name.
+        event_type: String,
+        /// The whole payload's JSON.
+        json: String,
+    },
+    /// The gateway refused a command for now (a RATE_LIMITED dispatch; it
+    /// also comes out as a [`ShardEvent::Dispatch`]).
+    RateLimited {
+        /// The opcode of the refused command.
+        opcode: u8,
+        /// How long to wait before sending it again.
+        retry_after: Duration,
+    },
+    /// The shard stopped for good.
+    Fatal(FatalError),
+}
+
+/// A command the shard could not take.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The command does not encode (too large, invalid field).
+    #[error(transparent)]
+    Codec(#[from] shardwire_codec::CodecError),
+    /// Too many commands are already waiting for the session.
+    #[error("{0} commands are already waiting for the session; this one was not queued")]
+    QueueFull(usize),
+    /// The shard stopped for good.
+    #[error("the shard is fatally closed: {0}")]
+    Fatal(FatalError),
+}
+
+/// The protocol of one gateway connection, without I/O.
+pub struct Shard {
+    config: ShardConfig,
+    state: ShardState,
+    decoder: Decoder,
+    heartbeat: Heartbeat,
+    jitter: Jitter,
+    limiter: CommandRateLimiter,
+    backoff: Backoff,
+    session: Option<Session>,
+    /// The current connection resumes (else it identifies).
+    resuming: bool,
+    /// What to do once the connection we asked to close has closed.
+    after_our_close: Option<AfterClose>,
+    /// The user asked to disconnect: do not reconnect.
+    stopping: bool,
+    hello_deadline: Option<Instant>,
+    ready_deadline: Option<Instant>,
+    reconnect_at: Option<Instant>,
+    transmits: VecDeque<Vec<u8>>,
+    orders: VecDeque<Order>,
+    events: VecDeque<ShardEvent>,
+    queued: VecDeque<Vec<u8>>,
+    fatal: Option<FatalError>,
+    /// After an Invalid Session `false`, wait before identifying again.
+    wait_before_identify: bool,
+    /// The time of the latest input: the machine never reads a clock.
+    clock: Option<Instant>,
+}
+
+impl fmt::Debug for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shard")
+            .field("shard", &[self.config.shard_id, self.config.shard_count])
+            .field("state", &self.state)
+            .field(
+                "session",
+                &self.session.as_ref().map(|s| (&s.session_id, s.seq)),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shard {
+    /// A disconnected shard.
+    #[must_use]
+    pub fn new(config: ShardConfig) -> Self {
+        let seed = config.seed;
+        let session = config
+            .session
+            .clone()
+            .filter(|session| session.check().is_ok());
+        Self {
+            decoder: Decoder::new(config.compression),
+            heartbeat: Heartbeat::new(),
+            jitter: Jitter::new(seed),
+            limiter: CommandRateLimiter::new(Duration::from_secs(41)),
+            backoff: Backoff::new(config.backoff_initial, config.backoff_cap, seed ^ 0xb0ff),
+            session,
+            resuming: false,
+            after_our_close: None,
+            stopping: false,
+            hello_deadline: None,
+            ready_deadline: None,
+            reconnect_at: None,
+            transmits: VecDeque::new(),
+            orders: VecDeque::new(),
+            events: VecDeque::new(),
+            queued: VecDeque::new(),
+            fatal: None,
+            wait_before_identify: false,
+            clock: None,
+            state: ShardState::Disconnected,
+            config,
+        }
+    }
+
+    /// The state.
+    #[must_use]
+    pub fn state(&self) -> ShardState {
+        self.state
+    }
+
+    /// The session, to export when the process stops.
+    #[must_use]
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    /// The heartbeat round trips.
+    #[must_use]
+    pub fn latency(&self) -> &shardwire_heartbeat::Latency {
+        self.heartbeat.latency()
+    }
+
+    /// Commands that may be sent now.
+    #[must_use]
+    pub fn available(&self, now: Instant) -> u32 {
+        self.limiter.available(now)
+    }
+
+    /// When the next command may be sent.
+    #[must_use]
+    pub fn next_available(&self, now: Instant) -> Instant {
+        self.limiter.next_available(now)
+    }
+
+    fn url(&self, base: &str) -> String {
+        let mut url = format!("{}/?v=10&encoding=json", base.trim_end_matches('/'));
+        if let Some(compress) = self.config.compression.query_value() {
+            url.push_str("&compress=");
+            url.push_str(compress);
+        }
+        url
+    }
+
+    /// Starts connecting (resuming an imported or kept session if there is
+    /// one). Does nothing unless disconnected.
+    pub fn connect(&mut self, now: Instant) {
+        self.clock = Some(now);
+        if matches!(
+            self.state,
+            ShardState::Disconnected | ShardState::Reconnecting
+        ) {
+            self.stopping = false;
+            self.open();
+        }
+    }
+
+    fn open(&mut self) {
+        self.reconnect_at = None;
+        self.resuming = self.session.is_some();
+        let url = match &self.session {
+            Some(session) => self.url(&session.resume_url),
+            None => self.url(&self.config.gateway_url),
+        };
+        self.decoder.reset();
+        self.state = ShardState::Connecting;
+        self.orders.push_back(Order::Connect { url });
+    }
+
+    /// The driver opened the WebSocket.
+    pub fn handle_connected(&mut self, now: Instant) {
+        self.clock = Some(now);
+        if self.state != ShardState::Connecting {
+            return;
+        }
+        self.state = ShardState::WaitingForHello;
+        self.hello_deadline = Some(now + self.config.hello_timeout);
+        self.events.push_back(ShardEvent::Connected);
+    }
+
+    /// The driver received one WebSocket message.
+    pub fn handle_message(&mut self, now: Instant, bytes: &[u8], kind: MessageKind) {
+        self.clock = Some(now);
+        if matches!(
+            self.state,
+            ShardState::Disconnected | ShardState::FatallyClosed | ShardState::Connecting
+        ) {
+            return;
+        }
+        let outcome = match self.decoder.push(bytes, kind) {
+            Ok(Some(payload)) => Ok(Some(Scanned::from(&payload))),
+            Ok(None) => Ok(None),
+            Err(error) => Err(error.requires_reset()),
+        };
+        match outcome {
+            Ok(Some(payload)) => self.on_payload(now, payload),
+            Ok(None) | Err(false) => {}
+            // The compression context is lost: a fresh connection resumes.
+            Err(true) => self.close_ourselves(AfterClose::Resume),
+        }
+    }
+
+    fn on_payload(&mut self, now: Instant, payload: Scanned) {
+        match payload.op {
+            0 => self.on_dispatch(now, payload),
+            1 => self.heartbeat.on_request(now),
+            7 => self.close_ourselves(AfterClose::Resume),
+            9 => {
+                if payload.data.trim() == "true" {
+                    self.close_ourselves(AfterClose::Resume);
+                } else {
+                    self.session = None;
+                    self.wait_before_identify = true;
+                    self.close_ourselves(AfterClose::Identify);
+                }
+            }
+            10 => self.on_hello(now, &payload.data),
+            11 => {
+                self.heartbeat.on_ack(now);
+                if let Some(latency) = self.heartbeat.latency().last() {
+                    self.events.push_back(ShardEvent::Heartbeat { latency });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_hello(&mut self, now: Instant, data: &str) {
+        if self.state != ShardState::WaitingForHello {
+            return;
+        }
+        self.hello_deadline = None;
+        let interval = serde_json::from_str::<serde_json::Value>(data)
+            .ok()
+            .and_then(|d| {
+                d.get("heartbeat_interval")
+                    .and_then(serde_json::Value::as_u64)
+            })
+            .map(Duration::from_millis);
+        let jitter = self.jitter.next_jitter();
+        // A Hello without a usable interval: try a fresh connection.
+        let Some(interval) = interval else {
+            self.close_ourselves(AfterClose::Resume);
+            return;
+        };
+        if self.heartbeat.on_hello(interval, now, jitter).is_err() {
+            self.close_ourselves(AfterClose::Resume);
+            return;
+        }
+        self.limiter.reset(interval);
+        self.ready_deadline = Some(now + self.config.ready_timeout);
+        if let (true, Some(session)) = (self.resuming, self.session.clone()) {
+            self.state = ShardState::Resuming;
+            let resume = Command::Resume(Resume {
+                token: self.config.token.clone(),
+                session_id: session.session_id,
+                seq: session.seq,
+            });
+            self.transmit_command(now, &resume);
+        } else {
+            self.state = ShardState::Identifying;
+            self.orders.push_back(Order::WaitIdentifyTurn);
+        }
+    }
+
+    /// The identify queue gave this shard its turn.
+    pub fn handle_identify_turn(&mut self, now: Instant) {
+        self.clock = Some(now);
+        if self.state != ShardState::Identifying {
+            return;
+        }
+        let identify = Command::Identify(Identify {
+            token: self.config.token.clone(),
+            properties: self.config.properties.clone(),
+            intents: self.config.intents,
+            compress: self.config.payload_compression
+                && self.config.compression == Compression::None,
+            large_threshold: self.config.large_threshold,
+            shard: Some([self.config.shard_id, self.config.shard_count]),
+            presence: self.config.presence.clone(),
+        });
+        self.ready_deadline = Some(now + self.config.ready_timeout);
+        self.transmit_command(now, &identify);
+    }
+
+    /// Sends Identify or Resume: they count against the rate limit but may
+    /// use the heartbeat reserve, since nothing else is sent yet.
+    fn transmit_command(&mut self, now: Instant, command: &Command) {
+        match command.encode() {
+            Ok(bytes) => {
+                let _ = self.limiter.try_acquire_heartbeat(now);
+                self.transmits.push_back(bytes);
+            }
+            // Identify and Resume come from the configuration; one that does
+            // not encode can never work.
+            Err(error) => self.stop_fatally(FatalError::InvalidConfiguration(error.to_string())),
+        }
+    }
+
+    fn on_dispatch(&mut self, now: Instant, payload: Scanned) {
+        let Some(seq) = payload.seq else { return };
+        if let Some(session) = &mut self.session {
+            session.seq = session.seq.max(seq);
+        }
+        match payload.event_type.as_deref() {
+            Some("READY") => {
+                let d: serde_json::Value = serde_json::from_str(&payload.data).unwrap_or_default();
+                let session_id = d
+                    .get("session_id")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("");
+                let resume_url = d
+                    .get("resume_gateway_url")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("");
+                match Session::new(session_id.to_owned(), seq, resume_url.to_owned()) {
+                    Ok(session) => {
+                        self.session = Some(session.clone());
+                        self.become_active(now);
+                        self.events.push_back(ShardEvent::Ready { session });
+                    }
+                    // A READY without a usable session: start over.
+                    Err(_) => self.close_ourselves(AfterClose::Identify),
+                }
+            }
+            Some("RESUMED") => {
+                self.become_active(now);
+                self.events.push_back(ShardEvent::Resumed);
+            }
+            Some("RATE_LIMITED") => {
+                let d: serde_json::Value = serde_json::from_str(&payload.data).unwrap_or_default();
+                let opcode = d.get("opcode").and_then(serde_json::Value::as_u64);
+                let retry_after = d.get("retry_after").and_then(serde_json::Value::as_f64);
+                if let (Some(opcode), Some(retry_after)) = (opcode, retry_after)
+                    && let Ok(opcode) = u8::try_from(opcode)
+                    && retry_after.is_finite()
+                    && retry_after >= 0.0
+                {
+                    self.events.push_back(ShardEvent::RateLimited {
+                        opcode,
+                        retry_after: Duration::from_secs_f64(retry_after),
+                    });
+                }
+            }
+            _ => {}
+        }
+        self.events.push_back(ShardEvent::Dispatch {
+            seq,
+            event_type: payload.event_type.unwrap_or_default(),
+            json: payload.json,
+        });
+    }
+
+    fn become_active(&mut self, now: Instant) {
+        self.state = ShardState::Active;
+        self.ready_deadline = None;
+        self.backoff.reset();
+        self.flush_queued(now);
+    }
+
+    fn flush_queued(&mut self, now: Instant) {
+        while self.state == ShardState::Active && !self.queued.is_empty() {
+            if !self.limiter.try_acquire_command(now) {
+                return;
+            }
+            if let Some(bytes) = self.queued.pop_front() {
+                self.transmits.push_back(bytes);
+            }
+        }
+    }
+
+    /// Sends a command now if the session is ready and the rate limit
+    /// allows, else queues it until then.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError`] when it does not encode, the queue is full or the shard
+    /// is fatally closed.
+    pub fn send(&mut self, now: Instant, command: &Command) -> Result<(), SendError> {
+        self.clock = Some(now);
+        if let Some(fatal) = &self.fatal {
+            return Err(SendError::Fatal(fatal.clone()));
+        }
+        let bytes = command.encode()?;
+        if self.state == ShardState::Active
+            && self.queued.is_empty()
+            && self.limiter.try_acquire_command(now)
+        {
+            self.transmits.push_back(bytes);
+            return Ok(());
+        }
+        if self.queued.len() >= self.config.max_queued_commands {
+            return Err(SendError::QueueFull(self.queued.len()));
+        }
+        self.queued.push_back(bytes);
+        Ok(())
+    }
+
+    /// Closes the connection with a resumable code and resumes on a new one.
+    pub fn reconnect(&mut self, now: Instant) {
+        self.clock = Some(now);
+        if self.connection_open() {
+            self.close_ourselves(AfterClose::Resume);
+        }
+    }
+
+    /// Drops the session and identifies anew on the original URL.
+    pub fn reinstantiate(&mut self, now: Instant) {
+        self.clock = Some(now);
+        self.session = None;
+        if self.connection_open() {
+            self.close_ourselves(AfterClose::Identify);
+        } else if self.state == ShardState::Reconnecting {
+            self.reconnect_at = None;
+            self.open();
+        }
+    }
+
+    /// Closes with `code` and stays disconnected. 1000 and 1001 end the
+    /// session on Discord's side, so the session is dropped with them.
+    pub fn disconnect(&mut self, now: Instant, code: u16) {
+        self.clock = Some(now);
+        self.stopping = true;
+        if matches!(code, 1000 | 1001) {
+            self.session = None;
+        }
+        self.reconnect_at = None;
+        if self.connection_open() {
+            self.after_our_close = Some(AfterClose::Resume);
+            self.orders.push_back(Order::Close { code });
+        } else if self.state != ShardState::FatallyClosed {
+            self.state = ShardState::Disconnected;
+        }
+    }
+
+    fn connection_open(&self) -> bool {
+        matches!(
+            self.state,
+            ShardState::Connecting
+                | ShardState::WaitingForHello
+                | ShardState::Identifying
+                | ShardState::Resuming
+                | ShardState::Active
+        )
+    }
+
+    /// Asks the driver to close with a resumable code, then do `next`.
+    fn close_ourselves(&mut self, next: AfterClose) {
+        if self.after_our_close.is_some() {
+            return;
+        }
+        self.after_our_close = Some(next);
+        self.heartbeat.stop();
+        self.hello_deadline = None;
+        self.ready_deadline = None;
+        self.orders.push_back(Order::Close {
+            code: RESUMABLE_CLOSE,
+        });
+    }
+
+    /// The connection ended, with the close code if a close frame carried
+    /// one (`None` also when connecting failed).
+    pub fn handle_close(&mut self, now: Instant, code: Option<u16>) {
+        self.clock = Some(now);
+        if matches!(
+            self.state,
+            ShardState::Disconnected | ShardState::FatallyClosed | ShardState::Reconnecting
+        ) {
+            return;
+        }
+        let was_connecting = self.state == ShardState::Connecting;
+        let was_active = self.state == ShardState::Active;
+        self.heartbeat.stop();
+        self.hello_deadline = None;
+        self.ready_deadline = None;
+        if !was_connecting {
+            self.events.push_back(ShardEvent::Disconnected { code });
+        }
+        let ours = self.after_our_close.take();
+        if self.stopping {
+            self.state = ShardState::Disconnected;
+            return;
+        }
+        let next = ours.unwrap_or_else(|| after_close(code, self.config.intents));
+        let mut delay = if was_active {
+            Duration::ZERO
+        } else {
+            self.backoff.next_delay()
+        };
+        match next {
+            AfterClose::Fatal(error) => {
+                self.stop_fatally(error);
+                return;
+            }
+            AfterClose::Identify => {
+                self.session = None;
+                // After an Invalid Session `false`, a short randomised wait;
+                // 4007 and 4009 start a new session directly.
+                if std::mem::take(&mut self.wait_before_identify) {
+                    let (low, high) = self.config.invalid_session_wait;
+                    let spread = high.saturating_sub(low).mul_f64(self.jitter.next_jitter());
+                    delay = delay.max(low + spread);
+                }
+            }
+            AfterClose::Resume => {
+                // A resume connection that could not even open: back to the
+                // original URL and a fresh identify.
+                if was_connecting && self.resuming {
+                    self.session = None;
+                }
+            }
+        }
+        self.state = ShardState::Reconnecting;
+        self.reconnect_at = Some(now + delay);
+    }
+
+    fn stop_fatally(&mut self, error: FatalError) {
+        self.state = ShardState::FatallyClosed;
+        self.reconnect_at = None;
+        self.heartbeat.stop();
+        self.queued.clear();
+        self.fatal = Some(error.clone());
+        self.events.push_back(ShardEvent::Fatal(error));
+    }
+
+    /// A deadline from [`Shard::poll_timeout`] passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = Some(now);
+        if self.reconnect_at.is_some_and(|at| now >= at) {
+            self.open();
+            return;
+        }
+        if self.hello_deadline.is_some_and(|at| now >= at)
+            || self.ready_deadline.is_some_and(|at| now >= at)
+        {
+            self.close_ourselves(AfterClose::Resume);
+            return;
+        }
+        match self.heartbeat.handle_timeout(now) {
+            Some(Due::Beat) => {
+                let seq = self.session.as_ref().map(|s| s.seq);
+                // A heartbeat always encodes: no field can be invalid.
+                if self.limiter.try_acquire_heartbeat(now)
+                    && let Ok(bytes) = (Command::Heartbeat { seq }).encode()
+                {
+                    self.transmits.push_back(bytes);
+                    self.heartbeat.on_sent(now);
+                }
+            }
+            Some(Due::Zombie) => self.close_ourselves(AfterClose::Resume),
+            _ => {}
+        }
+        self.flush_queued(now);
+    }
+
+    /// The next deadline: a heartbeat, a timeout, a reconnect, or a queued
+    /// command's rate-limit slot.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let queued = (self.state == ShardState::Active && !self.queued.is_empty())
+            .then_some(self.clock)
+            .flatten()
+            .map(|now| self.limiter.next_available(now));
+        [
+            self.reconnect_at,
+            self.hello_deadline,
+            self.ready_deadline,
+            self.heartbeat.poll_timeout(),
+            queued,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The next frame to send (JSON text).
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmits.pop_front()
+    }
+
+    /// The next order for the driver.
+    pub fn poll_order(&mut self) -> Option<Order> {
+        self.orders.pop_front()
+    }
+
+    /// The next event for the user.
+    pub fn poll_event(&mut self) -> Option<ShardEvent> {
+        self.events.pop_front()
+    }
+}
+
+/// What the machine keeps of a scanned payload.
+struct Scanned {
+    op: u8,
+    seq: Option<u64>,
+    event_type: Option<String>,
+    data: String,
+    json: String,
+}
+
+impl From<&Payload<'_>> for Scanned {
+    fn from(payload: &Payload<'_>) -> Self {
+        Self {
+            op: payload.op(),
+            seq: payload.seq(),
+            event_type: payload.event_type().map(str::to_owned),
+            data: payload.data().to_owned(),
+            json: payload.json().to_owned(),
+        }
+    }
+}

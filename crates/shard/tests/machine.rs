@@ -1,0 +1,644 @@
+//! The sans-IO shard on a virtual clock: a scripted server feeds it payloads,
+//! and the tests read back its orders, frames and events. None sleeps.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shardwire_codec::corpus::ZlibStreamEncoder;
+use shardwire_codec::{Command, Compression, MessageKind, Token};
+use shardwire_shard::{
+    FatalError, Order, RESUMABLE_CLOSE, SendError, Session, Shard, ShardConfig, ShardEvent,
+    ShardState,
+};
+use twilight_model::gateway::Intents;
+
+const TOKEN: &str = "machine-test-token";
+const GATEWAY: &str = "wss://gateway.example";
+const RESUME: &str = "wss://resume.example";
+const INTERVAL_MS: u64 = 41_250;
+
+fn config() -> ShardConfig {
+    let mut config = ShardConfig::new(
+        Token::new(TOKEN),
+        Intents::GUILDS | Intents::GUILD_MESSAGES,
+        1,
+        4,
+        GATEWAY,
+    );
+    config.compression = Compression::None;
+    config
+}
+
+/// A shard and its virtual clock.
+struct Harness {
+    shard: Shard,
+    now: Instant,
+    seq: u64,
+}
+
+impl Harness {
+    fn new(config: ShardConfig) -> Self {
+        Self {
+            shard: Shard::new(config),
+            now: Instant::now(),
+            seq: 0,
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+    }
+
+    /// Runs every deadline up to `now`.
+    fn run_timers(&mut self) {
+        while let Some(at) = self.shard.poll_timeout() {
+            if at > self.now {
+                break;
+            }
+            self.shard.handle_timeout(self.now);
+        }
+    }
+
+    fn orders(&mut self) -> Vec<Order> {
+        std::iter::from_fn(|| self.shard.poll_order()).collect()
+    }
+
+    fn frames(&mut self) -> Vec<Value> {
+        std::iter::from_fn(|| self.shard.poll_transmit())
+            .map(|bytes| serde_json::from_slice(&bytes).unwrap())
+            .collect()
+    }
+
+    fn events(&mut self) -> Vec<ShardEvent> {
+        std::iter::from_fn(|| self.shard.poll_event()).collect()
+    }
+
+    fn server(&mut self, payload: &Value) {
+        let bytes = serde_json::to_vec(payload).unwrap();
+        self.shard
+            .handle_message(self.now, &bytes, MessageKind::Text);
+    }
+
+    fn hello(&mut self) {
+        self.server(
+            &json!({"t": null, "s": null, "op": 10, "d": {"heartbeat_interval": INTERVAL_MS}}),
+        );
+    }
+
+    fn dispatch(&mut self, t: &str, d: Value) {
+        self.seq += 1;
+        let seq = self.seq;
+        self.server(&json!({"t": t, "s": seq, "op": 0, "d": d}));
+    }
+
+    /// Expects exactly one Connect order; returns its URL.
+    fn expect_connect(&mut self) -> String {
+        match self.orders().as_slice() {
+            [Order::Connect { url }] => url.clone(),
+            other => panic!("expected one Connect, got {other:?}"),
+        }
+    }
+
+    /// connect → open → Hello → turn → Identify → READY; returns the Identify.
+    fn start(&mut self) -> Value {
+        self.shard.connect(self.now);
+        let url = self.expect_connect();
+        assert_eq!(url, format!("{GATEWAY}/?v=10&encoding=json"));
+        self.shard.handle_connected(self.now);
+        self.hello();
+        assert_eq!(self.orders(), vec![Order::WaitIdentifyTurn]);
+        assert_eq!(self.shard.state(), ShardState::Identifying);
+        self.shard.handle_identify_turn(self.now);
+        let identify = self.frames().pop().expect("an Identify");
+        self.dispatch(
+            "READY",
+            json!({"session_id": "s1", "resume_gateway_url": RESUME, "v": 10}),
+        );
+        assert_eq!(self.shard.state(), ShardState::Active);
+        identify
+    }
+
+    /// Closes from the server side and runs the reconnect timer; returns
+    /// the URL of the next connection.
+    fn closed_and_reconnect(&mut self, code: Option<u16>) -> String {
+        self.shard.handle_close(self.now, code);
+        assert_eq!(self.shard.state(), ShardState::Reconnecting);
+        let at = self.shard.poll_timeout().expect("a reconnect deadline");
+        self.now = self.now.max(at);
+        self.run_timers();
+        self.expect_connect()
+    }
+
+    /// Opens the next connection and sends Hello; returns what the shard sent.
+    fn reopen(&mut self) -> (Vec<Order>, Vec<Value>) {
+        self.shard.handle_connected(self.now);
+        self.hello();
+        (self.orders(), self.frames())
+    }
+}
+
+fn is_resume(frame: &Value, seq: u64) -> bool {
+    frame["op"] == 6
+        && frame["d"]["session_id"] == "s1"
+        && frame["d"]["seq"] == seq
+        && frame["d"]["token"] == TOKEN
+}
+
+#[test]
+fn identify_carries_token_intents_shard_threshold_presence_and_compress() {
+    let mut h = Harness::new(config());
+    let identify = h.start();
+    assert_eq!(identify["op"], 2);
+    let d = &identify["d"];
+    assert_eq!(d["token"], TOKEN);
+    assert_eq!(
+        d["intents"],
+        (Intents::GUILDS | Intents::GUILD_MESSAGES).bits()
+    );
+    assert_eq!(d["shard"], json!([1, 4]));
+    assert_eq!(d["large_threshold"], 50);
+    assert_eq!(d["compress"], false);
+    assert_eq!(d["properties"]["browser"], "shardwire");
+    let events = h.events();
+    assert!(events.contains(&ShardEvent::Connected));
+    let session = Session::new("s1".into(), 1, RESUME.into()).unwrap();
+    assert!(events.contains(&ShardEvent::Ready {
+        session: session.clone()
+    }));
+    assert_eq!(h.shard.session(), Some(&session));
+}
+
+#[test]
+fn zlib_stream_is_asked_for_in_the_url_and_decoded() {
+    let mut config = config();
+    config.compression = Compression::ZlibStream;
+    let mut h = Harness::new(config);
+    h.shard.connect(h.now);
+    assert_eq!(
+        h.expect_connect(),
+        format!("{GATEWAY}/?v=10&encoding=json&compress=zlib-stream")
+    );
+    h.shard.handle_connected(h.now);
+    let mut encoder = ZlibStreamEncoder::new();
+    let hello = encoder.encode(br#"{"t":null,"s":null,"op":10,"d":{"heartbeat_interval":41250}}"#);
+    // Split in two: the shard waits for the whole payload.
+    h.shard
+        .handle_message(h.now, &hello[..3], MessageKind::Binary);
+    assert!(h.orders().is_empty());
+    h.shard
+        .handle_message(h.now, &hello[3..], MessageKind::Binary);
+    assert_eq!(h.orders(), vec![Order::WaitIdentifyTurn]);
+}
+
+#[test]
+fn heartbeats_start_at_jitter_then_every_interval_with_the_last_seq() {
+    let mut h = Harness::new(config());
+    h.start();
+    let interval = Duration::from_millis(INTERVAL_MS);
+    let first = h.shard.poll_timeout().unwrap();
+    assert!(first - h.now < interval, "first beat within one interval");
+    h.now = first;
+    h.run_timers();
+    assert_eq!(h.frames(), vec![json!({"op": 1, "d": 1})]);
+    h.advance(Duration::from_millis(35));
+    h.server(&json!({"op": 11, "d": null}));
+    assert!(h.events().contains(&ShardEvent::Heartbeat {
+        latency: Duration::from_millis(35)
+    }));
+    h.dispatch("MESSAGE_CREATE", json!({}));
+    assert_eq!(h.shard.poll_timeout(), Some(first + interval));
+    h.now = first + interval;
+    h.run_timers();
+    assert_eq!(h.frames(), vec![json!({"op": 1, "d": 2})]);
+}
+
+#[test]
+fn a_server_op_1_gets_a_heartbeat_at_once() {
+    let mut h = Harness::new(config());
+    h.start();
+    h.frames();
+    h.server(&json!({"op": 1, "d": null}));
+    h.run_timers();
+    assert_eq!(h.frames(), vec![json!({"op": 1, "d": 1})]);
+}
+
+#[test]
+fn zombie_closes_resumably_and_resumes_on_the_resume_url() {
+    let mut h = Harness::new(config());
+    h.start();
+    h.dispatch("MESSAGE_CREATE", json!({}));
+    let first = h.shard.poll_timeout().unwrap();
+    h.now = first;
+    h.run_timers();
+    assert_eq!(h.frames().len(), 1, "the beat");
+    // No ACK; the next beat falls due: zombie.
+    h.now = first + Duration::from_millis(INTERVAL_MS);
+    h.run_timers();
+    assert_eq!(
+        h.orders(),
+        vec![Order::Close {
+            code: RESUMABLE_CLOSE
+        }]
+    );
+    let url = h.closed_and_reconnect(Some(RESUMABLE_CLOSE));
+    assert_eq!(
+        url,
+        format!("{RESUME}/?v=10&encoding=json"),
+        "same query on the resume URL"
+    );
+    let (orders, frames) = h.reopen();
+    assert!(orders.is_empty(), "no identify turn for a resume");
+    assert!(is_resume(&frames[0], 2), "{frames:?}");
+    assert_eq!(h.shard.state(), ShardState::Resuming);
+    h.dispatch("RESUMED", json!({}));
+    assert_eq!(h.shard.state(), ShardState::Active);
+}
+
+#[test]
+fn op_7_reconnects_and_resumes() {
+    let mut h = Harness::new(config());
+    h.start();
+    h.server(&json!({"op": 7, "d": null}));
+    assert_eq!(
+        h.orders(),
+        vec![Order::Close {
+            code: RESUMABLE_CLOSE
+        }]
+    );
+    assert!(
+        h.closed_and_reconnect(Some(RESUMABLE_CLOSE))
+            .starts_with(RESUME)
+    );
+    let (_, frames) = h.reopen();
+    assert!(is_resume(&frames[0], 1));
+}
+
+#[test]
+fn invalid_session_true_resumes() {
+    let mut h = Harness::new(config());
+    h.start();
+    h.server(&json!({"op": 9, "d": true}));
+    assert_eq!(
+        h.orders(),
+        vec![Order::Close {
+            code: RESUMABLE_CLOSE
+        }]
+    );
+    assert!(
+        h.closed_and_reconnect(Some(RESUMABLE_CLOSE))
+            .starts_with(RESUME)
+    );
+}
+
+#[test]
+fn invalid_session_false_identifies_again_after_a_short_random_wait() {
+    let mut h = Harness::new(config());
+    h.start();
+    h.server(&json!({"op": 9, "d": false}));
+    assert_eq!(
+        h.orders(),
+        vec![Order::Close {
+            code: RESUMABLE_CLOSE
+        }]
+    );
+    h.shard.handle_close(h.now, Some(RESUMABLE_CLOSE));
+    let wait = h.shard.poll_timeout().unwrap() - h.now;
+    assert!(
+        (Duration::from_secs(1)..=Duration::from_secs(5)).contains(&wait),
+        "{wait:?}"
+    );
+    assert_eq!(h.shard.session(), None);
+    h.now += wait;
+    h.run_timers();
+    assert!(h.expect_connect().starts_with(GATEWAY), "the original URL");
+    let (orders, _) = h.reopen();
+    assert_eq!(orders, vec![Order::WaitIdentifyTurn]);
+}
+
+#[test]
+fn close_codes_follow_the_policy() {
+    // Resumable codes and a dropped connection resume at once.
+    for code in [Some(4000), Some(4001), Some(4008), None] {
+        let mut h = Harness::new(config());
+        h.start();
+        let url = h.closed_and_reconnect(code);
+        assert!(url.starts_with(RESUME), "{code:?}");
+        let (_, frames) = h.reopen();
+        assert!(is_resume(&frames[0], 1), "{code:?}");
+    }
+    // 4007 and 4009: a new session directly, no wasted resume, no wait.
+    for code in [4007, 4009] {
+        let mut h = Harness::new(config());
+        h.start();
+        let before = h.now;
+        let url = h.closed_and_reconnect(Some(code));
+        assert_eq!(h.now, before, "{code}: no wait");
+        assert!(url.starts_with(GATEWAY), "{code}");
+        let (orders, frames) = h.reopen();
+        assert_eq!(orders, vec![Order::WaitIdentifyTurn], "{code}");
+        assert!(frames.iter().all(|f| f["op"] != 6), "{code}: no resume");
+    }
+}
+
+#[test]
+fn fatal_closes_stop_the_shard_with_the_reason() {
+    for (code, expect) in [
+        (4004, FatalError::AuthenticationFailed),
+        (4014, FatalError::DisallowedIntents(Intents::empty())),
+    ] {
+        let mut h = Harness::new(config());
+        h.start();
+        h.events();
+        h.shard.handle_close(h.now, Some(code));
+        assert_eq!(h.shard.state(), ShardState::FatallyClosed);
+        assert_eq!(h.shard.poll_timeout(), None, "no reconnect");
+        assert!(h.events().contains(&ShardEvent::Fatal(expect.clone())));
+        let refused = h.shard.send(h.now, &Command::Heartbeat { seq: None });
+        assert!(matches!(refused, Err(SendError::Fatal(_))));
+    }
+}
+
+#[test]
+fn a_resume_url_that_cannot_be_reached_falls_back_to_identify() {
+    let mut h = Harness::new(config());
+    h.start();
+    assert!(h.closed_and_reconnect(None).starts_with(RESUME));
+    // Connecting to the resume URL fails.
+    h.shard.handle_close(h.now, None);
+    let at = h.shard.poll_timeout().unwrap();
+    h.now = at;
+    h.run_timers();
+    assert!(h.expect_connect().starts_with(GATEWAY));
+    let (orders, _) = h.reopen();
+    assert_eq!(orders, vec![Order::WaitIdentifyTurn]);
+}
+
+#[test]
+fn hello_and_ready_timeouts_reconnect_with_backoff() {
+    let mut config = config();
+    config.hello_timeout = Duration::from_secs(20);
+    let mut h = Harness::new(config);
+    h.shard.connect(h.now);
+    h.expect_connect();
+    h.shard.handle_connected(h.now);
+    h.advance(Duration::from_secs(20));
+    h.run_timers();
+    assert_eq!(
+        h.orders(),
+        vec![Order::Close {
+            code: RESUMABLE_CLOSE
+        }]
+    );
+    h.shard.handle_close(h.now, Some(RESUMABLE_CLOSE));
+    let wait = h.shard.poll_timeout().unwrap() - h.now;
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_secs(1),
+        "backoff: {wait:?}"
+    );
+    // Identified, but no READY within the Ready timeout.
+    h.now += wait;
+    h.run_timers();
+    h.expect_connect();
+    h.shard.handle_connected(h.now);
+    h.hello();
+    h.orders();
+    h.shard.handle_identify_turn(h.now);
+    h.advance(Duration::from_secs(30));
+    h.run_timers();
+    assert_eq!(
+        h.orders(),
+        vec![Order::Close {
+            code: RESUMABLE_CLOSE
+        }]
+    );
+}
+
+#[test]
+fn own_closes_before_a_resume_never_use_1000_or_1001() {
+    let mut h = Harness::new(config());
+    h.start();
+    h.shard.reconnect(h.now);
+    for order in h.orders() {
+        if let Order::Close { code } = order {
+            assert!(!matches!(code, 1000 | 1001));
+        }
+    }
+}
+
+#[test]
+fn disconnect_with_1000_ends_the_session_and_stays_down() {
+    let mut h = Harness::new(config());
+    h.start();
+    h.shard.disconnect(h.now, 1000);
+    assert_eq!(h.orders(), vec![Order::Close { code: 1000 }]);
+    h.shard.handle_close(h.now, Some(1000));
+    assert_eq!(h.shard.state(), ShardState::Disconnected);
+    assert_eq!(h.shard.session(), None);
+    assert_eq!(h.shard.poll_timeout(), None);
+}
+
+#[test]
+fn reinstantiate_starts_a_new_session_on_the_original_url() {
+    let mut h = Harness::new(config());
+    h.start();
+    h.shard.reinstantiate(h.now);
+    assert_eq!(
+        h.orders(),
+        vec![Order::Close {
+            code: RESUMABLE_CLOSE
+        }]
+    );
+    assert!(
+        h.closed_and_reconnect(Some(RESUMABLE_CLOSE))
+            .starts_with(GATEWAY)
+    );
+}
+
+#[test]
+fn commands_wait_for_the_session_then_respect_the_rate_limit() {
+    let mut h = Harness::new(config());
+    let presence = Command::Heartbeat { seq: Some(0) };
+    for _ in 0..130 {
+        h.shard.send(h.now, &presence).unwrap();
+    }
+    assert!(h.frames().is_empty(), "nothing goes out before READY");
+    h.start();
+    let frames = h.frames();
+    // Identify took one slot; commands get 120 less the heartbeat reserve.
+    let commands = frames.iter().filter(|f| f["d"] == 0).count();
+    assert_eq!(commands as u32, 120 - 3 - 1);
+    assert_eq!(h.shard.available(h.now), 0);
+    let next = h.shard.next_available(h.now);
+    assert_eq!(next, h.now + Duration::from_secs(60));
+    h.now = next;
+    h.run_timers();
+    let later = h.frames().iter().filter(|f| f["d"] == 0).count();
+    assert_eq!(
+        commands + later,
+        130,
+        "the rest went out when the window moved"
+    );
+}
+
+#[test]
+fn the_command_queue_is_bounded() {
+    let mut config = config();
+    config.max_queued_commands = 2;
+    let mut h = Harness::new(config);
+    let command = Command::Heartbeat { seq: None };
+    h.shard.send(h.now, &command).unwrap();
+    h.shard.send(h.now, &command).unwrap();
+    assert!(matches!(
+        h.shard.send(h.now, &command),
+        Err(SendError::QueueFull(2))
+    ));
+}
+
+#[test]
+fn an_imported_session_resumes_instead_of_identifying() {
+    let mut config = config();
+    config.session = Some(Session::new("s1".into(), 77, RESUME.into()).unwrap());
+    let mut h = Harness::new(config);
+    h.shard.connect(h.now);
+    assert!(h.expect_connect().starts_with(RESUME));
+    let (orders, frames) = h.reopen();
+    assert!(orders.is_empty());
+    assert!(is_resume(&frames[0], 77));
+}
+
+#[test]
+fn an_imported_session_that_fails_its_check_is_ignored() {
+    let mut config = config();
+    config.session = Some(Session {
+        session_id: String::new(),
+        seq: 1,
+        resume_url: RESUME.into(),
+    });
+    let mut h = Harness::new(config);
+    h.shard.connect(h.now);
+    assert!(h.expect_connect().starts_with(GATEWAY));
+}
+
+#[test]
+fn corrupt_compressed_bytes_close_and_resume_with_a_fresh_decoder() {
+    let mut config = config();
+    config.compression = Compression::ZlibStream;
+    let mut h = Harness::new(config);
+    h.shard.connect(h.now);
+    h.expect_connect();
+    h.shard.handle_connected(h.now);
+    let mut encoder = ZlibStreamEncoder::new();
+    h.shard.handle_message(
+        h.now,
+        &encoder.encode(br#"{"op":10,"d":{"heartbeat_interval":41250}}"#),
+        MessageKind::Binary,
+    );
+    h.orders();
+    h.shard.handle_identify_turn(h.now);
+    let ready = br#"{"t":"READY","s":1,"op":0,"d":{"session_id":"s1","resume_gateway_url":"wss://resume.example"}}"#;
+    h.shard
+        .handle_message(h.now, &encoder.encode(ready), MessageKind::Binary);
+    assert_eq!(h.shard.state(), ShardState::Active);
+    h.shard.handle_message(
+        h.now,
+        &[0x07, 0xff, 0x13, 0x37, 0x00, 0x00, 0xff, 0xff],
+        MessageKind::Binary,
+    );
+    assert_eq!(
+        h.orders(),
+        vec![Order::Close {
+            code: RESUMABLE_CLOSE
+        }]
+    );
+    h.closed_and_reconnect(Some(RESUMABLE_CLOSE));
+    h.shard.handle_connected(h.now);
+    // A new stream with its own header decodes: the decoder was reset.
+    let mut fresh = ZlibStreamEncoder::new();
+    h.shard.handle_message(
+        h.now,
+        &fresh.encode(br#"{"op":10,"d":{"heartbeat_interval":41250}}"#),
+        MessageKind::Binary,
+    );
+    let frames = h.frames();
+    assert!(frames.iter().any(|f| f["op"] == 6), "{frames:?}");
+}
+
+#[test]
+fn an_invalid_configuration_is_a_clear_fatal_error() {
+    let mut config = config();
+    config.large_threshold = 10;
+    let mut h = Harness::new(config);
+    h.shard.connect(h.now);
+    h.expect_connect();
+    h.shard.handle_connected(h.now);
+    h.hello();
+    h.orders();
+    h.shard.handle_identify_turn(h.now);
+    assert_eq!(h.shard.state(), ShardState::FatallyClosed);
+    let fatal = h.events().into_iter().find_map(|e| match e {
+        ShardEvent::Fatal(error) => Some(error),
+        _ => None,
+    });
+    assert!(
+        matches!(&fatal, Some(FatalError::InvalidConfiguration(reason)) if reason.contains("large_threshold")),
+        "{fatal:?}"
+    );
+}
+
+#[test]
+fn dispatches_come_out_raw_and_in_order_and_the_token_stays_hidden() {
+    let mut h = Harness::new(config());
+    h.start();
+    h.events();
+    for _ in 0..3 {
+        h.dispatch("MESSAGE_CREATE", json!({"content": "hi"}));
+    }
+    let seqs: Vec<u64> = h
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            ShardEvent::Dispatch {
+                seq,
+                event_type,
+                json,
+            } => {
+                assert_eq!(event_type, "MESSAGE_CREATE");
+                assert!(json.contains("\"hi\""));
+                Some(seq)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, vec![2, 3, 4]);
+    assert_eq!(h.shard.session().unwrap().seq, 4);
+    assert!(!format!("{:?} {:?}", h.shard, config()).contains(TOKEN));
+}
+
+#[test]
+fn rate_limited_dispatches_come_out_as_events() {
+    let mut h = Harness::new(config());
+    h.start();
+    h.events();
+    h.dispatch(
+        "RATE_LIMITED",
+        json!({"opcode": 8, "retry_after": 27.5, "meta": {"guild_id": "1", "nonce": "n"}}),
+    );
+    let events = h.events();
+    assert!(
+        events.contains(&ShardEvent::RateLimited {
+            opcode: 8,
+            retry_after: Duration::from_millis(27_500)
+        }),
+        "{events:?}"
+    );
+    assert!(events.iter().any(
+        |e| matches!(e, ShardEvent::Dispatch { event_type, .. } if event_type == "RATE_LIMITED")
+    ));
+    // A malformed one is passed through raw only, never a crash.
+    h.dispatch("RATE_LIMITED", json!({"opcode": "x", "retry_after": -1}));
+    assert!(
+        !h.events()
+            .iter()
+            .any(|e| matches!(e, ShardEvent::RateLimited { .. }))
+    );
+}
