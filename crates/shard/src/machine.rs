@@ -196,10 +196,14 @@ pub enum SendError {
     /// The shard stopped for good.
     #[error("the shard is fatally closed: {0}")]
     Fatal(FatalError),
+    /// A raw payload that is not a JSON object with an integer `op`, or is
+    /// over the gateway's 4096-byte limit.
+    #[error("invalid raw payload: {0}")]
+    InvalidRaw(String),
 }
 
 /// The protocol of one gateway connection, without I/O.
-pub struct Shard {
+pub struct ShardMachine {
     config: ShardConfig,
     state: ShardState,
     decoder: Decoder,
@@ -228,9 +232,9 @@ pub struct Shard {
     clock: Option<Instant>,
 }
 
-impl fmt::Debug for Shard {
+impl fmt::Debug for ShardMachine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shard")
+        f.debug_struct("ShardMachine")
             .field("shard", &[self.config.shard_id, self.config.shard_count])
             .field("state", &self.state)
             .field(
@@ -241,7 +245,7 @@ impl fmt::Debug for Shard {
     }
 }
 
-impl Shard {
+impl ShardMachine {
     /// A disconnected shard.
     #[must_use]
     pub fn new(config: ShardConfig) -> Self {
@@ -554,6 +558,10 @@ impl Shard {
             return Err(SendError::Fatal(fatal.clone()));
         }
         let bytes = command.encode()?;
+        self.enqueue(now, bytes)
+    }
+
+    fn enqueue(&mut self, now: Instant, bytes: Vec<u8>) -> Result<(), SendError> {
         if self.state == ShardState::Active
             && self.queued.is_empty()
             && self.limiter.try_acquire_command(now)
@@ -566,6 +574,47 @@ impl Shard {
         }
         self.queued.push_back(bytes);
         Ok(())
+    }
+
+    /// Sends a raw JSON payload under the same queue and rate limit as
+    /// commands.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::InvalidRaw`] for anything but a JSON object with an
+    /// integer `op` of at most 4096 bytes; as [`ShardMachine::send`] otherwise.
+    pub fn send_raw(&mut self, now: Instant, bytes: Vec<u8>) -> Result<(), SendError> {
+        self.clock = Some(now);
+        if let Some(fatal) = &self.fatal {
+            return Err(SendError::Fatal(fatal.clone()));
+        }
+        if bytes.len() > shardwire_codec::MAX_COMMAND_SIZE {
+            return Err(SendError::InvalidRaw(format!(
+                "{} bytes, over 4096",
+                bytes.len()
+            )));
+        }
+        let valid = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .is_some_and(|value| value.get("op").is_some_and(serde_json::Value::is_u64));
+        if !valid {
+            return Err(SendError::InvalidRaw(
+                "not a JSON object with an integer `op`".into(),
+            ));
+        }
+        self.enqueue(now, bytes)
+    }
+
+    /// Sends a heartbeat now, out of schedule.
+    pub fn request_heartbeat(&mut self, now: Instant) {
+        self.clock = Some(now);
+        self.heartbeat.on_request(now);
+    }
+
+    /// This shard's id.
+    #[must_use]
+    pub fn shard_id(&self) -> u32 {
+        self.config.shard_id
     }
 
     /// Closes the connection with a resumable code and resumes on a new one.
@@ -695,7 +744,7 @@ impl Shard {
         self.events.push_back(ShardEvent::Fatal(error));
     }
 
-    /// A deadline from [`Shard::poll_timeout`] passed.
+    /// A deadline from [`ShardMachine::poll_timeout`] passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = Some(now);
         if self.reconnect_at.is_some_and(|at| now >= at) {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use shardwire_codec::corpus::ZlibStreamEncoder;
 use shardwire_codec::{Command, Compression, MessageKind, Token};
 use shardwire_shard::{
-    FatalError, Order, RESUMABLE_CLOSE, SendError, Session, Shard, ShardConfig, ShardEvent,
+    FatalError, Order, RESUMABLE_CLOSE, SendError, Session, ShardConfig, ShardEvent, ShardMachine,
     ShardState,
 };
 use twilight_model::gateway::Intents;
@@ -31,7 +31,7 @@ fn config() -> ShardConfig {
 
 /// A shard and its virtual clock.
 struct Harness {
-    shard: Shard,
+    shard: ShardMachine,
     now: Instant,
     seq: u64,
 }
@@ -39,7 +39,7 @@ struct Harness {
 impl Harness {
     fn new(config: ShardConfig) -> Self {
         Self {
-            shard: Shard::new(config),
+            shard: ShardMachine::new(config),
             now: Instant::now(),
             seq: 0,
         }

@@ -285,7 +285,12 @@ impl Conn {
         let mut next_event = Instant::now();
         loop {
             let events_due = event_every.is_some() && self.session_id.is_some();
+            // Biased: what the client already sent is handled before any
+            // timer, so heartbeats that arrived while a long write blocked
+            // the session are not mistaken for missed ones (Discord reads
+            // independently of writing).
             let step = tokio::select! {
+                biased;
                 message = inbound.recv() => match message {
                     Some(message) => self.on_inbound(message).await,
                     None => Err(End::Dropped),
