@@ -154,7 +154,7 @@ pub struct Backoff {
     initial: Duration,
     cap: Duration,
     failures: u32,
-    state: u64,
+    jitter: shardwire_heartbeat::Jitter,
 }
 
 impl Backoff {
@@ -165,7 +165,7 @@ impl Backoff {
             initial,
             cap: cap.max(initial),
             failures: 0,
-            state: seed,
+            jitter: shardwire_heartbeat::Jitter::new(seed),
         }
     }
 
@@ -174,7 +174,7 @@ impl Backoff {
         let exponent = self.failures.min(30);
         self.failures = self.failures.saturating_add(1);
         let base = self.initial.saturating_mul(1u32 << exponent).min(self.cap);
-        base.mul_f64(0.5 + 0.5 * self.unit())
+        base.mul_f64(0.5 + 0.5 * self.jitter.next_jitter())
     }
 
     /// A connection succeeded: the next failure starts from `initial`.
@@ -186,15 +186,5 @@ impl Backoff {
     #[must_use]
     pub fn failures(&self) -> u32 {
         self.failures
-    }
-
-    /// A value in `[0, 1)` (SplitMix64).
-    fn unit(&mut self) -> f64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
     }
 }
