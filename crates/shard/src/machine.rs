@@ -382,7 +382,7 @@ impl ShardMachine {
             1 => self.heartbeat.on_request(now),
             7 => self.close_ourselves(AfterClose::Resume),
             9 => {
-                if payload.data.trim() == "true" {
+                if payload.data().trim() == "true" {
                     self.close_ourselves(AfterClose::Resume);
                 } else {
                     self.session = None;
@@ -390,7 +390,7 @@ impl ShardMachine {
                     self.close_ourselves(AfterClose::Identify);
                 }
             }
-            10 => self.on_hello(now, &payload.data),
+            10 => self.on_hello(now, payload.data()),
             11 => {
                 self.heartbeat.on_ack(now);
                 if let Some(latency) = self.heartbeat.latency().last() {
@@ -480,7 +480,7 @@ impl ShardMachine {
         }
         match payload.event_type.as_deref() {
             Some("READY") => {
-                let d: serde_json::Value = serde_json::from_str(&payload.data).unwrap_or_default();
+                let d: serde_json::Value = serde_json::from_str(payload.data()).unwrap_or_default();
                 let session_id = d
                     .get("session_id")
                     .and_then(serde_json::Value::as_str)
@@ -504,7 +504,7 @@ impl ShardMachine {
                 self.events.push_back(ShardEvent::Resumed);
             }
             Some("RATE_LIMITED") => {
-                let d: serde_json::Value = serde_json::from_str(&payload.data).unwrap_or_default();
+                let d: serde_json::Value = serde_json::from_str(payload.data()).unwrap_or_default();
                 let opcode = d.get("opcode").and_then(serde_json::Value::as_u64);
                 let retry_after = d.get("retry_after").and_then(serde_json::Value::as_f64);
                 if let (Some(opcode), Some(retry_after)) = (opcode, retry_after)
@@ -811,22 +811,37 @@ impl ShardMachine {
 }
 
 /// What the machine keeps of a scanned payload.
+/// The payload is copied once; `d` is a range into it (`None`: absent).
 struct Scanned {
     op: u8,
     seq: Option<u64>,
     event_type: Option<String>,
-    data: String,
+    data: Option<std::ops::Range<usize>>,
     json: String,
+}
+
+impl Scanned {
+    /// The raw JSON of `d` (`null` when absent), as [`Payload::data`].
+    fn data(&self) -> &str {
+        self.data.clone().map_or("null", |range| &self.json[range])
+    }
 }
 
 impl From<&Payload<'_>> for Scanned {
     fn from(payload: &Payload<'_>) -> Self {
+        let json = payload.json();
+        let data = payload.data();
+        // `d` is a slice of the payload unless it was absent.
+        let start = (data.as_ptr() as usize).checked_sub(json.as_ptr() as usize);
+        let data = start
+            .filter(|start| start + data.len() <= json.len())
+            .map(|start| start..start + data.len());
         Self {
             op: payload.op(),
             seq: payload.seq(),
             event_type: payload.event_type().map(str::to_owned),
-            data: payload.data().to_owned(),
-            json: payload.json().to_owned(),
+            data,
+            json: json.to_owned(),
         }
     }
 }
