@@ -436,10 +436,23 @@ impl Task {
                 self.write(Frame::text(Payload::Owned(frame))).await;
             }
             {
+                // Cheap per message: only `seq` moves; the latency history and
+                // the session are cloned when they change.
                 let mut status = lock(&self.status);
                 status.state = self.machine.state();
-                status.latency = self.machine.latency().clone();
-                status.session = self.machine.session().cloned();
+                let latency = self.machine.latency();
+                if latency.acknowledged() != status.latency.acknowledged() {
+                    status.latency = latency.clone();
+                }
+                match (self.machine.session(), &mut status.session) {
+                    (Some(current), Some(kept))
+                        if kept.session_id == current.session_id
+                            && kept.resume_url == current.resume_url =>
+                    {
+                        kept.seq = current.seq;
+                    }
+                    (current, kept) => *kept = current.cloned(),
+                }
             }
             while let Some(event) = self.machine.poll_event() {
                 progressed = true;
