@@ -213,25 +213,6 @@ impl RawClient {
     pub fn into_stream(self) -> TokioIo<Upgraded> {
         TokioIo::new(self.ws.into_inner().into_inner())
     }
-
-    /// Counts messages until `count` payloads have been received, without
-    /// decompressing or parsing them: for measuring the sender. Returns the
-    /// bytes received.
-    pub async fn count_messages(&mut self, count: u64) -> u64 {
-        let mut bytes = 0;
-        let mut seen = 0;
-        while seen < count {
-            let frame = tokio::time::timeout(STEP, self.ws.read_frame())
-                .await
-                .expect("nothing received in time")
-                .expect("the connection failed");
-            if matches!(frame.opcode, OpCode::Text | OpCode::Binary) {
-                bytes += frame.payload.len() as u64;
-                seen += 1;
-            }
-        }
-        bytes
-    }
 }
 
 /// An Identify payload.
