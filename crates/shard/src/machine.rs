@@ -464,7 +464,7 @@ impl ShardMachine {
     fn transmit_command(&mut self, now: Instant, command: &Command) {
         match command.encode() {
             Ok(bytes) => {
-                let _ = self.limiter.try_acquire_heartbeat(now);
+                let _ = self.limiter.acquire_heartbeat(now);
                 self.transmits.push_back(bytes);
             }
             // Identify and Resume come from the configuration; one that does
@@ -760,13 +760,17 @@ impl ShardMachine {
         match self.heartbeat.handle_timeout(now) {
             Some(Due::Beat) => {
                 let seq = self.session.as_ref().map(|s| s.seq);
-                // A heartbeat always encodes: no field can be invalid.
-                if self.limiter.try_acquire_heartbeat(now)
-                    && let Ok(bytes) = (Command::Heartbeat { seq }).encode()
-                {
-                    self.transmits.push_back(bytes);
-                    self.heartbeat.on_sent(now);
+                if !self.limiter.acquire_heartbeat(now) {
+                    tracing::warn!(
+                        "a heartbeat goes out over the 120-per-minute limit: the heartbeat interval is too short for it"
+                    );
                 }
+                // A heartbeat always encodes (no field can be invalid); it is
+                // marked sent regardless, so a beat is never due twice.
+                if let Ok(bytes) = (Command::Heartbeat { seq }).encode() {
+                    self.transmits.push_back(bytes);
+                }
+                self.heartbeat.on_sent(now);
             }
             Some(Due::Zombie) => self.close_ourselves(AfterClose::Resume),
             _ => {}

@@ -108,16 +108,18 @@ impl CommandRateLimiter {
         true
     }
 
-    /// Takes a slot for a heartbeat, which may use the reserve. Returns
-    /// `false` only when the whole budget is spent, which the reserve is
-    /// sized to prevent.
-    pub fn try_acquire_heartbeat(&mut self, now: Instant) -> bool {
+    /// Takes a slot for a heartbeat, which may use the reserve.
+    ///
+    /// A heartbeat is never held back: a skipped one costs the session
+    /// (4009), an excess one at worst a resumable 4008. So it is always
+    /// counted, and the result says whether it fitted the budget: `false`
+    /// only when the window was already full, which the reserve is sized to
+    /// prevent at any interval above half a second.
+    pub fn acquire_heartbeat(&mut self, now: Instant) -> bool {
         self.expire(now);
-        if self.used(now) >= LIMIT {
-            return false;
-        }
+        let fits = self.used(now) < LIMIT;
         self.sent.push_back(now);
-        true
+        fits
     }
 
     /// Forgets the window: a new connection has a fresh budget.

@@ -213,6 +213,39 @@ fn heartbeats_start_at_jitter_then_every_interval_with_the_last_seq() {
 }
 
 #[test]
+fn heartbeats_are_never_held_back_even_past_the_rate_limit() {
+    // A 200 ms interval means 300 beats a minute, over the 120-payload
+    // budget: each beat still goes out once per interval (a skipped beat
+    // would cost the session) and the deadline always moves on.
+    let mut h = Harness::new(config());
+    h.shard.connect(h.now);
+    h.expect_connect();
+    h.shard.handle_connected(h.now);
+    h.server(&json!({"t": null, "s": null, "op": 10, "d": {"heartbeat_interval": 200}}));
+    h.shard.handle_identify_turn(h.now);
+    h.dispatch(
+        "READY",
+        json!({"session_id": "s1", "resume_gateway_url": RESUME, "v": 10}),
+    );
+    h.frames();
+    let mut beats = 0;
+    let end = h.now + Duration::from_secs(120);
+    while h.now < end {
+        let at = h.shard.poll_timeout().expect("a heartbeat deadline");
+        assert!(at > h.now, "the deadline moved on after {beats} beats");
+        h.now = at;
+        h.shard.handle_timeout(h.now);
+        let frames = h.frames();
+        assert_eq!(frames.len(), 1, "one beat per deadline: {frames:?}");
+        assert_eq!(frames[0]["op"], 1);
+        beats += 1;
+        h.server(&json!({"op": 11, "d": null}));
+    }
+    assert!((599..=601).contains(&beats), "{beats} beats in 120 s");
+    assert_eq!(h.shard.state(), ShardState::Active);
+}
+
+#[test]
 fn a_server_op_1_gets_a_heartbeat_at_once() {
     let mut h = Harness::new(config());
     h.start();

@@ -44,12 +44,15 @@ fn commands_use_the_budget_less_the_reserve() {
     );
     // Heartbeats still go out, up to the whole budget.
     for beat in 0..limiter.reserve() {
-        assert!(limiter.try_acquire_heartbeat(t0), "heartbeat {beat}");
+        assert!(limiter.acquire_heartbeat(t0), "heartbeat {beat}");
     }
+    // One past it is still counted (never held back) but reported.
     assert!(
-        !limiter.try_acquire_heartbeat(t0),
-        "never past 120 in a window"
+        !limiter.acquire_heartbeat(t0),
+        "the 121st payload in a window is reported"
     );
+    assert_eq!(limiter.available(t0), 0);
+    assert_eq!(limiter.next_available(t0), t0 + WINDOW);
 }
 
 #[test]
@@ -101,7 +104,7 @@ fn a_steady_sender_never_exceeds_120_in_any_window() {
     while now < end {
         if now >= next_beat {
             assert!(
-                limiter.try_acquire_heartbeat(now),
+                limiter.acquire_heartbeat(now),
                 "a heartbeat was refused at {:?}",
                 now - t0
             );

@@ -238,8 +238,9 @@ pub enum Fault {
     },
     /// Read the client's frames slowly: wait this long before each one.
     ReadSlowly(Duration),
-    /// Send this many generated events now, each built and compressed as
-    /// it goes.
+    /// Send this many generated events, each built and compressed as it
+    /// goes. Like Discord, the simulator keeps reading and acknowledging
+    /// heartbeats in between; faults injected meanwhile wait their turn.
     Burst(u64),
     /// Send this many events flat out from a pre-encoded corpus, built once
     /// per simulator and shared by every connection: for throughput

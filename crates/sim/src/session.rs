@@ -47,6 +47,23 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const WRITE_BUFFER: usize = 64 * 1024;
 /// Members per GUILD_MEMBERS_CHUNK.
 const CHUNK_SIZE: usize = 1000;
+/// Backlog items sent between two looks at what the client sent.
+const BACKLOG_STEP: usize = 32;
+
+/// Outbound work that may be long (a burst, a resume's replay), sent a step
+/// at a time so the client's heartbeats are read and acknowledged in
+/// between, as Discord does: it reads independently of writing.
+enum Pending {
+    /// This many generated events.
+    Generated(u64),
+    /// A logged payload, replayed.
+    Replay(Arc<[u8]>),
+    /// A dispatch with the session's next seq.
+    Dispatch(&'static str, Value),
+    /// A fault injected while the backlog was not empty: it waits its turn,
+    /// so scripts keep their order.
+    Fault(Fault),
+}
 
 enum Inbound {
     Message(Vec<u8>),
@@ -118,6 +135,7 @@ pub(crate) async fn run(
         received: VecDeque::new(),
         generator: None,
         read_delay,
+        backlog: VecDeque::new(),
     };
     let mut inbound = inbound;
     let end = conn.serve(&mut inbound, faults).await;
@@ -242,6 +260,8 @@ struct Conn {
     received: VecDeque<Instant>,
     generator: Option<EventGenerator>,
     read_delay: Arc<AtomicU64>,
+    /// Long outbound work, oldest first.
+    backlog: VecDeque<Pending>,
 }
 
 /// `Err` ends the session the way it says.
@@ -284,7 +304,8 @@ impl Conn {
         let event_every = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
         let mut next_event = Instant::now();
         loop {
-            let events_due = event_every.is_some() && self.session_id.is_some();
+            let busy = !self.backlog.is_empty();
+            let events_due = event_every.is_some() && self.session_id.is_some() && !busy;
             // Biased: what the client already sent is handled before any
             // timer, so heartbeats that arrived while a long write blocked
             // the session are not mistaken for missed ones (Discord reads
@@ -295,12 +316,20 @@ impl Conn {
                     Some(message) => self.on_inbound(message).await,
                     None => Err(End::Dropped),
                 },
-                Some(fault) = faults.recv() => self.on_fault(fault).await,
+                Some(fault) = faults.recv() => {
+                    if busy {
+                        self.backlog.push_back(Pending::Fault(fault));
+                        Ok(())
+                    } else {
+                        self.on_fault(fault).await
+                    }
+                }
                 () = sleep_until(self.heartbeat_deadline) => {
                     self.violation(ViolationKind::MissedHeartbeat);
                     self.forget_session();
                     self.close(4009, "Session timed out").await
                 }
+                () = std::future::ready(()), if busy => self.backlog_step().await,
                 () = sleep_until(next_event), if events_due => {
                     next_event = Instant::now().max(next_event) + event_every.unwrap_or(Duration::MAX);
                     self.send_generated_event().await
@@ -597,11 +626,40 @@ impl Conn {
             self.shared.config.seed ^ u64::from(shard[0]) ^ server_seq,
             guild_ids,
         ));
-        for payload in replay {
-            self.send_payload(&payload).await?;
+        self.backlog.extend(replay.into_iter().map(Pending::Replay));
+        self.backlog.push_back(Pending::Dispatch(
+            "RESUMED",
+            json!({"_trace": ["shardwire-sim"]}),
+        ));
+        Ok(())
+    }
+
+    /// Sends up to [`BACKLOG_STEP`] items of the backlog.
+    async fn backlog_step(&mut self) -> Step {
+        for _ in 0..BACKLOG_STEP {
+            let Some(item) = self.backlog.pop_front() else {
+                break;
+            };
+            match item {
+                Pending::Generated(count) => {
+                    if count > 1 {
+                        self.backlog.push_front(Pending::Generated(count - 1));
+                    }
+                    self.send_generated_event().await?;
+                }
+                Pending::Replay(payload) => self.send_payload(&payload).await?,
+                Pending::Dispatch(name, d) => self.dispatch(name, &d).await?,
+                Pending::Fault(fault) => {
+                    self.on_fault(fault).await?;
+                    // A fault may close: stop at it so the step ends there.
+                    break;
+                }
+            }
         }
-        self.dispatch("RESUMED", &json!({"_trace": ["shardwire-sim"]}))
-            .await
+        // Let the client's side run: in tests it shares the runtime, and
+        // writes into a socket with room never make this task wait.
+        tokio::task::yield_now().await;
+        Ok(())
     }
 
     async fn on_voice_state(&mut self, d: &Value) -> Step {
@@ -744,8 +802,9 @@ impl Conn {
                 Ok(())
             }
             Fault::Burst(count) => {
-                for _ in 0..count {
-                    self.send_generated_event().await?;
+                // In front: a fault taken from the backlog was its first item.
+                if count > 0 {
+                    self.backlog.push_front(Pending::Generated(count));
                 }
                 Ok(())
             }

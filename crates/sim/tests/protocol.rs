@@ -783,3 +783,40 @@ async fn the_token_stays_out_of_debug_output() {
     let debug = format!("{sim:?} {:?}", sim.config());
     assert!(!debug.contains("super-secret-token"), "{debug}");
 }
+
+#[tokio::test]
+async fn a_burst_keeps_acknowledging_heartbeats_and_faults_wait_their_turn() {
+    let sim = sim().await;
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::ZlibStream).await;
+    client.start(TOKEN, [0, 2]).await;
+    // READY and two GUILD_CREATEs took seqs 1 to 3.
+    sim.inject(Some(0), Fault::Burst(2000));
+    sim.inject(Some(0), Fault::Reconnect);
+    // A heartbeat sent as the burst begins.
+    let first = client.until(0, None).await["s"].as_u64().unwrap();
+    client.send(&json!({"op": 1, "d": first})).await;
+    let mut ack_before = None;
+    let mut last = first;
+    loop {
+        let payload = client.payload().await;
+        match payload["op"].as_u64() {
+            Some(0) => {
+                let seq = payload["s"].as_u64().unwrap();
+                assert_eq!(seq, last + 1, "in order");
+                last = seq;
+            }
+            Some(11) => ack_before = Some(last),
+            Some(7) => break,
+            other => panic!("unexpected op {other:?}"),
+        }
+    }
+    assert_eq!(
+        last, 2003,
+        "the whole burst, then the op 7 injected after it"
+    );
+    let acked = ack_before.expect("the heartbeat was acknowledged");
+    assert!(
+        acked < 2003,
+        "acknowledged during the burst, not after it (at seq {acked})"
+    );
+}
