@@ -69,6 +69,12 @@ impl EventFilter {
         }
     }
 
+    /// Whether any dispatch type at all is decoded.
+    #[must_use]
+    pub fn wants_any(&self) -> bool {
+        self.all || !self.types.is_empty()
+    }
+
     /// Whether dispatches of this type are decoded.
     #[must_use]
     pub fn wants(&self, event_type: EventType) -> bool {

@@ -29,8 +29,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::{
-    IdentifyQueue, IdentifyRefused, Order, SendError, Session, ShardConfig, ShardEvent,
-    ShardMachine, ShardState,
+    IdentifyQueue, IdentifyRefused, Order, ResumeError, SendError, Session, ShardConfig,
+    ShardEvent, ShardMachine, ShardState,
 };
 
 /// How long connecting (TCP, TLS and the WebSocket handshake) may take.
@@ -71,6 +71,8 @@ enum Control {
     Disconnect(u16),
     Reconnect,
     Reinstantiate,
+    Identify,
+    Resume(tokio::sync::oneshot::Sender<Result<(), ResumeError>>),
     Connect,
     Heartbeat,
 }
@@ -153,14 +155,14 @@ impl Shard {
     ///
     /// # Errors
     ///
-    /// [`SendError`] when the command does not encode, the queue is full or
-    /// the shard stopped.
+    /// [`SendError`] when the command does not encode, the queue is full,
+    /// the shard is fatally closed or its task has ended.
     pub async fn send(&self, command: Command) -> Result<(), SendError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         if self.control.send(Control::Send(command, reply)).is_err() {
-            return Err(SendError::QueueFull(0));
+            return Err(SendError::Stopped);
         }
-        answer.await.unwrap_or(Err(SendError::QueueFull(0)))
+        answer.await.unwrap_or(Err(SendError::Stopped))
     }
 
     /// Sends a raw JSON payload (`{"op": …, "d": …}`) for which the codec
@@ -177,9 +179,9 @@ impl Shard {
             .send(Control::SendRaw(json.into(), reply))
             .is_err()
         {
-            return Err(SendError::QueueFull(0));
+            return Err(SendError::Stopped);
         }
-        answer.await.unwrap_or(Err(SendError::QueueFull(0)))
+        answer.await.unwrap_or(Err(SendError::Stopped))
     }
 
     /// Connects again after a [`Shard::disconnect`].
@@ -197,9 +199,32 @@ impl Shard {
         let _ = self.control.send(Control::Reconnect);
     }
 
-    /// Drops the session and identifies anew on the original URL.
+    /// Drops the session and identifies anew on a fresh connection to the
+    /// original URL. Events until the new READY are not recovered.
     pub fn reinstantiate(&self) {
         let _ = self.control.send(Control::Reinstantiate);
+    }
+
+    /// Starts a new session (see [`ShardMachine::identify`]): like
+    /// [`Shard::reinstantiate`], but keeps a connection that has not
+    /// authenticated yet, and connects a disconnected shard.
+    pub fn identify(&self) {
+        let _ = self.control.send(Control::Identify);
+    }
+
+    /// Resumes the session, connecting if disconnected (see
+    /// [`ShardMachine::resume`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ResumeError`] without a session, once fatally closed, or when the
+    /// task has ended.
+    pub async fn resume(&self) -> Result<(), ResumeError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self.control.send(Control::Resume(reply)).is_err() {
+            return Err(ResumeError::Stopped);
+        }
+        answer.await.unwrap_or(Err(ResumeError::Stopped))
     }
 
     /// Sends a heartbeat now.
@@ -244,7 +269,7 @@ type Io = TokioIo<Upgraded>;
 
 enum Inbound {
     Message(Vec<u8>, MessageKind),
-    Closed(Option<u16>),
+    Closed(Option<u16>, String),
     Pong(Vec<u8>),
 }
 
@@ -342,8 +367,10 @@ impl Task {
                 Wake::Inbound(Some(Inbound::Pong(payload))) => {
                     self.write(Frame::pong(Payload::Owned(payload))).await
                 }
-                Wake::Inbound(Some(Inbound::Closed(code))) => self.closed(code),
-                Wake::Inbound(None) => self.closed(None),
+                Wake::Inbound(Some(Inbound::Closed(code, reason))) => {
+                    self.closed(code, &reason);
+                }
+                Wake::Inbound(None) => self.closed(None, ""),
                 Wake::Turn(result) => {
                     self.turn = None;
                     match result {
@@ -381,17 +408,21 @@ impl Task {
             Control::Disconnect(code) => self.machine.disconnect(now, code),
             Control::Reconnect => self.machine.reconnect(now),
             Control::Reinstantiate => self.machine.reinstantiate(now),
+            Control::Identify => self.machine.identify(now),
+            Control::Resume(reply) => {
+                let _ = reply.send(self.machine.resume(now));
+            }
             Control::Connect => self.machine.connect(now),
             Control::Heartbeat => self.machine.request_heartbeat(now),
         }
     }
 
-    fn closed(&mut self, code: Option<u16>) {
+    fn closed(&mut self, code: Option<u16>, reason: &str) {
         if let Some(socket) = self.socket.take() {
             socket.reader.abort();
         }
         self.turn = None;
-        self.machine.handle_close(now(), code);
+        self.machine.handle_close_with_reason(now(), code, reason);
     }
 
     /// Carries out orders, writes frames, queues events and updates the
@@ -422,7 +453,7 @@ impl Task {
                     Order::Close { code } => {
                         self.write(Frame::close(code, b"")).await;
                         tracing::debug!(code, "closing");
-                        self.closed(Some(code));
+                        self.closed(Some(code), "");
                     }
                     Order::WaitIdentifyTurn => {
                         let queue = self.queue.clone();
@@ -470,7 +501,7 @@ impl Task {
         };
         if let Err(error) = socket.writer.write_frame(frame).await {
             tracing::debug!(%error, "write failed");
-            self.closed(None);
+            self.closed(None, "");
         }
     }
 }
@@ -585,13 +616,18 @@ async fn read_loop(
                 OpCode::Close => {
                     let code = (frame.payload.len() >= 2)
                         .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
-                    let _ = tx.send(Inbound::Closed(code)).await;
+                    let reason = frame
+                        .payload
+                        .get(2..)
+                        .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+                        .unwrap_or_default();
+                    let _ = tx.send(Inbound::Closed(code, reason)).await;
                     return;
                 }
                 _ => continue,
             },
             Err(_) => {
-                let _ = tx.send(Inbound::Closed(None)).await;
+                let _ = tx.send(Inbound::Closed(None, String::new())).await;
                 return;
             }
         };

@@ -33,7 +33,9 @@ mod ratelimit;
 mod session;
 
 pub use crate::driver::Shard;
-pub use crate::machine::{Order, SendError, ShardConfig, ShardEvent, ShardMachine, ShardState};
+pub use crate::machine::{
+    Order, ResumeError, SendError, ShardConfig, ShardEvent, ShardMachine, ShardState,
+};
 pub use crate::policy::{AfterClose, Backoff, FatalError, RESUMABLE_CLOSE, after_close};
 pub use crate::queue::{IdentifyQueue, IdentifyRefused, Unqueued, WaitTurn};
 pub use crate::ratelimit::{CommandRateLimiter, LIMIT, WINDOW};

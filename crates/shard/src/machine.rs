@@ -9,11 +9,12 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use shardwire_codec::{
-    Command, Compression, ConnectionProperties, Decoder, Identify, MessageKind, Payload, Resume,
-    Token, UpdatePresence,
+    Command, Compression, ConnectionProperties, Decoded, Decoder, EventFilter, Identify,
+    MessageKind, Payload, Resume, Token, UpdatePresence,
 };
 use shardwire_heartbeat::{Due, Heartbeat, Jitter};
 use twilight_model::gateway::Intents;
+use twilight_model::gateway::event::{DispatchEvent, GatewayEvent};
 
 use crate::{
     AfterClose, Backoff, CommandRateLimiter, FatalError, RESUMABLE_CLOSE, Session, after_close,
@@ -61,6 +62,13 @@ pub struct ShardConfig {
     pub max_queued_commands: usize,
     /// A session to resume instead of identifying (exported earlier).
     pub session: Option<Session>,
+    /// Dispatches to deserialize into twilight-model types
+    /// ([`ShardEvent::Dispatch`]'s `event`); the others stay raw JSON and
+    /// cost no parsing. None by default.
+    pub typed_events: EventFilter,
+    /// Emit every payload received as a [`ShardEvent::Message`] (off by
+    /// default: it copies each payload once more).
+    pub raw_messages: bool,
 }
 
 impl ShardConfig {
@@ -94,6 +102,8 @@ impl ShardConfig {
             seed: u64::from(shard_id).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed,
             max_queued_commands: 1000,
             session: None,
+            typed_events: EventFilter::none(),
+            raw_messages: false,
         }
     }
 }
@@ -140,15 +150,19 @@ pub enum Order {
 }
 
 /// What happened, for the user.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum ShardEvent {
-    /// The WebSocket opened.
+    /// The shard's first WebSocket opened.
     Connected,
-    /// The connection ended (its close code, if any).
+    /// A later WebSocket opened, after a disconnection.
+    Reconnected,
+    /// The connection ended.
     Disconnected {
         /// The close code, `None` for a dropped connection.
         code: Option<u16>,
+        /// The close frame's reason (empty if none).
+        reason: String,
     },
     /// A heartbeat was acknowledged.
     Heartbeat {
@@ -162,7 +176,8 @@ pub enum ShardEvent {
     },
     /// RESUMED: the session continues.
     Resumed,
-    /// A dispatch (op 0), raw; decode it with the codec as wanted.
+    /// A dispatch (op 0): always raw, typed too when
+    /// [`ShardConfig::typed_events`] asks for its type.
     Dispatch {
         /// Its sequence number.
         seq: u64,
@@ -170,6 +185,21 @@ pub enum ShardEvent {
         event_type: String,
         /// The whole payload's JSON.
         json: String,
+        /// The typed event, if asked for and it deserialized (one that does
+        /// not is logged and still comes out raw).
+        event: Option<Box<DispatchEvent>>,
+    },
+    /// Any payload received, as JSON, when [`ShardConfig::raw_messages`]
+    /// is on; it comes before the events derived from it.
+    Message {
+        /// The payload's JSON.
+        json: String,
+    },
+    /// A payload was handed to the connection.
+    Sent {
+        /// Its opcode (the payload itself is not repeated: Identify and
+        /// Resume carry the token).
+        opcode: u8,
     },
     /// The gateway refused a command for now (a RATE_LIMITED dispatch; it
     /// also comes out as a [`ShardEvent::Dispatch`]).
@@ -200,6 +230,25 @@ pub enum SendError {
     /// over the gateway's 4096-byte limit.
     #[error("invalid raw payload: {0}")]
     InvalidRaw(String),
+    /// The shard's task has ended (its handle's owner dropped it, or the
+    /// runtime shut down).
+    #[error("the shard has stopped")]
+    Stopped,
+}
+
+/// Why a resume could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResumeError {
+    /// There is no session: identify instead.
+    #[error("there is no session to resume; identify instead")]
+    NoSession,
+    /// The shard stopped for good.
+    #[error("the shard is fatally closed: {0}")]
+    Fatal(FatalError),
+    /// The shard's task has ended.
+    #[error("the shard has stopped")]
+    Stopped,
 }
 
 /// The protocol of one gateway connection, without I/O.
@@ -224,7 +273,10 @@ pub struct ShardMachine {
     transmits: VecDeque<Vec<u8>>,
     orders: VecDeque<Order>,
     events: VecDeque<ShardEvent>,
-    queued: VecDeque<Vec<u8>>,
+    /// Commands waiting for the session or the rate limit, with opcodes.
+    queued: VecDeque<(u8, Vec<u8>)>,
+    /// A connection has opened before (the next one is a reconnection).
+    connected_before: bool,
     fatal: Option<FatalError>,
     /// After an Invalid Session `false`, wait before identifying again.
     wait_before_identify: bool,
@@ -272,6 +324,7 @@ impl ShardMachine {
             events: VecDeque::new(),
             queued: VecDeque::new(),
             fatal: None,
+            connected_before: false,
             wait_before_identify: false,
             clock: None,
             state: ShardState::Disconnected,
@@ -351,7 +404,12 @@ impl ShardMachine {
         }
         self.state = ShardState::WaitingForHello;
         self.hello_deadline = Some(now + self.config.hello_timeout);
-        self.events.push_back(ShardEvent::Connected);
+        self.events.push_back(if self.connected_before {
+            ShardEvent::Reconnected
+        } else {
+            ShardEvent::Connected
+        });
+        self.connected_before = true;
     }
 
     /// The driver received one WebSocket message.
@@ -364,7 +422,15 @@ impl ShardMachine {
             return;
         }
         let outcome = match self.decoder.push(bytes, kind) {
-            Ok(Some(payload)) => Ok(Some(Scanned::from(&payload))),
+            Ok(Some(payload)) => {
+                if self.config.raw_messages {
+                    self.events.push_back(ShardEvent::Message {
+                        json: payload.json().to_owned(),
+                    });
+                }
+                let typed = typed(&self.config.typed_events, &payload);
+                Ok(Some(Scanned::from(&payload).with_typed(typed)))
+            }
             Ok(None) => Ok(None),
             Err(error) => Err(error.requires_reset()),
         };
@@ -465,7 +531,7 @@ impl ShardMachine {
         match command.encode() {
             Ok(bytes) => {
                 let _ = self.limiter.acquire_heartbeat(now);
-                self.transmits.push_back(bytes);
+                self.transmit(command.opcode(), bytes);
             }
             // Identify and Resume come from the configuration; one that does
             // not encode can never work.
@@ -524,6 +590,7 @@ impl ShardMachine {
             seq,
             event_type: payload.event_type.unwrap_or_default(),
             json: payload.json,
+            event: payload.typed,
         });
     }
 
@@ -539,8 +606,8 @@ impl ShardMachine {
             if !self.limiter.try_acquire_command(now) {
                 return;
             }
-            if let Some(bytes) = self.queued.pop_front() {
-                self.transmits.push_back(bytes);
+            if let Some((opcode, bytes)) = self.queued.pop_front() {
+                self.transmit(opcode, bytes);
             }
         }
     }
@@ -558,22 +625,28 @@ impl ShardMachine {
             return Err(SendError::Fatal(fatal.clone()));
         }
         let bytes = command.encode()?;
-        self.enqueue(now, bytes)
+        self.enqueue(now, command.opcode(), bytes)
     }
 
-    fn enqueue(&mut self, now: Instant, bytes: Vec<u8>) -> Result<(), SendError> {
+    fn enqueue(&mut self, now: Instant, opcode: u8, bytes: Vec<u8>) -> Result<(), SendError> {
         if self.state == ShardState::Active
             && self.queued.is_empty()
             && self.limiter.try_acquire_command(now)
         {
-            self.transmits.push_back(bytes);
+            self.transmit(opcode, bytes);
             return Ok(());
         }
         if self.queued.len() >= self.config.max_queued_commands {
             return Err(SendError::QueueFull(self.queued.len()));
         }
-        self.queued.push_back(bytes);
+        self.queued.push_back((opcode, bytes));
         Ok(())
+    }
+
+    /// Hands a frame to the driver and tells the user.
+    fn transmit(&mut self, opcode: u8, bytes: Vec<u8>) {
+        self.transmits.push_back(bytes);
+        self.events.push_back(ShardEvent::Sent { opcode });
     }
 
     /// Sends a raw JSON payload under the same queue and rate limit as
@@ -594,15 +667,16 @@ impl ShardMachine {
                 bytes.len()
             )));
         }
-        let valid = serde_json::from_slice::<serde_json::Value>(&bytes)
+        let opcode = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
-            .is_some_and(|value| value.get("op").is_some_and(serde_json::Value::is_u64));
-        if !valid {
+            .and_then(|value| value.get("op").and_then(serde_json::Value::as_u64))
+            .and_then(|op| u8::try_from(op).ok());
+        let Some(opcode) = opcode else {
             return Err(SendError::InvalidRaw(
-                "not a JSON object with an integer `op`".into(),
+                "not a JSON object with an integer `op` from 0 to 255".into(),
             ));
-        }
-        self.enqueue(now, bytes)
+        };
+        self.enqueue(now, opcode, bytes)
     }
 
     /// Sends a heartbeat now, out of schedule.
@@ -635,6 +709,57 @@ impl ShardMachine {
             self.reconnect_at = None;
             self.open();
         }
+    }
+
+    /// Starts a new session: forgets the current one and identifies,
+    /// through the identify queue. A connection to the original URL that
+    /// has not authenticated yet identifies on it; otherwise the connection
+    /// is closed resumably and a fresh one identifies (a connection
+    /// identifies only once). A disconnected shard connects.
+    pub fn identify(&mut self, now: Instant) {
+        self.clock = Some(now);
+        self.session = None;
+        match self.state {
+            ShardState::Disconnected | ShardState::Reconnecting => {
+                self.stopping = false;
+                self.open();
+            }
+            ShardState::Connecting | ShardState::WaitingForHello if !self.resuming => {}
+            ShardState::Identifying => {}
+            ShardState::Connecting
+            | ShardState::WaitingForHello
+            | ShardState::Resuming
+            | ShardState::Active => self.close_ourselves(AfterClose::Identify),
+            ShardState::FatallyClosed => {}
+        }
+    }
+
+    /// Resumes the session: a disconnected shard connects to the resume
+    /// URL; a connected one closes resumably and resumes on a new
+    /// connection. Nothing changes while a resume is already under way.
+    ///
+    /// # Errors
+    ///
+    /// [`ResumeError::NoSession`] without a session,
+    /// [`ResumeError::Fatal`] once fatally closed.
+    pub fn resume(&mut self, now: Instant) -> Result<(), ResumeError> {
+        self.clock = Some(now);
+        if let Some(fatal) = &self.fatal {
+            return Err(ResumeError::Fatal(fatal.clone()));
+        }
+        if self.session.is_none() {
+            return Err(ResumeError::NoSession);
+        }
+        match self.state {
+            ShardState::Disconnected | ShardState::Reconnecting => {
+                self.stopping = false;
+                self.open();
+            }
+            ShardState::Connecting | ShardState::WaitingForHello if self.resuming => {}
+            ShardState::Resuming => {}
+            _ => self.close_ourselves(AfterClose::Resume),
+        }
+        Ok(())
     }
 
     /// Closes with `code` and stays disconnected. 1000 and 1001 end the
@@ -682,6 +807,11 @@ impl ShardMachine {
     /// The connection ended, with the close code if a close frame carried
     /// one (`None` also when connecting failed).
     pub fn handle_close(&mut self, now: Instant, code: Option<u16>) {
+        self.handle_close_with_reason(now, code, "");
+    }
+
+    /// As [`ShardMachine::handle_close`], with the close frame's reason.
+    pub fn handle_close_with_reason(&mut self, now: Instant, code: Option<u16>, reason: &str) {
         self.clock = Some(now);
         if matches!(
             self.state,
@@ -695,7 +825,10 @@ impl ShardMachine {
         self.hello_deadline = None;
         self.ready_deadline = None;
         if !was_connecting {
-            self.events.push_back(ShardEvent::Disconnected { code });
+            self.events.push_back(ShardEvent::Disconnected {
+                code,
+                reason: reason.to_owned(),
+            });
         }
         let ours = self.after_our_close.take();
         if self.stopping {
@@ -768,7 +901,7 @@ impl ShardMachine {
                 // A heartbeat always encodes (no field can be invalid); it is
                 // marked sent regardless, so a beat is never due twice.
                 if let Ok(bytes) = (Command::Heartbeat { seq }).encode() {
-                    self.transmits.push_back(bytes);
+                    self.transmit(1, bytes);
                 }
                 self.heartbeat.on_sent(now);
             }
@@ -822,9 +955,30 @@ struct Scanned {
     event_type: Option<String>,
     data: Option<std::ops::Range<usize>>,
     json: String,
+    typed: Option<Box<DispatchEvent>>,
+}
+
+/// The typed dispatch, if the filter asks for it and it deserializes.
+fn typed(filter: &EventFilter, payload: &Payload<'_>) -> Option<Box<DispatchEvent>> {
+    if payload.op() != 0 || !filter.wants_any() {
+        return None;
+    }
+    match payload.decode(filter) {
+        Decoded::Event(GatewayEvent::Dispatch(_, event)) => Some(Box::new(event)),
+        Decoded::Failed(error) => {
+            tracing::warn!(%error, "a dispatch did not deserialize; it comes out raw only");
+            None
+        }
+        _ => None,
+    }
 }
 
 impl Scanned {
+    fn with_typed(mut self, typed: Option<Box<DispatchEvent>>) -> Self {
+        self.typed = typed;
+        self
+    }
+
     /// The raw JSON of `d` (`null` when absent), as [`Payload::data`].
     fn data(&self) -> &str {
         self.data.clone().map_or("null", |range| &self.json[range])
@@ -846,6 +1000,7 @@ impl From<&Payload<'_>> for Scanned {
             event_type: payload.event_type().map(str::to_owned),
             data,
             json: json.to_owned(),
+            typed: None,
         }
     }
 }

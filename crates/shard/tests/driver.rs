@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardwire_codec::corpus::Rng;
-use shardwire_codec::{Command, Compression, Token};
+use shardwire_codec::{Command, Compression, EventFilter, Token};
 use shardwire_shard::{FatalError, Shard, ShardConfig, ShardEvent, ShardState, Unqueued};
 use shardwire_sim::{Fault, Listener, ResumeOutcome, Sim};
 use twilight_model::gateway::Intents;
+use twilight_model::gateway::event::{DispatchEvent, EventType};
 
 const STEP: Duration = Duration::from_secs(10);
 
@@ -527,4 +528,86 @@ async fn driver_a_slow_consumer_never_costs_the_session() {
         observations.violations
     );
     assert_eq!(observations.connections.len(), 1, "the connection survived");
+}
+
+#[tokio::test]
+async fn driver_events_connected_sent_raw_typed_disconnected_reconnected() {
+    let sim = sim().await;
+    let mut config = config(&sim, 0, 1, Compression::ZlibStream);
+    config.typed_events = EventFilter::only([EventType::GuildCreate]);
+    config.raw_messages = true;
+    let mut shard = Shard::start(config, Arc::new(Unqueued));
+    let mut seen = Vec::new();
+    let mut guild_creates = 0;
+    while guild_creates < 2 {
+        let event = next(&mut shard).await;
+        if let ShardEvent::Dispatch {
+            event_type, event, ..
+        } = &event
+        {
+            if event_type == "GUILD_CREATE" {
+                assert!(
+                    matches!(event.as_deref(), Some(DispatchEvent::GuildCreate(_))),
+                    "typed as asked: {event:?}"
+                );
+                guild_creates += 1;
+            } else {
+                assert!(event.is_none(), "{event_type} is not asked for");
+            }
+        }
+        seen.push(event);
+    }
+    let position = |wanted: &dyn Fn(&ShardEvent) -> bool| {
+        seen.iter()
+            .position(wanted)
+            .unwrap_or_else(|| panic!("missing from {seen:?}"))
+    };
+    let connected = position(&|e| *e == ShardEvent::Connected);
+    let hello =
+        position(&|e| matches!(e, ShardEvent::Message { json } if json.contains("\"op\":10")));
+    let identify = position(&|e| *e == ShardEvent::Sent { opcode: 2 });
+    let ready = position(&is_ready);
+    assert!(connected < hello && hello < identify && identify < ready);
+    assert!(
+        !format!("{seen:?}").contains(sim.token()),
+        "no token in events"
+    );
+
+    sim.inject(Some(0), Fault::Close(4000));
+    until(&mut shard, |e| {
+        matches!(e, ShardEvent::Disconnected { code: Some(4000), reason } if reason == "Simulated close.")
+    })
+    .await;
+    until(&mut shard, |e| *e == ShardEvent::Reconnected).await;
+    until(&mut shard, |e| *e == ShardEvent::Sent { opcode: 6 }).await;
+    until(&mut shard, is_resumed).await;
+}
+
+#[tokio::test]
+async fn driver_identify_and_resume_on_request() {
+    let sim = sim().await;
+    let mut shard = start(&sim, 0, 1, Compression::ZlibStream);
+    until(&mut shard, is_ready).await;
+    shard.resume().await.unwrap();
+    until(&mut shard, is_resumed).await;
+    shard.identify();
+    until(&mut shard, is_ready).await;
+    let observations = sim.observations();
+    assert_eq!(observations.resumes.len(), 1);
+    assert_eq!(observations.identifies.len(), 2);
+    // Disconnected, then resumed on request.
+    shard.disconnect(4000);
+    until(&mut shard, |e| matches!(e, ShardEvent::Disconnected { .. })).await;
+    assert_eq!(shard.status(), ShardState::Disconnected);
+    shard.resume().await.unwrap();
+    until(&mut shard, is_resumed).await;
+    assert_eq!(sim.observations().resumes.len(), 2);
+    // A session ended with 1000 cannot be resumed.
+    shard.disconnect(1000);
+    until(&mut shard, |e| matches!(e, ShardEvent::Disconnected { .. })).await;
+    assert!(matches!(
+        shard.resume().await,
+        Err(shardwire_shard::ResumeError::NoSession)
+    ));
+    assert!(sim.violations().is_empty());
 }

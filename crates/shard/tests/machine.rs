@@ -4,13 +4,15 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use shardwire_codec::EventFilter;
 use shardwire_codec::corpus::ZlibStreamEncoder;
 use shardwire_codec::{Command, Compression, MessageKind, Token};
 use shardwire_shard::{
-    FatalError, Order, RESUMABLE_CLOSE, SendError, Session, ShardConfig, ShardEvent, ShardMachine,
-    ShardState,
+    FatalError, Order, RESUMABLE_CLOSE, ResumeError, SendError, Session, ShardConfig, ShardEvent,
+    ShardMachine, ShardState,
 };
 use twilight_model::gateway::Intents;
+use twilight_model::gateway::event::{DispatchEvent, EventType};
 
 const TOKEN: &str = "machine-test-token";
 const GATEWAY: &str = "wss://gateway.example";
@@ -634,7 +636,9 @@ fn dispatches_come_out_raw_and_in_order_and_the_token_stays_hidden() {
                 seq,
                 event_type,
                 json,
+                event,
             } => {
+                assert!(event.is_none(), "typed only when asked for");
                 assert_eq!(event_type, "MESSAGE_CREATE");
                 assert!(json.contains("\"hi\""));
                 Some(seq)
@@ -674,4 +678,152 @@ fn rate_limited_dispatches_come_out_as_events() {
             .iter()
             .any(|e| matches!(e, ShardEvent::RateLimited { .. }))
     );
+}
+
+#[test]
+fn dispatches_are_typed_as_the_filter_says() {
+    let mut c = config();
+    c.typed_events = EventFilter::only([EventType::RoleDelete]);
+    let mut h = Harness::new(c);
+    h.start();
+    h.events();
+    h.dispatch(
+        "GUILD_ROLE_DELETE",
+        json!({"guild_id": "41771983423143937", "role_id": "41771983423143938"}),
+    );
+    h.dispatch(
+        "TYPING_START",
+        json!({"channel_id": "1", "user_id": "2", "timestamp": 1}),
+    );
+    // Wanted but malformed: logged, and still delivered raw.
+    h.dispatch("GUILD_ROLE_DELETE", json!({"guild_id": "not a snowflake"}));
+    let dispatches: Vec<(u64, bool)> = h
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            ShardEvent::Dispatch { seq, event, .. } => {
+                if let Some(event) = &event {
+                    match event.as_ref() {
+                        DispatchEvent::RoleDelete(delete) => {
+                            assert_eq!(delete.role_id.get(), 41_771_983_423_143_938);
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                Some((seq, event.is_some()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dispatches, vec![(2, true), (3, false), (4, false)]);
+}
+
+#[test]
+fn raw_messages_and_sent_payloads_come_out_as_events() {
+    let mut c = config();
+    c.raw_messages = true;
+    let mut h = Harness::new(c);
+    h.start();
+    let events = h.events();
+    let hello = events
+        .iter()
+        .position(|e| matches!(e, ShardEvent::Message { json } if json.contains("\"op\":10")))
+        .expect("Hello as a raw message");
+    let sent = events
+        .iter()
+        .position(|e| *e == ShardEvent::Sent { opcode: 2 })
+        .expect("the Identify as sent");
+    let ready = events
+        .iter()
+        .position(|e| matches!(e, ShardEvent::Message { json } if json.contains("READY")))
+        .expect("READY as a raw message");
+    assert!(hello < sent && sent < ready, "{events:?}");
+    // The raw message comes before what is derived from it.
+    assert!(
+        matches!(events[ready + 1], ShardEvent::Ready { .. }),
+        "{events:?}"
+    );
+    h.shard
+        .send(h.now, &Command::Heartbeat { seq: None })
+        .unwrap();
+    h.server(&json!({"op": 11, "d": null}));
+    let events = h.events();
+    assert_eq!(events[0], ShardEvent::Sent { opcode: 1 });
+    assert!(matches!(&events[1], ShardEvent::Message { json } if json.contains("11")));
+    assert!(!format!("{events:?}").contains(TOKEN));
+}
+
+#[test]
+fn the_first_connection_is_connected_later_ones_reconnected_with_the_close_reason() {
+    let mut h = Harness::new(config());
+    h.start();
+    assert!(h.events().contains(&ShardEvent::Connected));
+    h.shard
+        .handle_close_with_reason(h.now, Some(4000), "Unknown error.");
+    assert!(h.events().contains(&ShardEvent::Disconnected {
+        code: Some(4000),
+        reason: "Unknown error.".into()
+    }));
+    let at = h.shard.poll_timeout().unwrap();
+    h.now = h.now.max(at);
+    h.run_timers();
+    h.expect_connect();
+    h.shard.handle_connected(h.now);
+    assert_eq!(h.events(), vec![ShardEvent::Reconnected]);
+}
+
+#[test]
+fn identify_starts_a_new_session_and_resume_continues_one() {
+    let mut h = Harness::new(config());
+    assert!(matches!(h.shard.resume(h.now), Err(ResumeError::NoSession)));
+    h.start();
+    h.frames();
+    // resume() while active: close resumably, resume on the resume URL.
+    h.shard.resume(h.now).unwrap();
+    assert_eq!(
+        h.orders(),
+        vec![Order::Close {
+            code: RESUMABLE_CLOSE
+        }]
+    );
+    assert!(
+        h.closed_and_reconnect(Some(RESUMABLE_CLOSE))
+            .starts_with(RESUME)
+    );
+    let (_, frames) = h.reopen();
+    assert!(is_resume(&frames[0], 1), "{frames:?}");
+    h.dispatch("RESUMED", json!({}));
+    // After a disconnect, resume() connects again and resumes.
+    h.shard.disconnect(h.now, RESUMABLE_CLOSE);
+    h.orders();
+    h.shard.handle_close(h.now, Some(RESUMABLE_CLOSE));
+    assert_eq!(h.shard.state(), ShardState::Disconnected);
+    h.shard.resume(h.now).unwrap();
+    assert!(h.expect_connect().starts_with(RESUME));
+    // identify() while connecting to the resume URL: a fresh connection to
+    // the original URL identifies.
+    h.shard.identify(h.now);
+    assert_eq!(
+        h.orders(),
+        vec![Order::Close {
+            code: RESUMABLE_CLOSE
+        }]
+    );
+    assert!(
+        h.closed_and_reconnect(Some(RESUMABLE_CLOSE))
+            .starts_with(GATEWAY)
+    );
+    h.shard.handle_connected(h.now);
+    h.hello();
+    assert_eq!(h.orders(), vec![Order::WaitIdentifyTurn]);
+    assert_eq!(h.shard.session(), None);
+    // identify() while it is identifying anyway changes nothing.
+    h.shard.identify(h.now);
+    assert!(h.orders().is_empty());
+    // From disconnected, identify() connects to the original URL.
+    h.shard.disconnect(h.now, 1000);
+    h.orders();
+    h.shard.handle_close(h.now, Some(1000));
+    h.shard.identify(h.now);
+    assert!(h.expect_connect().starts_with(GATEWAY));
 }
