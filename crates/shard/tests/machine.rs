@@ -131,6 +131,18 @@ impl Harness {
         self.expect_connect()
     }
 
+    /// Expects the shard's own resumable close, then reconnects; returns
+    /// the URL of the next connection.
+    fn own_close_and_reconnect(&mut self) -> String {
+        assert_eq!(
+            self.orders(),
+            vec![Order::Close {
+                code: RESUMABLE_CLOSE
+            }]
+        );
+        self.closed_and_reconnect(Some(RESUMABLE_CLOSE))
+    }
+
     /// Opens the next connection and sends Hello; returns what the shard sent.
     fn reopen(&mut self) -> (Vec<Order>, Vec<Value>) {
         self.shard.handle_connected(self.now);
@@ -294,16 +306,7 @@ fn op_7_reconnects_and_resumes() {
     let mut h = Harness::new(config());
     h.start();
     h.server(&json!({"op": 7, "d": null}));
-    assert_eq!(
-        h.orders(),
-        vec![Order::Close {
-            code: RESUMABLE_CLOSE
-        }]
-    );
-    assert!(
-        h.closed_and_reconnect(Some(RESUMABLE_CLOSE))
-            .starts_with(RESUME)
-    );
+    assert!(h.own_close_and_reconnect().starts_with(RESUME));
     let (_, frames) = h.reopen();
     assert!(is_resume(&frames[0], 1));
 }
@@ -313,16 +316,7 @@ fn invalid_session_true_resumes() {
     let mut h = Harness::new(config());
     h.start();
     h.server(&json!({"op": 9, "d": true}));
-    assert_eq!(
-        h.orders(),
-        vec![Order::Close {
-            code: RESUMABLE_CLOSE
-        }]
-    );
-    assert!(
-        h.closed_and_reconnect(Some(RESUMABLE_CLOSE))
-            .starts_with(RESUME)
-    );
+    assert!(h.own_close_and_reconnect().starts_with(RESUME));
 }
 
 #[test]
@@ -477,16 +471,7 @@ fn reinstantiate_starts_a_new_session_on_the_original_url() {
     let mut h = Harness::new(config());
     h.start();
     h.shard.reinstantiate(h.now);
-    assert_eq!(
-        h.orders(),
-        vec![Order::Close {
-            code: RESUMABLE_CLOSE
-        }]
-    );
-    assert!(
-        h.closed_and_reconnect(Some(RESUMABLE_CLOSE))
-            .starts_with(GATEWAY)
-    );
+    assert!(h.own_close_and_reconnect().starts_with(GATEWAY));
 }
 
 #[test]
@@ -780,16 +765,7 @@ fn identify_starts_a_new_session_and_resume_continues_one() {
     h.frames();
     // resume() while active: close resumably, resume on the resume URL.
     h.shard.resume(h.now).unwrap();
-    assert_eq!(
-        h.orders(),
-        vec![Order::Close {
-            code: RESUMABLE_CLOSE
-        }]
-    );
-    assert!(
-        h.closed_and_reconnect(Some(RESUMABLE_CLOSE))
-            .starts_with(RESUME)
-    );
+    assert!(h.own_close_and_reconnect().starts_with(RESUME));
     let (_, frames) = h.reopen();
     assert!(is_resume(&frames[0], 1), "{frames:?}");
     h.dispatch("RESUMED", json!({}));
@@ -803,16 +779,7 @@ fn identify_starts_a_new_session_and_resume_continues_one() {
     // identify() while connecting to the resume URL: a fresh connection to
     // the original URL identifies.
     h.shard.identify(h.now);
-    assert_eq!(
-        h.orders(),
-        vec![Order::Close {
-            code: RESUMABLE_CLOSE
-        }]
-    );
-    assert!(
-        h.closed_and_reconnect(Some(RESUMABLE_CLOSE))
-            .starts_with(GATEWAY)
-    );
+    assert!(h.own_close_and_reconnect().starts_with(GATEWAY));
     h.shard.handle_connected(h.now);
     h.hello();
     assert_eq!(h.orders(), vec![Order::WaitIdentifyTurn]);
