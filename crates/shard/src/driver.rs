@@ -83,6 +83,8 @@ struct Status {
     state: ShardState,
     latency: Latency,
     session: Option<Session>,
+    /// A copy of the machine's limiter, taken when a payload goes out.
+    limiter: crate::CommandRateLimiter,
 }
 
 /// One gateway connection, running on its own tokio task.
@@ -125,6 +127,7 @@ impl Shard {
             state: ShardState::Disconnected,
             latency: shardwire_heartbeat::Heartbeat::new().latency().clone(),
             session: config.session.clone(),
+            limiter: crate::CommandRateLimiter::new(Duration::from_millis(41_250)),
         }));
         let span = tracing::info_span!("shard", id = config.shard_id, count = config.shard_count);
         let task = Task {
@@ -242,6 +245,19 @@ impl Shard {
     #[must_use]
     pub fn latency(&self) -> Latency {
         lock(&self.status).latency.clone()
+    }
+
+    /// Commands that may be sent now without waiting for the rate limit
+    /// (120 payloads a minute, less the room kept for heartbeats).
+    #[must_use]
+    pub fn available(&self) -> u32 {
+        lock(&self.status).limiter.available(now())
+    }
+
+    /// When the next command may be sent: now if one may be sent now.
+    #[must_use]
+    pub fn next_available(&self) -> std::time::Instant {
+        lock(&self.status).limiter.next_available(now())
     }
 
     /// The session, to export.
@@ -462,8 +478,10 @@ impl Task {
                     }
                 }
             }
+            let mut sent = false;
             while let Some(frame) = self.machine.poll_transmit() {
                 progressed = true;
+                sent = true;
                 self.write(Frame::text(Payload::Owned(frame))).await;
             }
             {
@@ -471,6 +489,10 @@ impl Task {
                 // the session are cloned when they change.
                 let mut status = lock(&self.status);
                 status.state = self.machine.state();
+                // A new connection resets the limiter; a payload takes a slot.
+                if sent || status.state != ShardState::Active {
+                    status.limiter.clone_from(self.machine.rate_limiter());
+                }
                 let latency = self.machine.latency();
                 if latency.acknowledged() != status.latency.acknowledged() {
                     status.latency = latency.clone();

@@ -350,6 +350,12 @@ impl ShardMachine {
         self.heartbeat.latency()
     }
 
+    /// The outbound rate limiter of the current connection.
+    #[must_use]
+    pub fn rate_limiter(&self) -> &CommandRateLimiter {
+        &self.limiter
+    }
+
     /// Commands that may be sent now.
     #[must_use]
     pub fn available(&self, now: Instant) -> u32 {

@@ -354,6 +354,12 @@ async fn driver_commands_and_raw_json_are_answered() {
     let sim = sim().await;
     let mut shard = start(&sim, 0, 1, Compression::None);
     until(&mut shard, is_ready).await;
+    let before = shard.available();
+    assert!(
+        before > 100 && before < 120,
+        "{before}: the reserve is kept"
+    );
+    assert!(shard.next_available() <= std::time::Instant::now());
     shard
         .send(Command::RequestSoundboardSounds(
             shardwire_codec::RequestSoundboardSounds {
@@ -363,6 +369,7 @@ async fn driver_commands_and_raw_json_are_answered() {
         .await
         .unwrap();
     until(&mut shard, is_dispatch("SOUNDBOARD_SOUNDS")).await;
+    assert!(shard.available() < before, "the command took a slot");
     shard
         .send_raw(br#"{"op":43,"d":{"guild_id":"5","fields":["status"]}}"#.to_vec())
         .await
