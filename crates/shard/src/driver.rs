@@ -47,8 +47,14 @@ const EVENT_BUFFER: usize = 1024;
 /// zombie connection and a resume.
 const PENDING_LIMIT: usize = 100_000;
 
-/// The one TLS configuration all shards share, made on first use.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+/// The one TLS client configuration (rustls on ring, webpki roots) that all
+/// shards share, made on first use; the cluster's HTTP client uses it too.
+///
+/// # Errors
+///
+/// The reason, if rustls cannot build it (it always can with the ring
+/// provider's default protocol versions).
+pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
     static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
@@ -85,6 +91,56 @@ struct Status {
     session: Option<Session>,
     /// A copy of the machine's limiter, taken when a payload goes out.
     limiter: crate::CommandRateLimiter,
+    /// The current session as its READY had it.
+    session_at_ready: Option<Session>,
+}
+
+/// Follows the session through the events a consumer takes.
+fn note_session(session: &mut Option<Session>, event: &ShardEvent) {
+    match event {
+        ShardEvent::Ready { session: ready } => *session = Some(ready.clone()),
+        ShardEvent::Dispatch { seq, .. } => {
+            if let Some(session) = session {
+                session.seq = session.seq.max(*seq);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Sees each event of a shard before it is queued for the consumer, and
+/// may keep it (return `None`) or pass it on. It runs on the shard's task,
+/// so it must be quick.
+pub type Tap = Arc<dyn Fn(u32, ShardEvent) -> Option<ShardEvent> + Send + Sync>;
+
+/// Where a shard started with [`Shard::start_with_sink`] sends its events:
+/// a channel shared by many shards, each event tagged with its shard id.
+pub struct EventSink {
+    tx: mpsc::Sender<(u32, ShardEvent)>,
+    tap: Option<Tap>,
+}
+
+impl std::fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventSink")
+            .field("tap", &self.tap.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventSink {
+    /// A sink into `tx`.
+    #[must_use]
+    pub fn new(tx: mpsc::Sender<(u32, ShardEvent)>) -> Self {
+        Self { tx, tap: None }
+    }
+
+    /// With a [`Tap`] that sees every event first.
+    #[must_use]
+    pub fn with_tap(mut self, tap: Tap) -> Self {
+        self.tap = Some(tap);
+        self
+    }
 }
 
 /// One gateway connection, running on its own tokio task.
@@ -95,7 +151,10 @@ struct Status {
 /// resumable code.
 pub struct Shard {
     control: mpsc::UnboundedSender<Control>,
-    events: mpsc::Receiver<ShardEvent>,
+    /// `None` when the events go to an [`EventSink`].
+    events: Option<mpsc::Receiver<(u32, ShardEvent)>>,
+    /// The session as of the last event this handle returned.
+    consumed: Option<Session>,
     status: Arc<Mutex<Status>>,
     shard_id: u32,
 }
@@ -120,37 +179,66 @@ impl Shard {
     /// runtime.
     #[must_use]
     pub fn start(config: ShardConfig, queue: Arc<dyn IdentifyQueue>) -> Self {
+        let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
+        let consumed = config.session.clone();
+        let mut shard = Self::start_with_sink(config, queue, EventSink::new(events_tx));
+        shard.events = Some(events);
+        shard.consumed = consumed;
+        shard
+    }
+
+    /// Starts a shard whose events go to `sink` (shared with other shards,
+    /// tagged with this shard's id) instead of this handle:
+    /// [`Shard::next_event`] then returns `None`. A shard cluster uses it
+    /// for one merged stream with no task in between.
+    #[must_use]
+    pub fn start_with_sink(
+        config: ShardConfig,
+        queue: Arc<dyn IdentifyQueue>,
+        sink: EventSink,
+    ) -> Self {
         let shard_id = config.shard_id;
         let (control, control_rx) = mpsc::unbounded_channel();
-        let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
         let status = Arc::new(Mutex::new(Status {
             state: ShardState::Disconnected,
             latency: shardwire_heartbeat::Heartbeat::new().latency().clone(),
             session: config.session.clone(),
             limiter: crate::CommandRateLimiter::new(Duration::from_millis(41_250)),
+            session_at_ready: config.session.clone(),
         }));
         let span = tracing::info_span!("shard", id = config.shard_id, count = config.shard_count);
         let task = Task {
             machine: ShardMachine::new(config),
             queue,
             status: status.clone(),
-            events: events_tx,
+            events: sink.tx,
+            tap: sink.tap,
             socket: None,
             turn: None,
             pending: std::collections::VecDeque::new(),
+            delivered: Delivered::default(),
         };
         tokio::spawn(tracing::Instrument::instrument(task.run(control_rx), span));
         Self {
             control,
-            events,
+            events: None,
+            consumed: None,
             status,
             shard_id,
         }
     }
 
-    /// The next event; `None` once the shard's task has ended.
+    /// The next event; `None` once the shard's task has ended, or always
+    /// for a shard started with [`Shard::start_with_sink`].
     pub async fn next_event(&mut self) -> Option<ShardEvent> {
-        self.events.recv().await
+        let event = match &mut self.events {
+            Some(events) => events.recv().await.map(|(_, event)| event),
+            None => None,
+        };
+        if let Some(event) = &event {
+            note_session(&mut self.consumed, event);
+        }
+        event
     }
 
     /// Sends a command: now if the session is ready and the rate limit
@@ -260,10 +348,23 @@ impl Shard {
         lock(&self.status).limiter.next_available(now())
     }
 
-    /// The session, to export.
+    /// The session, to export. Its `seq` is that of the last dispatch this
+    /// handle returned (for a shard with an [`EventSink`]: the last one put
+    /// in the sink), so a resume from it replays whatever the consumer had
+    /// not taken yet. `None` when there is no session to resume.
     #[must_use]
     pub fn session(&self) -> Option<Session> {
-        lock(&self.status).session.clone()
+        let status = lock(&self.status);
+        let delivered = status.session.as_ref()?;
+        if self.events.is_none() {
+            return Some(delivered.clone());
+        }
+        match &self.consumed {
+            Some(consumed) if consumed.session_id == delivered.session_id => Some(consumed.clone()),
+            // A new session whose READY this handle has not returned yet:
+            // resume it from its start.
+            _ => status.session_at_ready.clone(),
+        }
     }
 
     /// This shard's id.
@@ -277,7 +378,18 @@ impl futures_core::Stream for Shard {
     type Item = ShardEvent;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ShardEvent>> {
-        self.events.poll_recv(cx)
+        let this = &mut *self;
+        let event = match &mut this.events {
+            Some(events) => match events.poll_recv(cx) {
+                Poll::Ready(event) => event.map(|(_, event)| event),
+                Poll::Pending => return Poll::Pending,
+            },
+            None => None,
+        };
+        if let Some(event) = &event {
+            note_session(&mut this.consumed, event);
+        }
+        Poll::Ready(event)
     }
 }
 
@@ -311,11 +423,50 @@ struct Task {
     machine: ShardMachine,
     queue: Arc<dyn IdentifyQueue>,
     status: Arc<Mutex<Status>>,
-    events: mpsc::Sender<ShardEvent>,
+    events: mpsc::Sender<(u32, ShardEvent)>,
+    tap: Option<Tap>,
     socket: Option<Socket>,
     turn: Option<Turn>,
     /// Events the consumer has not taken yet, oldest first.
     pending: std::collections::VecDeque<ShardEvent>,
+    delivered: Delivered,
+}
+
+/// What was handed to the consumer since the status last saw it: the
+/// exported session follows deliveries, not receipts.
+#[derive(Default)]
+struct Delivered {
+    /// A READY handed over.
+    ready: Option<Session>,
+    /// The last dispatch seq handed over.
+    seq: Option<u64>,
+}
+
+impl Delivered {
+    fn note(&mut self, event: &ShardEvent) {
+        match event {
+            ShardEvent::Ready { session } => {
+                self.ready = Some(session.clone());
+                self.seq = None;
+            }
+            ShardEvent::Dispatch { seq, .. } => self.seq = Some(*seq),
+            _ => {}
+        }
+    }
+
+    fn publish(&mut self, status: &Mutex<Status>) {
+        if self.ready.is_none() && self.seq.is_none() {
+            return;
+        }
+        let mut status = lock(status);
+        if let Some(session) = self.ready.take() {
+            status.session_at_ready = Some(session.clone());
+            status.session = Some(session);
+        }
+        if let (Some(seq), Some(session)) = (self.seq.take(), &mut status.session) {
+            session.seq = session.seq.max(seq);
+        }
+    }
 }
 
 fn now() -> std::time::Instant {
@@ -346,11 +497,14 @@ impl Task {
                     }
                 };
                 let pending = &mut self.pending;
+                let delivered = &mut self.delivered;
+                let shard = self.machine.shard_id();
                 tokio::select! {
                     permit = self.events.reserve(), if has_pending => match permit {
                         Ok(permit) => {
                             if let Some(event) = pending.pop_front() {
-                                permit.send(event);
+                                delivered.note(&event);
+                                permit.send((shard, event));
                             }
                             Wake::Delivered
                         }
@@ -368,14 +522,17 @@ impl Task {
             match wake {
                 Wake::Delivered => {
                     // Hand over what else fits without waiting.
+                    let shard = self.machine.shard_id();
                     while !self.pending.is_empty() {
                         let Ok(permit) = self.events.try_reserve() else {
                             break;
                         };
                         if let Some(event) = self.pending.pop_front() {
-                            permit.send(event);
+                            self.delivered.note(&event);
+                            permit.send((shard, event));
                         }
                     }
+                    self.delivered.publish(&self.status);
                 }
                 Wake::Inbound(Some(Inbound::Message(bytes, kind))) => {
                     self.machine.handle_message(now(), &bytes, kind)
@@ -497,18 +654,22 @@ impl Task {
                 if latency.acknowledged() != status.latency.acknowledged() {
                     status.latency = latency.clone();
                 }
-                match (self.machine.session(), &mut status.session) {
-                    (Some(current), Some(kept))
-                        if kept.session_id == current.session_id
-                            && kept.resume_url == current.resume_url =>
-                    {
-                        kept.seq = current.seq;
-                    }
-                    (current, kept) => *kept = current.cloned(),
+                // A session the machine dropped cannot be resumed; a new one
+                // shows once its READY is delivered (see `Delivered`).
+                if self.machine.session().is_none() {
+                    status.session = None;
+                    status.session_at_ready = None;
                 }
             }
             while let Some(event) = self.machine.poll_event() {
                 progressed = true;
+                let event = match &self.tap {
+                    Some(tap) => match tap(self.machine.shard_id(), event) {
+                        Some(event) => event,
+                        None => continue,
+                    },
+                    None => event,
+                };
                 self.pending.push_back(event);
             }
             if !progressed {

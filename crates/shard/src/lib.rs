@@ -32,7 +32,7 @@ mod queue;
 mod ratelimit;
 mod session;
 
-pub use crate::driver::Shard;
+pub use crate::driver::{EventSink, Shard, Tap, tls_config};
 pub use crate::machine::{
     Order, ResumeError, SendError, ShardConfig, ShardEvent, ShardMachine, ShardState,
 };

@@ -618,3 +618,56 @@ async fn driver_identify_and_resume_on_request() {
     ));
     assert!(sim.violations().is_empty());
 }
+
+#[tokio::test]
+async fn driver_an_exported_session_replays_what_the_consumer_had_not_taken() {
+    let sim = sim().await;
+    let mut shard = start(&sim, 0, 1, Compression::ZlibStream);
+    let mut seqs = until(&mut shard, is_ready).await;
+    // READY and two GUILD_CREATEs, then 3,000 events the consumer mostly
+    // never reads: they sit in the shard's queue and channel.
+    sim.inject(Some(0), Fault::Burst(3000));
+    seqs.extend(
+        until(&mut shard, |e| {
+            matches!(e, ShardEvent::Dispatch { seq: 500, .. })
+        })
+        .await,
+    );
+    let session = shard.session().expect("a session");
+    assert_eq!(
+        session.seq, 500,
+        "the last event taken, not the last received"
+    );
+    drop(shard);
+    let mut config = config(&sim, 0, 1, Compression::ZlibStream);
+    config.session = Some(session);
+    let mut shard = Shard::start(config, Arc::new(Unqueued));
+    // The rest of the burst ended with the first connection; the replay
+    // brings back everything the sim had sent past 500.
+    seqs.extend(until(&mut shard, is_resumed).await);
+    let replayed = match sim.observations().resumes[0].outcome {
+        ResumeOutcome::Resumed { replayed } => replayed,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        replayed > 0,
+        "events the consumer had not taken are replayed"
+    );
+    let last = 500 + replayed;
+    assert_eq!(seqs.last(), Some(&last));
+    // RESUMED's own dispatch, then five more.
+    sim.inject(Some(0), Fault::Burst(5));
+    seqs.extend(
+        until(
+            &mut shard,
+            |e| matches!(e, ShardEvent::Dispatch { seq, .. } if *seq == last + 6),
+        )
+        .await,
+    );
+    assert_eq!(
+        seqs,
+        (1..=last + 6).collect::<Vec<u64>>(),
+        "nothing lost, nothing twice"
+    );
+    assert_eq!(sim.observations().identifies.len(), 1);
+}
