@@ -1,15 +1,42 @@
-//! Many Discord Gateway shards as one: **partly built**.
+//! Many Discord Gateway shards as one.
 //!
-//! Built so far: [`LocalQueue`], the in-memory identify queue that honours
-//! `max_concurrency` (one identify per bucket `shard_id % max_concurrency`
-//! every 5 seconds, in order) and tracks the day's session starts. It
-//! implements `shardwire_shard::IdentifyQueue`, so a multi-machine queue can
-//! replace it.
+//! - [`Gateway`]: `GET /gateway/bot` (URL, recommended shard count, session
+//!   start limit), one shared instance per token.
+//! - [`LocalQueue`]: the in-memory identify queue that honours
+//!   `max_concurrency` (one identify per bucket `shard_id % max_concurrency`
+//!   every 5 seconds, in order) and the day's session starts. It implements
+//!   `shardwire_shard::IdentifyQueue`, so a multi-machine queue can replace
+//!   it.
+//! - [`Cluster`]: spawns the shards, merges their events into one stream
+//!   (in order within each shard, tagged with the shard id, filtered per
+//!   event type before anything is deserialized), routes commands by guild,
+//!   collects member chunks, and restarts, adds, removes and shuts down
+//!   shards, exporting their sessions.
 //!
-//! Not built yet: gateway information (`GET /gateway/bot`), spawning, the
-//! merged event stream, routing by guild id and lifecycle control. They are
-//! specified in the project's issue "Many shards as one".
+//! ```no_run
+//! # async fn run() -> Result<(), shardwire_cluster::ClusterError> {
+//! use shardwire_cluster::{Cluster, ClusterConfig};
+//! use shardwire_codec::Token;
+//! use twilight_model::gateway::Intents;
+//!
+//! let config = ClusterConfig::new(Token::new("a token"), Intents::GUILD_MESSAGES);
+//! let mut cluster = Cluster::start(config).await?;
+//! while let Some((shard, event)) = cluster.next_event().await {
+//!     // …
+//! #   let _ = (shard, event);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
+mod chunks;
+mod cluster;
+mod gateway;
 mod queue;
 
+pub use crate::chunks::GuildMembers;
+pub use crate::cluster::{
+    Cluster, ClusterConfig, ClusterError, Configure, ShardSpec, ShardStatus, Shutdown,
+};
+pub use crate::gateway::{DEFAULT_API_BASE, Gateway, GatewayError, GatewayInfo, SessionStartLimit};
 pub use crate::queue::{IDENTIFY_WINDOW, LocalQueue};

@@ -69,6 +69,12 @@ impl EventFilter {
         }
     }
 
+    /// Whether every dispatch type is decoded.
+    #[must_use]
+    pub fn is_all(&self) -> bool {
+        self.all
+    }
+
     /// Whether any dispatch type at all is decoded.
     #[must_use]
     pub fn wants_any(&self) -> bool {
