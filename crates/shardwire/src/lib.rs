@@ -1,22 +1,39 @@
-//! shardwire keeps Discord bots connected to the Discord Gateway.
+//! shardwire keeps Discord bots connected to the Discord Gateway: one
+//! WebSocket per shard, many shards per process.
 //!
-//! This facade re-exports the layers of shardwire. Today it offers the wire
-//! codec, [`codec`] (transport decompression for zlib-stream and zstd-stream,
-//! payload decompression, a lazy JSON scan, typed events through
-//! twilight-model, outgoing commands), and the heartbeat scheduler,
-//! [`heartbeat`]. The shard, the cluster and the `shardwire` command follow
-//! in later releases.
+//! This facade re-exports the layers:
+//! - [`codec`]: transport decompression (zlib-stream, zstd-stream), payload
+//!   decompression, a lazy JSON scan, typed events through twilight-model,
+//!   outgoing commands;
+//! - [`heartbeat`]: the heartbeat scheduler;
+//! - [`shard`]: one gateway connection, a sans-IO state machine and its
+//!   tokio driver;
+//! - [`cluster`]: many shards as one, with `/gateway/bot`, the identify
+//!   queue, routing and lifecycle.
 //!
-//! ```
-//! use shardwire::codec::{Compression, Decoder, MessageKind};
+//! The most used types are also at the top level.
 //!
-//! let mut decoder = Decoder::new(Compression::None);
-//! let payload = decoder
-//!     .push(br#"{"op":11,"d":null}"#, MessageKind::Text)?
-//!     .expect("an uncompressed message is always a whole payload");
-//! assert_eq!(payload.op(), 11);
-//! # Ok::<(), shardwire::codec::CodecError>(())
+//! ```no_run
+//! use shardwire::{Cluster, ClusterConfig, ShardEvent, Token};
+//! use twilight_model::gateway::Intents;
+//!
+//! # async fn run() -> Result<(), shardwire::cluster::ClusterError> {
+//! let token = Token::new(std::env::var("DISCORD_TOKEN").unwrap_or_default());
+//! let mut cluster = Cluster::start(ClusterConfig::new(token, Intents::GUILD_MESSAGES)).await?;
+//! while let Some((shard, event)) = cluster.next_event().await {
+//!     if let ShardEvent::Dispatch { event_type, .. } = &event {
+//!         println!("shard {shard}: {event_type}");
+//!     }
+//! }
+//! # Ok(())
+//! # }
 //! ```
 
+pub use shardwire_cluster as cluster;
 pub use shardwire_codec as codec;
 pub use shardwire_heartbeat as heartbeat;
+pub use shardwire_shard as shard;
+
+pub use shardwire_cluster::{Cluster, ClusterConfig, ShardSpec};
+pub use shardwire_codec::{Command, Compression, EventFilter, Token};
+pub use shardwire_shard::{Session, Shard, ShardConfig, ShardEvent, ShardState};

@@ -331,7 +331,11 @@ impl Conn {
                 }
                 () = std::future::ready(()), if busy => self.backlog_step().await,
                 () = sleep_until(next_event), if events_due => {
-                    next_event = Instant::now().max(next_event) + event_every.unwrap_or(Duration::MAX);
+                    // Keep the average rate; after a long stall, do not
+                    // catch up with a burst of more than a second's worth.
+                    let every = event_every.unwrap_or(Duration::MAX);
+                    let now = Instant::now();
+                    next_event = (next_event + every).max(now.checked_sub(Duration::from_secs(1)).unwrap_or(now));
                     self.send_generated_event().await
                 }
             };

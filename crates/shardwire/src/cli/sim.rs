@@ -1,0 +1,64 @@
+//! `shardwire sim`: the simulator on its own.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use shardwire_sim::Sim;
+
+use super::fail;
+
+/// Run shardwire-sim, a local Discord Gateway (WebSocket and REST), until
+/// Ctrl-C. It prints its URLs and token on stdout, one per line.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The port of its REST and gateway listener (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// The shard count /gateway/bot recommends.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    shards: u32,
+    /// The max_concurrency /gateway/bot announces and the sim enforces.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrency: u32,
+    /// Generated events per second per session.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    rate: f64,
+    /// The token it accepts.
+    #[arg(long, default_value = "sim-token")]
+    token: String,
+    /// The heartbeat interval its Hello announces, in milliseconds.
+    #[arg(long, default_value_t = 41_250, value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeat_interval_ms: u64,
+}
+
+fn parse_rate(value: &str) -> Result<f64, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|rate| rate.is_finite() && *rate >= 0.0)
+        .ok_or_else(|| format!("`{value}` is not a rate of events per second"))
+}
+
+pub(crate) async fn run(args: Args) -> ExitCode {
+    let sim = Sim::builder()
+        .bind(SocketAddr::from(([127, 0, 0, 1], args.port)))
+        .shards(args.shards)
+        .max_concurrency(args.max_concurrency)
+        .event_rate(args.rate)
+        .token(&args.token)
+        .heartbeat_interval(Duration::from_millis(args.heartbeat_interval_ms))
+        .start()
+        .await;
+    let sim = match sim {
+        Ok(sim) => sim,
+        Err(error) => return fail(1, format_args!("the simulator did not start: {error}")),
+    };
+    println!("api {}", sim.api_url());
+    println!("gateway {}", sim.gateway_url());
+    println!("resume {}", sim.resume_gateway_url());
+    println!("token {}", sim.token());
+    let _ = tokio::signal::ctrl_c().await;
+    sim.shutdown().await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,61 @@
+//! The `shardwire` command: `tail` streams dispatches as JSON lines, `demo`
+//! runs a cluster against the embedded simulator, `sim` runs the simulator
+//! on its own.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line tool: stdout carries its output, stderr its errors"
+)]
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Keeps Discord bots connected to the Discord Gateway.
+#[derive(Debug, Parser)]
+#[command(name = "shardwire", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Tail(cli::tail::Args),
+    Demo(cli::demo::Args),
+    Sim(cli::sim::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_filter = match cli.command {
+        Command::Tail(_) => "warn",
+        Command::Demo(_) | Command::Sim(_) => "warn,shardwire=info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("shardwire: cannot start the tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Tail(args) => cli::tail::run(args).await,
+            Command::Demo(args) => cli::demo::run(args).await,
+            Command::Sim(args) => cli::sim::run(args).await,
+        }
+    })
+}

@@ -1,0 +1,262 @@
+//! The `shardwire tail` contract, tested by running the built binary against
+//! shardwire-sim: JSON lines on stdout, the token from the environment, and
+//! one-line errors with distinct exit codes.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use shardwire_sim::{Fault, Sim};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shardwire");
+
+/// A sim whose shards all identify at once.
+async fn sim(shards: u32) -> Sim {
+    Sim::builder()
+        .shards(shards)
+        .max_concurrency(16)
+        .guilds_per_shard(2)
+        .start()
+        .await
+        .unwrap()
+}
+
+fn tail(sim: &Sim, args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .arg("tail")
+        .args(["--api-base", sim.api_url()])
+        .args(args)
+        .env_remove("DISCORD_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Reads `count` lines from the child's stdout (at most 20 s), then kills
+/// it; returns each line as read and parsed.
+async fn raw_lines(mut child: Child, count: usize) -> Vec<(String, Value)> {
+    let stdout = child.stdout.take().unwrap();
+    let read = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .take(count)
+            .map(|line| {
+                let line = line.unwrap();
+                let value = serde_json::from_str::<Value>(&line)
+                    .unwrap_or_else(|e| panic!("not one JSON object per line: {e}: {line}"));
+                (line, value)
+            })
+            .collect::<Vec<_>>()
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(20), read).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    lines.expect("lines in time").unwrap()
+}
+
+async fn lines(child: Child, count: usize) -> Vec<Value> {
+    raw_lines(child, count)
+        .await
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect()
+}
+
+/// Waits for the child to exit (at most 20 s); returns its code and stderr.
+async fn exit(child: Child) -> (Option<i32>, String, String) {
+    let output = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await
+    .expect("it exits in time")
+    .unwrap()
+    .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_one_json_object_per_dispatch_with_d_as_received() {
+    let sim = sim(2).await;
+    let child = tail(&sim, &["--token", sim.token()]).spawn().unwrap();
+    // READY and two GUILD_CREATEs per shard.
+    let raw_lines = raw_lines(child, 6).await;
+    for (raw, line) in &raw_lines {
+        // Exactly these four keys, in this order.
+        assert_eq!(line.as_object().unwrap().len(), 4, "{line}");
+        let head = format!(
+            r#"{{"shard":{},"seq":{},"t":"{}","d":{{"#,
+            line["shard"],
+            line["seq"],
+            line["t"].as_str().unwrap()
+        );
+        assert!(raw.starts_with(&head), "{raw}");
+        assert!(line["shard"].as_u64().unwrap() < 2);
+        assert!(line["d"].is_object());
+    }
+    let lines: Vec<Value> = raw_lines.into_iter().map(|(_, value)| value).collect();
+    for shard in 0..2 {
+        let mine: Vec<&Value> = lines.iter().filter(|l| l["shard"] == shard).collect();
+        let seqs: Vec<u64> = mine.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, [1, 2, 3], "shard {shard}: in order");
+        assert_eq!(mine[0]["t"], "READY");
+        assert_eq!(mine[0]["d"]["shard"], serde_json::json!([shard, 2]));
+        assert_eq!(mine[1]["t"], "GUILD_CREATE");
+        // `d` is the simulator's object, member list and all.
+        assert_eq!(mine[1]["d"]["members"].as_array().unwrap().len(), 5);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_takes_the_token_from_the_environment_and_filters_events() {
+    let sim = sim(4).await;
+    let child = tail(
+        &sim,
+        &[
+            "--shard-ids",
+            "1,3",
+            "--shard-count",
+            "4",
+            "--events",
+            "GUILD_CREATE,message_create",
+            "--compression",
+            "zstd-stream",
+        ],
+    )
+    .env("DISCORD_TOKEN", sim.token())
+    .spawn()
+    .unwrap();
+    let lines = {
+        // Some generated traffic on shard 3 once it is up.
+        let injector = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            sim.inject(Some(3), Fault::Burst(20));
+        };
+        let (lines, ()) = tokio::join!(lines(child, 6), injector);
+        lines
+    };
+    for line in &lines {
+        assert!(
+            line["t"] == "GUILD_CREATE" || line["t"] == "MESSAGE_CREATE",
+            "filtered: {line}"
+        );
+        assert!(line["shard"] == 1 || line["shard"] == 3, "{line}");
+    }
+    let identified: Vec<[u32; 2]> = sim
+        .observations()
+        .identifies
+        .iter()
+        .map(|i| i.shard)
+        .collect();
+    assert!(identified.contains(&[1, 4]) && identified.contains(&[3, 4]));
+    assert_eq!(identified.len(), 2);
+    let connections = sim.observations().connections;
+    assert!(
+        connections
+            .iter()
+            .all(|c| c.compress.as_deref() == Some("zstd-stream"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_a_refused_token_is_one_line_and_exit_code_3() {
+    let sim = sim(1).await;
+    let child = tail(&sim, &["--token", "wrong-token"]).spawn().unwrap();
+    let (code, stdout, stderr) = exit(child).await;
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stdout.is_empty());
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("token was refused") && stderr.contains("Reset Token"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong-token"), "the token never shows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_a_fatal_close_is_one_line_and_exit_code_4_without_reconnecting() {
+    let sim = Sim::builder()
+        .disallowed_intents(1 << 1)
+        .start()
+        .await
+        .unwrap();
+    // GUILDS | GUILD_MEMBERS, the second not enabled for the application.
+    let child = tail(&sim, &["--token", sim.token(), "--intents", "0x3"])
+        .spawn()
+        .unwrap();
+    let (code, stdout, stderr) = exit(child).await;
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stdout.is_empty());
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("4014")
+            && stderr.contains("GUILD_MEMBERS")
+            && stderr.contains("Developer Portal"),
+        "{stderr}"
+    );
+    assert_eq!(sim.observations().identifies.len(), 1, "no reconnect loop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_bad_arguments_exit_2_with_the_reason() {
+    let sim = sim(1).await;
+    for (args, reason) in [
+        (vec!["--token", "t", "--compression", "gzip"], "gzip"),
+        (
+            vec!["--token", "t", "--events", "NOT_AN_EVENT"],
+            "NOT_AN_EVENT",
+        ),
+        (vec!["--token", "t", "--shard-ids", "0,1"], "--shard-count"),
+        (
+            vec![
+                "--token",
+                "t",
+                "--shards",
+                "2",
+                "--shard-ids",
+                "1",
+                "--shard-count",
+                "2",
+            ],
+            "cannot be used with",
+        ),
+        (vec!["--token", "t", "--intents", "lots"], "lots"),
+        (vec!["--token", " "], "no token"),
+        (vec![], "--token"),
+    ] {
+        let child = tail(&sim, &args).spawn().unwrap();
+        let (code, _, stderr) = exit(child).await;
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+    assert!(sim.observations().gateway_bot_requests.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_an_unreachable_api_is_one_line_and_exit_code_1() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(BIN)
+        .args(["tail", "--token", "t", "--api-base"])
+        .arg(format!("http://127.0.0.1:{port}/api/v10"))
+        .env_remove("DISCORD_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, _, stderr) = exit(child).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("could not reach 127.0.0.1"), "{stderr}");
+}
