@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use shardwire_codec::Token;
@@ -224,14 +224,36 @@ impl Gateway {
 
 /// `GET {api_base}/gateway/bot` with the bot token.
 async fn get_gateway_bot(api_base: &str, token: &Token) -> Result<GatewayInfo, GatewayError> {
-    let url = format!("{api_base}/gateway/bot");
-    let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, get(&url, token))
+    let body = api_request(api_base, token, "GET", "/gateway/bot", None).await?;
+    serde_json::from_slice(&body).map_err(|e| GatewayError::InvalidAnswer(e.to_string()))
+}
+
+/// One authorized request to Discord's REST API (`Authorization: Bot …`),
+/// with an optional JSON body: what `/gateway/bot` needs, and enough for an
+/// example bot to post a reply. A full REST client (rate limits, routes)
+/// is another library's job, such as twilight-http.
+///
+/// # Errors
+///
+/// [`GatewayError::Unauthorized`] for HTTP 401, [`GatewayError::Status`]
+/// for another unsuccessful status, and the transport errors.
+pub async fn api_request(
+    api_base: &str,
+    token: &Token,
+    method: &str,
+    path: &str,
+    json: Option<String>,
+) -> Result<Bytes, GatewayError> {
+    let api_base = api_base.trim_end_matches('/');
+    let invalid = || GatewayError::InvalidUrl(api_base.to_owned());
+    let method = hyper::Method::from_bytes(method.as_bytes()).map_err(|_| invalid())?;
+    let url = format!("{api_base}{path}");
+    let exchange = request(&url, api_base, token, method, json);
+    let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
         .map_err(|_| GatewayError::Timeout(REQUEST_TIMEOUT))??;
     match status {
-        200 => {
-            serde_json::from_slice(&body).map_err(|e| GatewayError::InvalidAnswer(e.to_string()))
-        }
+        200..=299 => Ok(body),
         401 => Err(GatewayError::Unauthorized),
         status => {
             let message = serde_json::from_slice::<serde_json::Value>(&body)
@@ -243,8 +265,14 @@ async fn get_gateway_bot(api_base: &str, token: &Token) -> Result<GatewayInfo, G
     }
 }
 
-async fn get(url: &str, token: &Token) -> Result<(u16, Bytes), GatewayError> {
-    let invalid = || GatewayError::InvalidUrl(url.trim_end_matches("/gateway/bot").to_owned());
+async fn request(
+    url: &str,
+    api_base: &str,
+    token: &Token,
+    method: hyper::Method,
+    json: Option<String>,
+) -> Result<(u16, Bytes), GatewayError> {
+    let invalid = || GatewayError::InvalidUrl(api_base.to_owned());
     let (secure, rest) = if let Some(rest) = url.strip_prefix("https://") {
         (true, rest)
     } else if let Some(rest) = url.strip_prefix("http://") {
@@ -267,8 +295,8 @@ async fn get(url: &str, token: &Token) -> Result<(u16, Bytes), GatewayError> {
     let tcp = TcpStream::connect((host, port))
         .await
         .map_err(|e| unreachable(e.to_string()))?;
-    let request = hyper::Request::builder()
-        .method("GET")
+    let mut request = hyper::Request::builder()
+        .method(method)
         .uri(format!("/{path}"))
         .header("host", authority)
         .header("authorization", format!("Bot {}", token.expose()))
@@ -279,8 +307,12 @@ async fn get(url: &str, token: &Token) -> Result<(u16, Bytes), GatewayError> {
                 env!("CARGO_PKG_VERSION"),
                 ")"
             ),
-        )
-        .body(Empty::<Bytes>::new())
+        );
+    if json.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let request = request
+        .body(Full::new(Bytes::from(json.unwrap_or_default())))
         .map_err(|_| invalid())?;
     if secure {
         let name =
@@ -300,7 +332,7 @@ async fn get(url: &str, token: &Token) -> Result<(u16, Bytes), GatewayError> {
     }
 }
 
-async fn exchange<T>(io: T, request: hyper::Request<Empty<Bytes>>) -> Result<(u16, Bytes), String>
+async fn exchange<T>(io: T, request: hyper::Request<Full<Bytes>>) -> Result<(u16, Bytes), String>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {

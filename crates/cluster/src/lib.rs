@@ -38,5 +38,7 @@ pub use crate::chunks::GuildMembers;
 pub use crate::cluster::{
     Cluster, ClusterConfig, ClusterError, Configure, ShardSpec, ShardStatus, Shutdown,
 };
-pub use crate::gateway::{DEFAULT_API_BASE, Gateway, GatewayError, GatewayInfo, SessionStartLimit};
+pub use crate::gateway::{
+    DEFAULT_API_BASE, Gateway, GatewayError, GatewayInfo, SessionStartLimit, api_request,
+};
 pub use crate::queue::{IDENTIFY_WINDOW, LocalQueue};

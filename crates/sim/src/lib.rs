@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 
 pub use crate::config::{KNOWN_INTENTS, PRIVILEGED_INTENTS, SimBuilder, SimConfig};
 pub use crate::observe::{
-    CloseSeen, ClosedBy, ConnectionSeen, Fault, HeartbeatSeen, IdentifySeen, Listener,
+    CloseSeen, ClosedBy, ConnectionSeen, Fault, HeartbeatSeen, IdentifySeen, Listener, MessageSeen,
     Observations, ResumeOutcome, ResumeSeen, Violation, ViolationKind,
 };
 

@@ -206,6 +206,20 @@ pub struct Observations {
     pub violations: Vec<Violation>,
     /// REST requests to `/gateway/bot` and whether they were authorized.
     pub gateway_bot_requests: Vec<bool>,
+    /// Messages created through `POST /channels/{id}/messages`.
+    pub messages: Vec<MessageSeen>,
+}
+
+/// A message a client created through the REST API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MessageSeen {
+    /// The channel.
+    pub channel_id: String,
+    /// Its content.
+    pub content: String,
+    /// The message it replies to, if any.
+    pub reply_to: Option<String>,
 }
 
 /// A fault to inject into a shard's live connection.
@@ -246,4 +260,12 @@ pub enum Fault {
     /// per simulator and shared by every connection: for throughput
     /// benchmarks. On zstd-stream the events are compressed as they go.
     Flood(u64),
+    /// Send this dispatch now, with the session's next seq (as a user's
+    /// action would cause one).
+    Dispatch {
+        /// Its event name, like `MESSAGE_CREATE`.
+        event_type: String,
+        /// Its `d`.
+        d: serde_json::Value,
+    },
 }

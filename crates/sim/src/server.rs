@@ -64,6 +64,16 @@ async fn handle(
     if kind == Listener::Main && path == "/api/v10/gateway/bot" {
         return Ok(gateway_bot(&request, &shared));
     }
+    if kind == Listener::Main
+        && request.method() == hyper::Method::POST
+        && let Some(channel_id) = path
+            .strip_prefix("/api/v10/channels/")
+            .and_then(|rest| rest.strip_suffix("/messages"))
+            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+    {
+        let channel_id = channel_id.to_owned();
+        return Ok(create_message(request, channel_id, &shared).await);
+    }
     if path != "/" || !fastwebsockets::upgrade::is_upgrade_request(&request) {
         return Ok(respond(
             StatusCode::NOT_FOUND,
@@ -126,13 +136,74 @@ fn parse_query(query: &str) -> Result<Compression, String> {
     Ok(compression)
 }
 
-fn gateway_bot(request: &Request<Incoming>, shared: &Shared) -> Response<Body> {
+/// Whether the request carries `Authorization: Bot <token>`.
+fn authorized(request: &Request<Incoming>, shared: &Shared) -> bool {
     let expected = format!("Bot {}", shared.config.token);
-    let authorized = request
+    request
         .headers()
         .get("authorization")
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value == expected);
+        .is_some_and(|value| value == expected)
+}
+
+/// The largest message body read.
+const MAX_REST_BODY: usize = 64 * 1024;
+
+/// `POST /channels/{id}/messages`: records the message and answers with it.
+async fn create_message(
+    request: Request<Incoming>,
+    channel_id: String,
+    shared: &Shared,
+) -> Response<Body> {
+    if !authorized(&request, shared) {
+        return respond(
+            StatusCode::UNAUTHORIZED,
+            r#"{"message": "401: Unauthorized", "code": 0}"#,
+        );
+    }
+    let body = http_body_util::Limited::new(request.into_body(), MAX_REST_BODY);
+    let Ok(body) = http_body_util::BodyExt::collect(body).await else {
+        return respond(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            r#"{"message": "Request entity too large", "code": 40005}"#,
+        );
+    };
+    let json: serde_json::Value =
+        serde_json::from_slice(&body.to_bytes()).unwrap_or(serde_json::Value::Null);
+    let Some(content) = json
+        .get("content")
+        .and_then(serde_json::Value::as_str)
+        .filter(|c| !c.is_empty() && c.chars().count() <= 2000)
+    else {
+        return respond(
+            StatusCode::BAD_REQUEST,
+            r#"{"message": "Invalid Form Body: content must be 1 to 2000 characters", "code": 50035}"#,
+        );
+    };
+    let reply_to = json
+        .pointer("/message_reference/message_id")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    let seen = crate::observe::MessageSeen {
+        channel_id: channel_id.clone(),
+        content: content.to_owned(),
+        reply_to,
+    };
+    let id = shared.observe(|o| {
+        o.messages.push(seen);
+        o.messages.len()
+    });
+    let body = serde_json::json!({
+        "id": format!("{}", (1u64 << 40) + id as u64),
+        "channel_id": channel_id,
+        "content": content,
+        "author": {"id": "1000000000000000001", "username": "shardwire-sim", "discriminator": "0", "bot": true},
+    });
+    respond(StatusCode::OK, body.to_string())
+}
+
+fn gateway_bot(request: &Request<Incoming>, shared: &Shared) -> Response<Body> {
+    let authorized = authorized(request, shared);
     shared.observe(|o| o.gateway_bot_requests.push(authorized));
     if !authorized {
         return respond(

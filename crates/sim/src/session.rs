@@ -813,6 +813,7 @@ impl Conn {
                 Ok(())
             }
             Fault::Flood(count) => self.flood(count).await,
+            Fault::Dispatch { event_type, d } => self.dispatch(&event_type, &d).await,
         }
     }
 

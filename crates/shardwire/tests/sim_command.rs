@@ -1,26 +1,26 @@
-//! The `shardwire-sim` command, run as a built binary.
+//! The `shardwire sim` command, run as a built binary.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_shardwire-sim");
+const BIN: &str = env!("CARGO_BIN_EXE_shardwire");
 
 #[test]
 fn bad_arguments_exit_with_2_and_say_why() {
     for (args, needle) in [
-        (&["--shards", "2"][..], "--port is required"),
-        (&["--port", "x"][..], "not a port number"),
-        (&["--port", "0", "--shards", "0"][..], "above 0"),
-        (&["--port", "0", "--rate", "-1"][..], "rate"),
-        (&["--port", "0", "--bogus", "1"][..], "unknown argument"),
-        (&["--port"][..], "needs a value"),
+        (&["--port", "x"][..], "invalid value 'x'"),
+        (&["--port", "70000"][..], "70000"),
+        (&["--shards", "0"][..], "0 is not in 1.."),
+        (&["--rate=-1"][..], "not a rate of events per second"),
+        (&["--bogus", "1"][..], "unexpected argument '--bogus'"),
+        (&["--port"][..], "a value is required"),
     ] {
-        let output = Command::new(BIN).args(args).output().unwrap();
+        let output = Command::new(BIN).arg("sim").args(args).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
-    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = Command::new(BIN).args(["sim", "--help"]).output().unwrap();
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--max-concurrency"));
 }
@@ -29,6 +29,7 @@ fn bad_arguments_exit_with_2_and_say_why() {
 fn it_serves_rest_and_prints_its_urls() {
     let mut child = Command::new(BIN)
         .args([
+            "sim",
             "--port",
             "0",
             "--shards",
