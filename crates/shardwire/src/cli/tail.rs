@@ -32,8 +32,8 @@ const EXIT_FATAL: u8 = 4;
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
     /// The bot token.
-    #[arg(long, env = "DISCORD_TOKEN", hide_env_values = true)]
-    token: String,
+    #[arg(long, env = "DISCORD_TOKEN", hide_env_values = true, value_parser = parse_token)]
+    token: Token,
     /// The API base; /gateway/bot is appended to it.
     #[arg(long, default_value = DEFAULT_API_BASE, value_name = "URL")]
     api_base: String,
@@ -61,6 +61,15 @@ pub(crate) struct Args {
     /// Only these dispatch types (comma-separated, like MESSAGE_CREATE).
     #[arg(long, value_name = "T1,T2", value_delimiter = ',', value_parser = parse_event_type)]
     events: Option<Vec<EventType>>,
+}
+
+/// A token, trimmed; `Token` keeps it out of `Debug` output.
+fn parse_token(value: &str) -> Result<Token, String> {
+    let token = Token::new(value.trim());
+    if token.is_empty() {
+        return Err("no token: pass --token or set DISCORD_TOKEN".into());
+    }
+    Ok(token)
 }
 
 fn parse_compression(value: &str) -> Result<Compression, String> {
@@ -112,11 +121,10 @@ fn fatal_exit(shard: u32, error: &FatalError) -> ExitCode {
 }
 
 pub(crate) async fn run(args: Args) -> ExitCode {
-    let token = Token::new(args.token.trim());
-    if token.is_empty() {
-        return fail(2, "no token: pass --token or set DISCORD_TOKEN");
-    }
-    let mut config = ClusterConfig::new(token, args.intents.unwrap_or_else(non_privileged_intents));
+    let mut config = ClusterConfig::new(
+        args.token,
+        args.intents.unwrap_or_else(non_privileged_intents),
+    );
     config.api_base = args.api_base;
     config.compression = args.compression;
     config.shards = match (args.shards, args.shard_ids, args.shard_count) {
