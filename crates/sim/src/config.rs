@@ -64,6 +64,10 @@ pub struct SimConfig {
     pub disallowed_intents: u64,
     /// Generated events per second per session after READY (0: none).
     pub event_rate: f64,
+    /// Events each new session receives flat out right after its READY and
+    /// GUILD_CREATEs, from the pre-encoded flood corpus (0: none): what
+    /// end-to-end benchmarks in another process start.
+    pub flood_after_ready: u64,
     /// Split compressed payloads over several WebSocket messages at random
     /// points, including 1 to 3 byte tails.
     pub split_payloads: bool,
@@ -90,6 +94,7 @@ impl std::fmt::Debug for SimConfig {
             .field("identify_window", &self.identify_window)
             .field("disallowed_intents", &self.disallowed_intents)
             .field("event_rate", &self.event_rate)
+            .field("flood_after_ready", &self.flood_after_ready)
             .field("split_payloads", &self.split_payloads)
             .field("fragment_frames", &self.fragment_frames)
             .field("seed", &self.seed)
@@ -113,6 +118,7 @@ impl Default for SimConfig {
             identify_window: Duration::from_secs(5),
             disallowed_intents: 0,
             event_rate: 0.0,
+            flood_after_ready: 0,
             split_payloads: false,
             fragment_frames: false,
             seed: 1,
@@ -162,6 +168,8 @@ impl SimBuilder {
         disallowed_intents: u64;
         /// Generated events per second per session.
         event_rate: f64;
+        /// Events flooded to each new session right after READY.
+        flood_after_ready: u64;
         /// Split compressed payloads over several messages.
         split_payloads: bool;
         /// Fragment WebSocket messages into several frames.

@@ -38,6 +38,7 @@ pub use crate::observe::{
     CloseSeen, ClosedBy, ConnectionSeen, Fault, HeartbeatSeen, IdentifySeen, Listener, MessageSeen,
     Observations, ResumeOutcome, ResumeSeen, Violation, ViolationKind,
 };
+pub use crate::state::Flood;
 
 /// Why the simulator could not start.
 #[derive(Debug, thiserror::Error)]

@@ -548,6 +548,10 @@ impl Conn {
             let d = self.generator_mut().guild_create(&guild, members);
             self.dispatch("GUILD_CREATE", &d).await?;
         }
+        let flood = self.shared.config.flood_after_ready;
+        if flood > 0 {
+            self.flood(flood).await?;
+        }
         Ok(())
     }
 

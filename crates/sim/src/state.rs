@@ -40,12 +40,43 @@ pub(crate) struct Shared {
 }
 
 /// Events pre-encoded for [`Fault::Flood`](crate::Fault::Flood).
-pub(crate) struct Flood {
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Flood {
     /// Complete JSON payloads, for the replay log and uncompressed sends.
-    pub(crate) payloads: Vec<Arc<[u8]>>,
+    pub payloads: Vec<Arc<[u8]>>,
     /// The same payloads as one raw deflate stream, a sync flush after each:
     /// valid after any payload boundary of a zlib-stream connection.
-    pub(crate) zlib: Vec<Vec<u8>>,
+    pub zlib: Vec<Vec<u8>>,
+}
+
+impl Flood {
+    /// The flood a simulator seeded with `seed` sends: `count` dispatches
+    /// numbered from `first`, cycling through 1,024 distinct generated
+    /// events. Benchmarks rebuild it to measure the same bytes offline.
+    #[must_use]
+    pub fn new(seed: u64, first: u64, count: u64) -> Self {
+        let mut generator = shardwire_codec::corpus::EventGenerator::new(seed, 8);
+        let distinct: Vec<(&'static str, Vec<u8>)> = (0..1024)
+            .map(|_| {
+                let (name, d) = generator.next_event();
+                (name, serde_json::to_vec(&d).unwrap_or_default())
+            })
+            .collect();
+        let mut encoder = shardwire_codec::corpus::ZlibStreamEncoder::continuation();
+        let mut payloads = Vec::with_capacity(count as usize);
+        let mut zlib = Vec::with_capacity(count as usize);
+        for index in 0..count {
+            let (name, d) = &distinct[(index % distinct.len() as u64) as usize];
+            let mut payload =
+                format!(r#"{{"t":"{name}","s":{},"op":0,"d":"#, first + index).into_bytes();
+            payload.extend_from_slice(d);
+            payload.push(b'}');
+            zlib.push(encoder.encode(&payload));
+            payloads.push(Arc::from(payload));
+        }
+        Self { payloads, zlib }
+    }
 }
 
 /// A live connection's shard (once known) and its fault channel.
@@ -83,26 +114,7 @@ impl Shared {
         if let Some(flood) = lock(&self.floods).get(&(first, count)) {
             return flood.clone();
         }
-        let mut generator = shardwire_codec::corpus::EventGenerator::new(self.config.seed, 8);
-        let distinct: Vec<(&'static str, Vec<u8>)> = (0..1024)
-            .map(|_| {
-                let (name, d) = generator.next_event();
-                (name, serde_json::to_vec(&d).unwrap_or_default())
-            })
-            .collect();
-        let mut encoder = shardwire_codec::corpus::ZlibStreamEncoder::continuation();
-        let mut payloads = Vec::with_capacity(count as usize);
-        let mut zlib = Vec::with_capacity(count as usize);
-        for index in 0..count {
-            let (name, d) = &distinct[(index % distinct.len() as u64) as usize];
-            let mut payload =
-                format!(r#"{{"t":"{name}","s":{},"op":0,"d":"#, first + index).into_bytes();
-            payload.extend_from_slice(d);
-            payload.push(b'}');
-            zlib.push(encoder.encode(&payload));
-            payloads.push(Arc::from(payload));
-        }
-        let flood = Arc::new(Flood { payloads, zlib });
+        let flood = Arc::new(Flood::new(self.config.seed, first, count));
         lock(&self.floods).insert((first, count), flood.clone());
         flood
     }

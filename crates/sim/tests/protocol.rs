@@ -820,3 +820,29 @@ async fn a_burst_keeps_acknowledging_heartbeats_and_faults_wait_their_turn() {
         "acknowledged during the burst, not after it (at seq {acked})"
     );
 }
+
+#[tokio::test]
+async fn flood_after_ready_sends_the_public_flood_corpus() {
+    let sim = Sim::builder()
+        .guilds_per_shard(2)
+        .flood_after_ready(300)
+        .start()
+        .await
+        .unwrap();
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::ZlibStream).await;
+    client.start(TOKEN, [0, 1]).await;
+    // READY, two GUILD_CREATEs, then the flood from seq 4, byte for byte the
+    // corpus a benchmark can rebuild.
+    let expected = shardwire_sim::Flood::new(sim.config().seed, 4, 300);
+    let mut seq = 1;
+    while seq < 303 {
+        let payload = client.payload().await;
+        seq = payload["s"].as_u64().unwrap();
+        if seq >= 4 {
+            let sent: Value =
+                serde_json::from_slice(&expected.payloads[(seq - 4) as usize]).unwrap();
+            assert_eq!(payload, sent, "seq {seq}");
+        }
+    }
+    assert!(sim.violations().is_empty());
+}

@@ -27,6 +27,13 @@ pub(crate) struct Args {
     /// The token it accepts.
     #[arg(long, default_value = "sim-token")]
     token: String,
+    /// Events flooded to each new session right after READY (for
+    /// benchmarks; 0: none).
+    #[arg(long, default_value_t = 0)]
+    flood_after_ready: u64,
+    /// The identify window per bucket, in milliseconds (Discord: 5000).
+    #[arg(long, default_value_t = 5000)]
+    identify_window_ms: u64,
     /// The heartbeat interval its Hello announces, in milliseconds.
     #[arg(long, default_value_t = 41_250, value_parser = clap::value_parser!(u64).range(1..))]
     heartbeat_interval_ms: u64,
@@ -48,6 +55,8 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         .event_rate(args.rate)
         .token(&args.token)
         .heartbeat_interval(Duration::from_millis(args.heartbeat_interval_ms))
+        .flood_after_ready(args.flood_after_ready)
+        .identify_window(Duration::from_millis(args.identify_window_ms))
         .start()
         .await;
     let sim = match sim {
