@@ -1,7 +1,10 @@
 //! Repository chores for shardwire, run as `cargo xtask <command>`.
 //!
-//! - `cargo xtask bench [--quick]`: the codec benchmarks, each beside its
-//!   baseline (divan prints fastest, slowest, median and mean of every row).
+//! - `cargo xtask bench [--quick|--full]`: shardwire against
+//!   twilight-gateway, side by side (see `bench.rs`): a markdown table on
+//!   stdout and every run as JSON in `target/bench/report.json`.
+//! - `cargo xtask bench-codec [--quick]`: the codec's micro-benchmarks, each
+//!   beside its baseline (divan prints fastest, slowest, median and mean).
 //! - `cargo xtask fuzz <target> --seconds N`: one cargo-fuzz target for N
 //!   seconds (installs cargo-fuzz if missing; runs on stable through
 //!   `RUSTC_BOOTSTRAP=1`).
@@ -18,12 +21,15 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
+
 const FUZZ_TARGETS: &[&str] = &["zlib_stream", "zstd_stream", "scan_decode"];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("bench") => bench(&args[1..]),
+        Some("bench") => bench::run(&root(), &args[1..]),
+        Some("bench-codec") => bench_codec(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("fuzz-list") => {
             for target in FUZZ_TARGETS {
@@ -33,7 +39,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage:\n  cargo xtask bench [--quick]\n  cargo xtask fuzz <{}> [--seconds N] [--rss-mb M]\n  cargo xtask fuzz-list",
+                "usage:\n  cargo xtask bench [--quick|--full]\n  cargo xtask bench-codec [--quick]\n  cargo xtask fuzz <{}> [--seconds N] [--rss-mb M]\n  cargo xtask fuzz-list",
                 FUZZ_TARGETS.join("|")
             );
             bail!("unknown or missing command")
@@ -73,7 +79,7 @@ fn flag_value<T: std::str::FromStr>(args: &[String], flag: &str) -> Result<Optio
     }
 }
 
-fn bench(args: &[String]) -> Result<()> {
+fn bench_codec(args: &[String]) -> Result<()> {
     let mut command = Command::new(env!("CARGO"));
     command
         .current_dir(root())

@@ -14,7 +14,10 @@ pub const IDENTIFY_WINDOW: Duration = Duration::from_secs(5);
 ///
 /// A shard's bucket is `shard_id % max_concurrency`; each bucket lets one
 /// shard identify per [`IDENTIFY_WINDOW`], in the order they asked (a fair
-/// lock per bucket). Buckets run side by side, so N shards at concurrency M
+/// lock per bucket). The gateway measures the window between identifies as
+/// they arrive, which is later than the turn by however long the shard took
+/// to send; so a bucket waits the window plus a margin of 5% (250 ms of
+/// Discord's 5 s) before its next turn. Buckets run side by side, so N shards at concurrency M
 /// finish in `(⌈N/M⌉ − 1) × 5 s` plus network time. Every turn given takes
 /// one of the day's session starts; when none is left, turns are refused.
 #[derive(Clone, Debug)]
@@ -93,11 +96,17 @@ impl IdentifyQueue for LocalQueue {
             // The fair lock keeps the order the shards asked in.
             let mut last = bucket.lock().await;
             if let Some(last) = *last {
-                tokio::time::sleep_until(last + self.inner.window).await;
+                tokio::time::sleep_until(last + self.inner.window + margin(self.inner.window))
+                    .await;
             }
             self.take_start()?;
             *last = Some(Instant::now());
             Ok(())
         })
     }
+}
+
+/// The margin a bucket adds to the window: 5%.
+fn margin(window: Duration) -> Duration {
+    window / 20
 }

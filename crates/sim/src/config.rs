@@ -162,6 +162,8 @@ impl SimBuilder {
         max_concurrency: u32;
         /// Daily session starts left.
         remaining: u32;
+        /// Daily session starts allowed (`session_start_limit.total`).
+        total: u32;
         /// The identify window per bucket.
         identify_window: Duration;
         /// Privileged intents refused with 4014.

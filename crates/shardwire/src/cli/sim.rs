@@ -31,6 +31,9 @@ pub(crate) struct Args {
     /// benchmarks; 0: none).
     #[arg(long, default_value_t = 0)]
     flood_after_ready: u64,
+    /// Session starts left today (and allowed per day).
+    #[arg(long, default_value_t = 1000)]
+    remaining: u32,
     /// The identify window per bucket, in milliseconds (Discord: 5000).
     #[arg(long, default_value_t = 5000)]
     identify_window_ms: u64,
@@ -56,6 +59,8 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         .token(&args.token)
         .heartbeat_interval(Duration::from_millis(args.heartbeat_interval_ms))
         .flood_after_ready(args.flood_after_ready)
+        .remaining(args.remaining)
+        .total(args.remaining.max(1000))
         .identify_window(Duration::from_millis(args.identify_window_ms))
         .start()
         .await;

@@ -1,0 +1,570 @@
+//! `shardwire-bench`: one measurement, printed as one JSON object on
+//! stdout. `cargo xtask bench` runs it against `shardwire sim` in another
+//! process, several times per row, and tabulates the runs.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a measuring tool reports on stdout"
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use futures_core::Stream as _;
+use serde_json::json;
+use shardwire::cluster::{Cluster, ClusterConfig, ShardSpec};
+use shardwire::shard::Unqueued;
+use shardwire::{Compression, EventFilter, Shard, ShardConfig, ShardEvent, Token};
+use shardwire_benches::{cpu_time, status_kib};
+use tokio::task::JoinSet;
+use twilight_model::gateway::Intents;
+use twilight_model::gateway::event::GatewayEventDeserializer;
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Client {
+    Shardwire,
+    Twilight,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// K shards consume a flood of N events each (the sim floods after
+    /// READY); reports events/s and client CPU per million events.
+    E2e {
+        #[arg(long, value_enum)]
+        client: Client,
+        /// Deserialize every event into twilight-model types.
+        #[arg(long)]
+        typed: bool,
+        #[arg(long)]
+        shards: u32,
+        /// The flood per shard, as the sim was told.
+        #[arg(long)]
+        events: u64,
+        #[arg(long)]
+        gateway: String,
+        #[arg(long, default_value = "sim-token")]
+        token: String,
+    },
+    /// N shards connect and sit idle; reports the process's RSS.
+    Idle {
+        #[arg(long, value_enum)]
+        client: Client,
+        #[arg(long)]
+        shards: u32,
+        #[arg(long)]
+        gateway: String,
+        #[arg(long, default_value = "sim-token")]
+        token: String,
+    },
+    /// Inflates the bytes of a flood of N events and nothing else: the
+    /// floor no client can beat.
+    Floor {
+        #[arg(long)]
+        events: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// The codec paths in-process on the realistic corpus (zlib-stream):
+    /// the inflate floor, shardwire's lazy and typed paths, and the same
+    /// two the way twilight-gateway does them.
+    Codec {
+        /// Events in the corpus.
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        /// Passes over it per measurement.
+        #[arg(long, default_value_t = 3)]
+        passes: u32,
+    },
+    /// A shardwire cluster of N shards starts against the sim's API;
+    /// reports the time until every shard is READY.
+    Startup {
+        #[arg(long)]
+        api: String,
+        #[arg(long)]
+        shards: u32,
+        /// The sim's identify window per bucket.
+        #[arg(long)]
+        identify_window_ms: u64,
+        #[arg(long, default_value = "sim-token")]
+        token: String,
+    },
+}
+
+/// READY and two GUILD_CREATEs come before the flood.
+const BEFORE_FLOOD: u64 = 3;
+
+/// What one shard consumed.
+#[derive(Default)]
+struct Consumed {
+    dispatches: u64,
+    bytes: u64,
+    typed: u64,
+    /// When the flood began (the first dispatch after the guilds).
+    flood_from: Option<Instant>,
+}
+
+impl Consumed {
+    /// Counts a dispatch; notes the flood's start.
+    fn dispatch(&mut self) {
+        self.dispatches += 1;
+        if self.dispatches == BEFORE_FLOOD + 1 {
+            self.flood_from = Some(Instant::now());
+        }
+    }
+}
+
+async fn shardwire_e2e(
+    gateway: &str,
+    token: &str,
+    shards: u32,
+    events: u64,
+    typed: bool,
+) -> Result<Consumed> {
+    let mut tasks = JoinSet::new();
+    for id in 0..shards {
+        let mut config = ShardConfig::new(Token::new(token), Intents::GUILDS, id, shards, gateway);
+        config.compression = Compression::ZlibStream;
+        if typed {
+            config.typed_events = EventFilter::all();
+        }
+        let mut shard = Shard::start(config, Arc::new(Unqueued));
+        tasks.spawn(async move {
+            let mut consumed = Consumed::default();
+            while let Some(event) = shard.next_event().await {
+                match event {
+                    ShardEvent::Dispatch {
+                        seq, json, event, ..
+                    } => {
+                        consumed.dispatch();
+                        consumed.bytes += json.len() as u64;
+                        consumed.typed += u64::from(event.is_some());
+                        if seq >= BEFORE_FLOOD + events {
+                            return Ok(consumed);
+                        }
+                    }
+                    ShardEvent::Fatal(error) => bail!("shard {id}: {error}"),
+                    _ => {}
+                }
+            }
+            bail!("shard {id} stopped")
+        });
+    }
+    collect(tasks).await
+}
+
+async fn twilight_e2e(
+    gateway: &str,
+    token: &str,
+    shards: u32,
+    events: u64,
+    typed: bool,
+) -> Result<Consumed> {
+    use twilight_gateway::{EventTypeFlags, Message, Shard, ShardId, StreamExt};
+    let config = twilight_config(gateway, token, shards);
+    let mut tasks = JoinSet::new();
+    for id in 0..shards {
+        let mut shard = Shard::with_config(ShardId::new(id, shards), config.clone());
+        tasks.spawn(async move {
+            let mut consumed = Consumed::default();
+            let target = BEFORE_FLOOD + events;
+            if typed {
+                // Every dispatch typed, as `next_event` gives them.
+                while let Some(item) = shard.next_event(EventTypeFlags::all()).await {
+                    match item {
+                        Ok(event) if event.kind().name().is_some() => {
+                            consumed.dispatch();
+                            consumed.typed += 1;
+                            if consumed.dispatches >= target {
+                                return Ok(consumed);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(error) => bail!("shard {id}: {error}"),
+                    }
+                }
+            } else {
+                // The raw path: the text, and the envelope read as twilight
+                // reads it (op, s, t), as a bot that routes raw events does.
+                while let Some(item) =
+                    std::future::poll_fn(|cx| std::pin::Pin::new(&mut shard).poll_next(cx)).await
+                {
+                    match item {
+                        Ok(Message::Text(json)) => {
+                            let Some(envelope) = GatewayEventDeserializer::from_json(&json) else {
+                                continue;
+                            };
+                            if envelope.op() != 0 {
+                                continue;
+                            }
+                            consumed.dispatch();
+                            consumed.bytes += json.len() as u64;
+                            if envelope.sequence().unwrap_or(0) >= target {
+                                return Ok(consumed);
+                            }
+                        }
+                        Ok(Message::Close(_)) => {}
+                        Err(error) => bail!("shard {id}: {error}"),
+                    }
+                }
+            }
+            bail!("shard {id} stopped")
+        });
+    }
+    collect(tasks).await
+}
+
+fn twilight_config(
+    gateway: &str,
+    token: &str,
+    shards: u32,
+) -> twilight_gateway::Config<twilight_gateway::queue::InMemoryQueue> {
+    // Every shard may identify at once, as the sim allows.
+    let queue = twilight_gateway::queue::InMemoryQueue::new(
+        u16::try_from(shards.max(1)).unwrap_or(u16::MAX),
+        1_000_000,
+        Duration::from_secs(86_400),
+        1_000_000,
+    );
+    twilight_gateway::ConfigBuilder::new(token.to_owned(), Intents::GUILDS)
+        .proxy_url(gateway.to_owned())
+        .queue(queue)
+        .build()
+}
+
+async fn collect(mut tasks: JoinSet<Result<Consumed>>) -> Result<Consumed> {
+    let mut total = Consumed::default();
+    while let Some(joined) = tasks.join_next().await {
+        let consumed = joined??;
+        total.dispatches += consumed.dispatches;
+        total.bytes += consumed.bytes;
+        total.typed += consumed.typed;
+        total.flood_from = match (total.flood_from, consumed.flood_from) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(total)
+}
+
+/// Connects N idle shards and waits until each has its READY and guilds.
+async fn idle(
+    client: Client,
+    gateway: &str,
+    token: &str,
+    shards: u32,
+) -> Result<(Duration, Vec<tokio::task::JoinHandle<()>>)> {
+    let started = Instant::now();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<u32>(shards as usize);
+    let mut keep = Vec::new();
+    match client {
+        Client::Shardwire => {
+            for id in 0..shards {
+                let config =
+                    ShardConfig::new(Token::new(token), Intents::GUILDS, id, shards, gateway);
+                let mut shard = Shard::start(config, Arc::new(Unqueued));
+                let ready = ready_tx.clone();
+                keep.push(tokio::spawn(async move {
+                    let mut dispatches = 0;
+                    while let Some(event) = shard.next_event().await {
+                        if matches!(event, ShardEvent::Dispatch { .. }) {
+                            dispatches += 1;
+                            if dispatches == BEFORE_FLOOD {
+                                let _ = ready.send(id).await;
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        Client::Twilight => {
+            use twilight_gateway::{EventTypeFlags, Shard, ShardId, StreamExt as _};
+            let config = twilight_config(gateway, token, shards);
+            for id in 0..shards {
+                let mut shard = Shard::with_config(ShardId::new(id, shards), config.clone());
+                let ready = ready_tx.clone();
+                keep.push(tokio::spawn(async move {
+                    let mut dispatches = 0;
+                    while let Some(item) = shard.next_event(EventTypeFlags::all()).await {
+                        if let Ok(event) = item
+                            && event.kind().name().is_some()
+                        {
+                            dispatches += 1;
+                            if dispatches == BEFORE_FLOOD {
+                                let _ = ready.send(id).await;
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+    }
+    for _ in 0..shards {
+        tokio::time::timeout(Duration::from_secs(120), ready_rx.recv())
+            .await
+            .context("shards did not all get ready in 120 s")?
+            .context("a shard task ended")?;
+    }
+    Ok((started.elapsed(), keep))
+}
+
+fn floor(events: u64, seed: u64) -> Result<serde_json::Value> {
+    let flood = shardwire_sim::Flood::new(seed, BEFORE_FLOOD + 1, events);
+    let compressed: u64 = flood.zlib.iter().map(|m| m.len() as u64).sum();
+    let mut inflate = flate2::Decompress::new(false);
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut inflated = 0u64;
+    let cpu = cpu_time()?;
+    let wall = Instant::now();
+    for message in &flood.zlib {
+        inflate_into(&mut inflate, message, &mut out)?;
+        inflated += out.len() as u64;
+    }
+    let wall = wall.elapsed();
+    let cpu = cpu_time()? - cpu;
+    let expected: u64 = flood.payloads.iter().map(|p| p.len() as u64).sum();
+    if inflated != expected {
+        bail!("inflated {inflated} bytes, the flood holds {expected}");
+    }
+    Ok(json!({
+        "events": events,
+        "compressed_bytes": compressed,
+        "bytes": inflated,
+        "wall_s": wall.as_secs_f64(),
+        "cpu_s": cpu.as_secs_f64(),
+    }))
+}
+
+/// Inflates one zlib-stream message into `out` (cleared first).
+fn inflate_into(inflate: &mut flate2::Decompress, message: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    let mut input = message;
+    loop {
+        let read = inflate.total_in();
+        inflate.decompress_vec(input, out, flate2::FlushDecompress::Sync)?;
+        input = &input[(inflate.total_in() - read) as usize..];
+        if input.is_empty() && out.len() < out.capacity() {
+            return Ok(());
+        }
+        out.reserve(out.capacity().max(4096));
+    }
+}
+
+/// Inflates each message of one zlib stream and hands over the bytes.
+fn inflate_each(messages: &[Vec<u8>], mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    let mut inflate = flate2::Decompress::new(true);
+    let mut out = Vec::with_capacity(64 * 1024);
+    for message in messages {
+        inflate_into(&mut inflate, message, &mut out)?;
+        each(&out)?;
+    }
+    Ok(())
+}
+
+fn codec(events: usize, passes: u32) -> Result<serde_json::Value> {
+    use shardwire::codec::{Decoded, Decoder, MessageKind};
+    use shardwire_codec::corpus::{Corpus, ZlibStreamEncoder};
+    use twilight_gateway::EventTypeFlags;
+
+    let corpus = Corpus::realistic(events, 1);
+    let mut encoder = ZlibStreamEncoder::new();
+    let messages: Vec<Vec<u8>> = corpus
+        .payloads()
+        .iter()
+        .map(|p| encoder.encode(p))
+        .collect();
+    let bytes = corpus.total_bytes() as f64 * f64::from(passes);
+    let count = events as f64 * f64::from(passes);
+    let mut rows = serde_json::Map::new();
+    let mut measure = |name: &str, run: &mut dyn FnMut() -> Result<u64>| -> Result<()> {
+        let started = Instant::now();
+        let mut check = 0;
+        for _ in 0..passes {
+            check += run()?;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        rows.insert(
+            name.to_owned(),
+            json!({"seconds": seconds, "events_per_s": count / seconds, "mb_per_s": bytes / seconds / 1e6, "check": check}),
+        );
+        Ok(())
+    };
+    measure("floor", &mut || {
+        let mut total = 0;
+        inflate_each(&messages, |json| {
+            total += json.len() as u64;
+            Ok(())
+        })?;
+        Ok(total)
+    })?;
+    measure("shardwire_lazy", &mut || {
+        let mut decoder = Decoder::new(Compression::ZlibStream);
+        let mut total = 0;
+        for message in &messages {
+            if let Some(payload) = decoder.push(message, MessageKind::Binary)? {
+                total += payload.data().len() as u64 + u64::from(payload.op());
+            }
+        }
+        Ok(total)
+    })?;
+    measure("shardwire_typed", &mut || {
+        let mut decoder = Decoder::new(Compression::ZlibStream);
+        let filter = EventFilter::all();
+        let mut typed = 0;
+        for message in &messages {
+            if let Some(payload) = decoder.push(message, MessageKind::Binary)?
+                && let Decoded::Event(_) = payload.decode(&filter)
+            {
+                typed += 1;
+            }
+        }
+        Ok(typed)
+    })?;
+    measure("twilight_raw", &mut || {
+        let mut total = 0;
+        inflate_each(&messages, |bytes| {
+            // twilight-gateway hands out an owned String per message.
+            let json = String::from_utf8(bytes.to_vec())?;
+            if let Some(envelope) = GatewayEventDeserializer::from_json(&json) {
+                total += json.len() as u64 + u64::from(envelope.op());
+            }
+            Ok(())
+        })?;
+        Ok(total)
+    })?;
+    measure("twilight_typed", &mut || {
+        let mut typed = 0;
+        inflate_each(&messages, |bytes| {
+            let json = String::from_utf8(bytes.to_vec())?;
+            if let Ok(Some(_)) = twilight_gateway::parse(json, EventTypeFlags::all()) {
+                typed += 1;
+            }
+            Ok(())
+        })?;
+        Ok(typed)
+    })?;
+    Ok(json!({"events": events, "passes": passes, "bytes": corpus.total_bytes(), "rows": rows}))
+}
+
+async fn run(command: Command) -> Result<serde_json::Value> {
+    match command {
+        Command::E2e {
+            client,
+            typed,
+            shards,
+            events,
+            gateway,
+            token,
+        } => {
+            let cpu = cpu_time()?;
+            let wall = Instant::now();
+            let consumed = match client {
+                Client::Shardwire => shardwire_e2e(&gateway, &token, shards, events, typed).await?,
+                Client::Twilight => twilight_e2e(&gateway, &token, shards, events, typed).await?,
+            };
+            let flood_s = consumed
+                .flood_from
+                .map_or(f64::NAN, |from| from.elapsed().as_secs_f64());
+            let wall = wall.elapsed();
+            let cpu = cpu_time()? - cpu;
+            if typed && consumed.typed < consumed.dispatches {
+                bail!(
+                    "{} of {} dispatches typed",
+                    consumed.typed,
+                    consumed.dispatches
+                );
+            }
+            Ok(json!({
+                "client": format!("{client:?}").to_lowercase(),
+                "typed": typed,
+                "shards": shards,
+                "events": consumed.dispatches,
+                "bytes": consumed.bytes,
+                "flood_events": u64::from(shards) * events,
+                "flood_s": flood_s,
+                "wall_s": wall.as_secs_f64(),
+                "cpu_s": cpu.as_secs_f64(),
+                "peak_rss_kib": status_kib("VmHWM")?,
+            }))
+        }
+        Command::Idle {
+            client,
+            shards,
+            gateway,
+            token,
+        } => {
+            let baseline = status_kib("VmRSS")?;
+            let (ready_after, keep) = idle(client, &gateway, &token, shards).await?;
+            // Let buffers settle, then read.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let rss = status_kib("VmRSS")?;
+            drop(keep);
+            Ok(json!({
+                "client": format!("{client:?}").to_lowercase(),
+                "shards": shards,
+                "ready_s": ready_after.as_secs_f64(),
+                "baseline_rss_kib": baseline,
+                "rss_kib": rss,
+            }))
+        }
+        Command::Floor { events, seed } => floor(events, seed),
+        Command::Codec { events, passes } => codec(events, passes),
+        Command::Startup {
+            api,
+            shards,
+            identify_window_ms,
+            token,
+        } => {
+            let mut config = ClusterConfig::new(Token::new(token), Intents::GUILDS);
+            config.api_base = api;
+            config.shards = ShardSpec::Count(shards);
+            let window = Duration::from_millis(identify_window_ms);
+            config.identify_window = window;
+            let started = Instant::now();
+            let mut cluster = Cluster::start(config).await?;
+            let concurrency = cluster.gateway().info().session_start_limit.max_concurrency;
+            let optimum = window * (shards.div_ceil(concurrency.max(1)) - 1);
+            let mut ready = 0;
+            while ready < shards {
+                match tokio::time::timeout(Duration::from_secs(300), cluster.next_event()).await {
+                    Ok(Some((_, ShardEvent::Ready { .. }))) => ready += 1,
+                    Ok(Some((shard, ShardEvent::Fatal(error)))) => bail!("shard {shard}: {error}"),
+                    Ok(Some(_)) => {}
+                    _ => bail!("shards did not all get ready"),
+                }
+            }
+            Ok(json!({
+                "shards": shards,
+                "max_concurrency": concurrency,
+                "ready_s": started.elapsed().as_secs_f64(),
+                "optimum_s": optimum.as_secs_f64(),
+            }))
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // One core for the client: figures are per core, and the simulator
+    // has the other.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // No measurement waits forever: a stuck run fails.
+    let report = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(300), run(cli.command))
+            .await
+            .context("the measurement took over 300 s")?
+    })?;
+    println!("{report}");
+    Ok(())
+}

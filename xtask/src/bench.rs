@@ -1,0 +1,581 @@
+//! `cargo xtask bench`: shardwire against twilight-gateway, side by side.
+//!
+//! Builds `shardwire` and `shardwire-bench` in release mode, runs
+//! `shardwire sim` in its own process (one core) and the measuring client in
+//! another (one core), several runs per row with the two clients
+//! interleaved, and prints one markdown table: median (lowest to highest)
+//! per row and the ratio of medians. Every run goes to
+//! `target/bench/report.json`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+/// How much to run.
+struct Plan {
+    name: &'static str,
+    runs: usize,
+    /// Events per shard with one shard, and with sixteen.
+    events_1: u64,
+    events_16: u64,
+    idle_shards: u32,
+    idle_runs: usize,
+    /// Startup: shards, max_concurrency, identify window (ms).
+    startup: (u32, u32, u64),
+    codec_events: usize,
+}
+
+const QUICK: Plan = Plan {
+    name: "quick",
+    runs: 3,
+    events_1: 100_000,
+    events_16: 10_000,
+    idle_shards: 1_000,
+    idle_runs: 3,
+    startup: (16, 4, 1_000),
+    codec_events: 10_000,
+};
+
+const FULL: Plan = Plan {
+    name: "full",
+    runs: 5,
+    events_1: 500_000,
+    events_16: 50_000,
+    idle_shards: 10_000,
+    idle_runs: 3,
+    startup: (64, 16, 5_000),
+    codec_events: 20_000,
+};
+
+/// The median, lowest and highest of some samples.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(samples: &[f64]) -> Option<Self> {
+        let mut sorted: Vec<f64> = samples.iter().copied().filter(|s| s.is_finite()).collect();
+        if sorted.is_empty() {
+            return None;
+        }
+        sorted.sort_by(f64::total_cmp);
+        let middle = sorted.len() / 2;
+        let median = if sorted.len().is_multiple_of(2) {
+            (sorted[middle - 1] + sorted[middle]) / 2.0
+        } else {
+            sorted[middle]
+        };
+        Some(Self {
+            median,
+            min: sorted[0],
+            max: sorted[sorted.len() - 1],
+        })
+    }
+
+    fn show(&self, digits: usize) -> String {
+        format!(
+            "{:.digits$} ({:.digits$}–{:.digits$})",
+            self.median, self.min, self.max
+        )
+    }
+}
+
+/// One table row.
+struct Row {
+    what: String,
+    shardwire: Option<Spread>,
+    twilight: Option<Spread>,
+    digits: usize,
+    /// Lower is better (CPU, memory, time).
+    lower_is_better: bool,
+    note: String,
+}
+
+impl Row {
+    /// A throughput row, whole numbers.
+    fn higher(
+        what: &str,
+        shardwire: Option<Spread>,
+        twilight: Option<Spread>,
+        note: impl Into<String>,
+    ) -> Self {
+        Self {
+            what: what.to_owned(),
+            shardwire,
+            twilight,
+            digits: 0,
+            lower_is_better: false,
+            note: note.into(),
+        }
+    }
+
+    fn markdown(&self) -> String {
+        let cell = |spread: &Option<Spread>| {
+            spread.map_or_else(|| "–".to_owned(), |s| s.show(self.digits))
+        };
+        let ratio = match (self.shardwire, self.twilight) {
+            (Some(ours), Some(theirs)) if theirs.median > 0.0 => {
+                format!("{:.2}×", ours.median / theirs.median)
+            }
+            _ => "–".to_owned(),
+        };
+        let better = if self.lower_is_better {
+            "lower is better"
+        } else {
+            "higher is better"
+        };
+        format!(
+            "| {} ({better}) | {} | {} | {ratio} | {} |",
+            self.what,
+            cell(&self.shardwire),
+            cell(&self.twilight),
+            self.note
+        )
+    }
+}
+
+/// `shardwire sim` in its own process, killed on drop.
+struct SimProcess {
+    child: Child,
+    gateway: String,
+    api: String,
+    /// Kept open: the sim prints more lines, and a closed pipe would end it.
+    _stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl SimProcess {
+    fn start(bin: &Path, args: &[String]) -> Result<Self> {
+        let mut child = Command::new(bin.join("shardwire"))
+            .args(["sim", "--remaining", "1000000"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting shardwire sim")?;
+        let stdout = child.stdout.take().context("the sim's stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut value = |prefix: &str| -> Result<String> {
+            let line = lines.next().context("the sim said nothing")??;
+            line.strip_prefix(prefix)
+                .map(str::to_owned)
+                .with_context(|| format!("expected `{prefix}…` from the sim, got `{line}`"))
+        };
+        let api = value("api ")?;
+        let gateway = value("gateway ")?;
+        Ok(Self {
+            child,
+            gateway,
+            api,
+            _stdout: lines,
+        })
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the measuring client once; returns its JSON report.
+fn measure(bin: &Path, args: &[String]) -> Result<Value> {
+    let output = Command::new(bin.join("shardwire-bench"))
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("starting shardwire-bench")?;
+    if !output.status.success() {
+        bail!(
+            "shardwire-bench {} failed with {}",
+            args.join(" "),
+            output.status
+        );
+    }
+    serde_json::from_slice(&output.stdout).context("shardwire-bench's report")
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn number(value: &Value, key: &str) -> f64 {
+    value.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
+    let plan = if args.iter().any(|a| a == "--full") {
+        &FULL
+    } else {
+        &QUICK
+    };
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let bin = target.join("release");
+    eprintln!("building shardwire and shardwire-bench (release)…");
+    crate::run(Command::new(env!("CARGO")).current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "shardwire",
+        "-p",
+        "shardwire-benches",
+    ]))?;
+    let started = std::time::Instant::now();
+    let mut report = json!({"plan": plan.name, "runs": {}});
+    let mut rows = Vec::new();
+
+    // 1. The codec, in-process.
+    eprintln!("codec…");
+    let mut codec_runs = Vec::new();
+    for _ in 0..plan.runs {
+        codec_runs.push(measure(
+            &bin,
+            &strings(&["codec", "--events", &plan.codec_events.to_string()]),
+        )?);
+    }
+    let codec = |row: &str, key: &str| -> Option<Spread> {
+        Spread::of(
+            &codec_runs
+                .iter()
+                .map(|r| number(&r["rows"][row], key))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let floor_mb = codec("floor", "mb_per_s");
+    let lazy_mb = codec("shardwire_lazy", "mb_per_s");
+    let lazy_note = match (lazy_mb, floor_mb) {
+        (Some(lazy), Some(floor)) => format!(
+            "{:.2}× the inflate floor (target ≥ 0.9×)",
+            lazy.median / floor.median
+        ),
+        _ => String::new(),
+    };
+    rows.push(Row {
+        what: "codec: inflate + scan, MB/s per core".into(),
+        shardwire: lazy_mb,
+        twilight: codec("twilight_raw", "mb_per_s"),
+        digits: 0,
+        lower_is_better: false,
+        note: lazy_note,
+    });
+    rows.push(Row::higher(
+        "codec: inflate + scan, k events/s per core",
+        codec("shardwire_lazy", "events_per_s").map(|s| scale(s, 1e-3)),
+        codec("twilight_raw", "events_per_s").map(|s| scale(s, 1e-3)),
+        "",
+    ));
+    rows.push(Row::higher(
+        "codec: inflate + typed decode, k events/s per core",
+        codec("shardwire_typed", "events_per_s").map(|s| scale(s, 1e-3)),
+        codec("twilight_typed", "events_per_s").map(|s| scale(s, 1e-3)),
+        "twilight: inflate + `twilight_gateway::parse`",
+    ));
+    rows.push(Row {
+        what: "codec: raw inflate (the ceiling), MB/s per core".into(),
+        shardwire: floor_mb,
+        twilight: None,
+        digits: 0,
+        lower_is_better: false,
+        note: "zlib-rs, as both clients use".into(),
+    });
+    report["runs"]["codec"] = json!(codec_runs);
+
+    // 2. End to end: the floor, then K = 1 and K = 16.
+    eprintln!("inflate floor…");
+    let floor_events = plan.events_1;
+    let mut floor_runs = Vec::new();
+    for _ in 0..plan.runs {
+        floor_runs.push(measure(
+            &bin,
+            &strings(&["floor", "--events", &floor_events.to_string()]),
+        )?);
+    }
+    let floor_cpu = Spread::of(
+        &floor_runs
+            .iter()
+            .map(|r| number(r, "wall_s") / number(r, "events") * 1e6)
+            .collect::<Vec<_>>(),
+    );
+    report["runs"]["floor"] = json!(floor_runs);
+    for (shards, events) in [(1u32, plan.events_1), (16, plan.events_16)] {
+        eprintln!("end to end, {shards} shard(s) × {events} events…");
+        let sim = SimProcess::start(
+            &bin,
+            &strings(&[
+                "--shards",
+                &shards.to_string(),
+                "--max-concurrency",
+                &shards.to_string(),
+                "--identify-window-ms",
+                "0",
+                "--flood-after-ready",
+                &events.to_string(),
+            ]),
+        )?;
+        let client = |name: &str, typed: bool| -> Vec<String> {
+            let mut args = strings(&[
+                "e2e",
+                "--client",
+                name,
+                "--shards",
+                &shards.to_string(),
+                "--events",
+                &events.to_string(),
+                "--gateway",
+                &sim.gateway,
+            ]);
+            if typed {
+                args.push("--typed".into());
+            }
+            args
+        };
+        // A warm-up of each: the sim builds its flood on first use.
+        measure(&bin, &client("shardwire", false))?;
+        measure(&bin, &client("twilight", false))?;
+        let mut runs: Vec<(String, bool, Value)> = Vec::new();
+        for _ in 0..plan.runs {
+            for typed in [false, true] {
+                for name in ["shardwire", "twilight"] {
+                    runs.push((name.to_owned(), typed, measure(&bin, &client(name, typed))?));
+                }
+            }
+        }
+        let pick = |name: &str, typed: bool, f: &dyn Fn(&Value) -> f64| -> Option<Spread> {
+            Spread::of(
+                &runs
+                    .iter()
+                    .filter(|(n, t, _)| n == name && *t == typed)
+                    .map(|(_, _, r)| f(r))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        // From the flood's first event to its last: connecting and
+        // identifying are not throughput.
+        let rate = |r: &Value| number(r, "flood_events") / number(r, "flood_s") / 1e3;
+        let cpu = |r: &Value| number(r, "cpu_s") / number(r, "events") * 1e6;
+        for typed in [false, true] {
+            let path = if typed { "typed" } else { "raw" };
+            rows.push(Row {
+                what: format!("end to end, {shards} shard(s), {path}: k events/s"),
+                shardwire: pick("shardwire", typed, &rate),
+                twilight: pick("twilight", typed, &rate),
+                digits: 0,
+                lower_is_better: false,
+                note: String::new(),
+            });
+            let ours = pick("shardwire", typed, &cpu);
+            let note = match (ours, floor_cpu, typed) {
+                (Some(ours), Some(floor), false) => format!(
+                    "{:.2}× the inflate floor of {:.2} s (target ≤ 1.25×); target ≤ 0.7× twilight",
+                    ours.median / floor.median,
+                    floor.median
+                ),
+                (_, _, true) => "target: below twilight".into(),
+                _ => String::new(),
+            };
+            rows.push(Row {
+                what: format!(
+                    "end to end, {shards} shard(s), {path}: client CPU s per million events"
+                ),
+                shardwire: ours,
+                twilight: pick("twilight", typed, &cpu),
+                digits: 2,
+                lower_is_better: true,
+                note,
+            });
+        }
+        report["runs"][format!("e2e_{shards}")] = json!(
+            runs.iter()
+                .map(|(n, t, r)| json!({"client": n, "typed": t, "report": r}))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    // 3. Memory of idle shards.
+    eprintln!("{} idle shards…", plan.idle_shards);
+    {
+        let n = plan.idle_shards.to_string();
+        let sim = SimProcess::start(
+            &bin,
+            &strings(&[
+                "--shards",
+                &n,
+                "--max-concurrency",
+                &n,
+                "--identify-window-ms",
+                "0",
+            ]),
+        )?;
+        let mut runs = Vec::new();
+        for _ in 0..plan.idle_runs {
+            for name in ["shardwire", "twilight"] {
+                runs.push((
+                    name,
+                    measure(
+                        &bin,
+                        &strings(&[
+                            "idle",
+                            "--client",
+                            name,
+                            "--shards",
+                            &n,
+                            "--gateway",
+                            &sim.gateway,
+                        ]),
+                    )?,
+                ));
+            }
+        }
+        let per_shard = |name: &str| {
+            Spread::of(
+                &runs
+                    .iter()
+                    .filter(|(c, _)| *c == name)
+                    .map(|(_, r)| {
+                        (number(r, "rss_kib") - number(r, "baseline_rss_kib"))
+                            / f64::from(plan.idle_shards)
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let total = |name: &str| {
+            Spread::of(
+                &runs
+                    .iter()
+                    .filter(|(c, _)| *c == name)
+                    .map(|(_, r)| number(r, "rss_kib") / 1024.0)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        rows.push(Row {
+            what: format!("{} idle shards: process RSS, MiB", plan.idle_shards),
+            shardwire: total("shardwire"),
+            twilight: total("twilight"),
+            digits: 1,
+            lower_is_better: true,
+            note: String::new(),
+        });
+        rows.push(Row {
+            what: "idle: RSS per shard, KiB".into(),
+            shardwire: per_shard("shardwire"),
+            twilight: per_shard("twilight"),
+            digits: 1,
+            lower_is_better: true,
+            note: "target ≤ 0.5× twilight".into(),
+        });
+        report["runs"]["idle"] = json!(
+            runs.iter()
+                .map(|(n, r)| json!({"client": n, "report": r}))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    // 4. Startup against the schedule optimum.
+    let (shards, concurrency, window) = plan.startup;
+    eprintln!("startup: {shards} shards at max_concurrency {concurrency}…");
+    {
+        let sim = SimProcess::start(
+            &bin,
+            &strings(&[
+                "--shards",
+                &shards.to_string(),
+                "--max-concurrency",
+                &concurrency.to_string(),
+                "--identify-window-ms",
+                &window.to_string(),
+            ]),
+        )?;
+        let mut runs = Vec::new();
+        for _ in 0..plan.runs {
+            runs.push(measure(
+                &bin,
+                &strings(&[
+                    "startup",
+                    "--api",
+                    &sim.api,
+                    "--shards",
+                    &shards.to_string(),
+                    "--identify-window-ms",
+                    &window.to_string(),
+                ]),
+            )?);
+            // A fresh bucket window for the next run.
+            std::thread::sleep(std::time::Duration::from_millis(window));
+        }
+        let ready = Spread::of(
+            &runs
+                .iter()
+                .map(|r| number(r, "ready_s"))
+                .collect::<Vec<_>>(),
+        );
+        let optimum = runs.first().map_or(f64::NAN, |r| number(r, "optimum_s"));
+        rows.push(Row { what: format!("startup: {shards} shards at max_concurrency {concurrency} ({window} ms window) until all READY, s"), shardwire: ready, twilight: None, digits: 2, lower_is_better: true, note: format!("schedule optimum {optimum:.2} s (+ network)") });
+        report["runs"]["startup"] = json!(runs);
+    }
+
+    println!(
+        "\n`cargo xtask bench` ({} plan), {} runs per row, median (lowest–highest); shardwire ÷ twilight-gateway 0.18 is the ratio of medians.\n",
+        plan.name, plan.runs
+    );
+    println!("| row | shardwire | twilight-gateway | ratio | note |");
+    println!("|---|---|---|---|---|");
+    for row in &rows {
+        println!("{}", row.markdown());
+    }
+    println!(
+        "\nLatency (row 5 of the plan) is not measured yet. Took {:.0} s.",
+        started.elapsed().as_secs_f64()
+    );
+    let dir = target.join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("report.json");
+    report["table"] = json!(rows.iter().map(Row::markdown).collect::<Vec<_>>());
+    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    println!("Every run: {}", path.display());
+    Ok(())
+}
+
+fn scale(spread: Spread, by: f64) -> Spread {
+    Spread {
+        median: spread.median * by,
+        min: spread.min * by,
+        max: spread.max * by,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_takes_the_middle_and_the_ends() {
+        let spread = Spread::of(&[3.0, 1.0, 2.0, f64::NAN]).unwrap();
+        assert_eq!((spread.median, spread.min, spread.max), (2.0, 1.0, 3.0));
+        assert_eq!(Spread::of(&[4.0, 1.0]).unwrap().median, 2.5);
+        assert!(Spread::of(&[]).is_none());
+        assert_eq!(spread.show(1), "2.0 (1.0–3.0)");
+    }
+
+    #[test]
+    fn a_row_shows_the_ratio_of_medians() {
+        let row = Row {
+            what: "x".into(),
+            shardwire: Spread::of(&[1.0]),
+            twilight: Spread::of(&[2.0]),
+            digits: 0,
+            lower_is_better: true,
+            note: "n".into(),
+        };
+        assert_eq!(
+            row.markdown(),
+            "| x (lower is better) | 1 (1–1) | 2 (2–2) | 0.50× | n |"
+        );
+    }
+}
