@@ -1,11 +1,12 @@
 //! The tokio driver: runs a [`ShardMachine`] on a real WebSocket.
 //!
-//! One task per shard owns the machine and the write half of the socket; a
-//! reader task turns frames into messages on a channel (fastwebsockets'
-//! `read_frame` is not cancel-safe, so it never races in a `select!`). The
-//! task carries out the machine's orders and frames, sleeps until its
-//! deadline, and forwards events to the [`Shard`] handle in order, with no
-//! task spawned per event.
+//! One task per shard owns the machine and both halves of the socket. It
+//! waits on the next message, the machine's deadline, the identify queue
+//! and the user's requests at once; the read in progress is a boxed future
+//! kept across loop turns, so choosing another branch never cancels it
+//! (fastwebsockets' `read_frame` is not cancel-safe). It carries out the
+//! machine's orders and frames and forwards events to the [`Shard`] handle
+//! in order, with no task spawned per event.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -217,6 +218,8 @@ impl Shard {
             turn: None,
             pending: std::collections::VecDeque::new(),
             delivered: Delivered::default(),
+            timer: Box::pin(tokio::time::sleep_until(Instant::now())),
+            timer_at: None,
         };
         tokio::spawn(tracing::Instrument::instrument(task.run(control_rx), span));
         Self {
@@ -401,10 +404,19 @@ enum Inbound {
     Pong(Vec<u8>),
 }
 
+type Reader = FragmentCollectorRead<tokio::io::ReadHalf<Io>>;
+
+/// Reading one message: a future that owns the read half and gives it back
+/// with the message. It lives in the [`Socket`] across loop turns and is
+/// only polled, never dropped half-way, so a `select!` that picks another
+/// branch cancels nothing (fastwebsockets' `read_frame` is not
+/// cancel-safe).
+type Reading = Pin<Box<dyn Future<Output = (Reader, Inbound)> + Send>>;
+
 struct Socket {
     writer: WebSocketWrite<WriteHalf<Io>>,
-    inbound: mpsc::Receiver<Inbound>,
-    reader: tokio::task::JoinHandle<()>,
+    /// `None` once the connection ended.
+    reading: Option<Reading>,
 }
 
 type Turn = Pin<Box<dyn Future<Output = Result<(), IdentifyRefused>> + Send>>;
@@ -413,7 +425,7 @@ type Turn = Pin<Box<dyn Future<Output = Result<(), IdentifyRefused>> + Send>>;
 enum Wake {
     Delivered,
     ConsumerGone,
-    Inbound(Option<Inbound>),
+    Inbound(Inbound),
     Turn(Result<(), IdentifyRefused>),
     Timer,
     Control(Control),
@@ -430,6 +442,9 @@ struct Task {
     /// Events the consumer has not taken yet, oldest first.
     pending: std::collections::VecDeque<ShardEvent>,
     delivered: Delivered,
+    /// The machine's next deadline, and the timer set for it.
+    timer: Pin<Box<tokio::time::Sleep>>,
+    timer_at: Option<Instant>,
 }
 
 /// What was handed to the consumer since the status last saw it: the
@@ -479,14 +494,24 @@ impl Task {
         loop {
             self.flush().await;
             let deadline = self.machine.poll_timeout().map(Instant::from_std);
+            // One timer for the task's life, moved only when the deadline
+            // does: a new timer per message would register with the time
+            // driver (and often wake it) every time.
+            if deadline != self.timer_at {
+                if let Some(deadline) = deadline {
+                    self.timer.as_mut().reset(deadline);
+                }
+                self.timer_at = deadline;
+            }
+            let timing = self.timer_at.is_some();
             // Stop reading while the consumer is far behind; timers and
             // heartbeats go on.
             let reading = self.pending.len() < PENDING_LIMIT;
             let has_pending = !self.pending.is_empty();
             let wake = {
                 let inbound = async {
-                    match &mut self.socket {
-                        Some(socket) => socket.inbound.recv().await,
+                    match self.socket.as_mut().and_then(|s| s.reading.as_mut()) {
+                        Some(reading) => reading.as_mut().await,
                         None => std::future::pending().await,
                     }
                 };
@@ -510,9 +535,18 @@ impl Task {
                         }
                         Err(_) => Wake::ConsumerGone,
                     },
-                    message = inbound, if reading => Wake::Inbound(message),
+                    (reader, message) = inbound, if reading => {
+                        // Read the next message from here on; a close ends it.
+                        if let Some(socket) = &mut self.socket {
+                            socket.reading = match message {
+                                Inbound::Closed(..) => None,
+                                _ => Some(Box::pin(read_one(reader))),
+                            };
+                        }
+                        Wake::Inbound(message)
+                    },
                     result = turn => Wake::Turn(result),
-                    () = sleep_until(deadline) => Wake::Timer,
+                    () = self.timer.as_mut(), if timing => Wake::Timer,
                     request = control.recv() => match request {
                         Some(request) => Wake::Control(request),
                         None => Wake::ConsumerGone,
@@ -534,16 +568,15 @@ impl Task {
                     }
                     self.delivered.publish(&self.status);
                 }
-                Wake::Inbound(Some(Inbound::Message(bytes, kind))) => {
+                Wake::Inbound(Inbound::Message(bytes, kind)) => {
                     self.machine.handle_message(now(), &bytes, kind)
                 }
-                Wake::Inbound(Some(Inbound::Pong(payload))) => {
+                Wake::Inbound(Inbound::Pong(payload)) => {
                     self.write(Frame::pong(Payload::Owned(payload))).await
                 }
-                Wake::Inbound(Some(Inbound::Closed(code, reason))) => {
+                Wake::Inbound(Inbound::Closed(code, reason)) => {
                     self.closed(code, &reason);
                 }
-                Wake::Inbound(None) => self.closed(None, ""),
                 Wake::Turn(result) => {
                     self.turn = None;
                     match result {
@@ -564,9 +597,7 @@ impl Task {
                 }
             }
         }
-        if let Some(socket) = self.socket.take() {
-            socket.reader.abort();
-        }
+        self.socket = None;
     }
 
     fn control(&mut self, request: Control) {
@@ -591,9 +622,7 @@ impl Task {
     }
 
     fn closed(&mut self, code: Option<u16>, reason: &str) {
-        if let Some(socket) = self.socket.take() {
-            socket.reader.abort();
-        }
+        self.socket = None;
         self.turn = None;
         self.machine.handle_close_with_reason(now(), code, reason);
     }
@@ -689,13 +718,6 @@ impl Task {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
 enum ConnectError {
@@ -774,28 +796,25 @@ fn split(mut ws: WebSocket<Io>) -> Socket {
     ws.set_auto_close(false);
     ws.set_auto_pong(false);
     let (read, writer) = ws.split(tokio::io::split);
-    let (tx, inbound) = mpsc::channel(256);
-    let reader = tokio::spawn(read_loop(FragmentCollectorRead::new(read), tx));
     Socket {
         writer,
-        inbound,
-        reader,
+        reading: Some(Box::pin(read_one(FragmentCollectorRead::new(read)))),
     }
 }
 
-async fn read_loop(
-    mut read: FragmentCollectorRead<tokio::io::ReadHalf<Io>>,
-    tx: mpsc::Sender<Inbound>,
-) {
+/// Reads one message (skipping control frames the shard has no use for).
+async fn read_one(mut read: Reader) -> (Reader, Inbound) {
     // With auto-close and auto-pong off, fastwebsockets asks for nothing to
     // be sent on our behalf.
     let mut nothing = |_frame: Frame<'_>| async { Ok::<(), std::io::Error>(()) };
-    loop {
-        let inbound = match read.read_frame(&mut nothing).await {
+    let inbound = loop {
+        match read.read_frame(&mut nothing).await {
             Ok(frame) => match frame.opcode {
-                OpCode::Text => Inbound::Message(frame.payload.to_vec(), MessageKind::Text),
-                OpCode::Binary => Inbound::Message(frame.payload.to_vec(), MessageKind::Binary),
-                OpCode::Ping => Inbound::Pong(frame.payload.to_vec()),
+                OpCode::Text => break Inbound::Message(frame.payload.to_vec(), MessageKind::Text),
+                OpCode::Binary => {
+                    break Inbound::Message(frame.payload.to_vec(), MessageKind::Binary);
+                }
+                OpCode::Ping => break Inbound::Pong(frame.payload.to_vec()),
                 OpCode::Close => {
                     let code = (frame.payload.len() >= 2)
                         .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
@@ -804,18 +823,12 @@ async fn read_loop(
                         .get(2..)
                         .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
                         .unwrap_or_default();
-                    let _ = tx.send(Inbound::Closed(code, reason)).await;
-                    return;
+                    break Inbound::Closed(code, reason);
                 }
-                _ => continue,
+                _ => {}
             },
-            Err(_) => {
-                let _ = tx.send(Inbound::Closed(None, String::new())).await;
-                return;
-            }
-        };
-        if tx.send(inbound).await.is_err() {
-            return;
+            Err(_) => break Inbound::Closed(None, String::new()),
         }
-    }
+    };
+    (read, inbound)
 }
