@@ -111,6 +111,8 @@ struct Consumed {
     typed: u64,
     /// When the flood began (the first dispatch after the guilds).
     flood_from: Option<Instant>,
+    /// Each shard's flood, from its first event to its last.
+    floods: Vec<(Instant, Instant)>,
 }
 
 impl Consumed {
@@ -121,6 +123,37 @@ impl Consumed {
             self.flood_from = Some(Instant::now());
         }
     }
+
+    /// The shard's flood is over.
+    fn done(mut self) -> Self {
+        if let Some(from) = self.flood_from {
+            self.floods.push((from, Instant::now()));
+        }
+        self
+    }
+}
+
+/// How long at least one flood was running: the union of the intervals, so
+/// a shard that started late (an identify queue's wait) adds its own
+/// running time, not the wait.
+fn busy(mut floods: Vec<(Instant, Instant)>) -> Duration {
+    floods.sort_by_key(|(from, _)| *from);
+    let mut total = Duration::ZERO;
+    let mut current: Option<(Instant, Instant)> = None;
+    for (from, to) in floods {
+        current = match current {
+            Some((start, end)) if from <= end => Some((start, end.max(to))),
+            Some((start, end)) => {
+                total += end - start;
+                Some((from, to))
+            }
+            None => Some((from, to)),
+        };
+    }
+    if let Some((start, end)) = current {
+        total += end - start;
+    }
+    total
 }
 
 async fn shardwire_e2e(
@@ -149,7 +182,7 @@ async fn shardwire_e2e(
                         consumed.bytes += json.len() as u64;
                         consumed.typed += u64::from(event.is_some());
                         if seq >= BEFORE_FLOOD + events {
-                            return Ok(consumed);
+                            return Ok(consumed.done());
                         }
                     }
                     ShardEvent::Fatal(error) => bail!("shard {id}: {error}"),
@@ -185,7 +218,7 @@ async fn twilight_e2e(
                             consumed.dispatch();
                             consumed.typed += 1;
                             if consumed.dispatches >= target {
-                                return Ok(consumed);
+                                return Ok(consumed.done());
                             }
                         }
                         Ok(_) => {}
@@ -209,7 +242,7 @@ async fn twilight_e2e(
                             consumed.dispatch();
                             consumed.bytes += json.len() as u64;
                             if envelope.sequence().unwrap_or(0) >= target {
-                                return Ok(consumed);
+                                return Ok(consumed.done());
                             }
                         }
                         Ok(Message::Close(_)) => {}
@@ -248,10 +281,7 @@ async fn collect(mut tasks: JoinSet<Result<Consumed>>) -> Result<Consumed> {
         total.dispatches += consumed.dispatches;
         total.bytes += consumed.bytes;
         total.typed += consumed.typed;
-        total.flood_from = match (total.flood_from, consumed.flood_from) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        total.floods.extend(consumed.floods);
     }
     Ok(total)
 }
@@ -467,13 +497,11 @@ async fn run(command: Command) -> Result<serde_json::Value> {
         } => {
             let cpu = cpu_time()?;
             let wall = Instant::now();
-            let consumed = match client {
+            let mut consumed = match client {
                 Client::Shardwire => shardwire_e2e(&gateway, &token, shards, events, typed).await?,
                 Client::Twilight => twilight_e2e(&gateway, &token, shards, events, typed).await?,
             };
-            let flood_s = consumed
-                .flood_from
-                .map_or(f64::NAN, |from| from.elapsed().as_secs_f64());
+            let flood_s = busy(std::mem::take(&mut consumed.floods)).as_secs_f64();
             let wall = wall.elapsed();
             let cpu = cpu_time()? - cpu;
             if typed && consumed.typed < consumed.dispatches {
@@ -567,4 +595,19 @@ fn main() -> Result<()> {
     })?;
     println!("{report}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_time_is_the_union_of_the_floods() {
+        let t = Instant::now();
+        let at = |ms: u64| t + Duration::from_millis(ms);
+        // Two overlapping floods, then one that started after a long wait.
+        let floods = vec![(at(0), at(100)), (at(5000), at(5050)), (at(50), at(150))];
+        assert_eq!(busy(floods), Duration::from_millis(200));
+        assert_eq!(busy(Vec::new()), Duration::ZERO);
+    }
 }

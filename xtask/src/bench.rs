@@ -356,8 +356,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
                     .collect::<Vec<_>>(),
             )
         };
-        // From the flood's first event to its last: connecting and
-        // identifying are not throughput.
+        // While floods run (the union of each shard's first to last
+        // event): connecting and identify-queue waits are not throughput.
         let rate = |r: &Value| number(r, "flood_events") / number(r, "flood_s") / 1e3;
         let cpu = |r: &Value| number(r, "cpu_s") / number(r, "events") * 1e6;
         for typed in [false, true] {
