@@ -74,6 +74,19 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// One shard receives stamped events at the sim's fixed rate; reports
+    /// the delay from the sim's stamp to the event in the consumer's hands.
+    Latency {
+        #[arg(long, value_enum)]
+        client: Client,
+        /// Events to sample.
+        #[arg(long)]
+        events: usize,
+        #[arg(long)]
+        gateway: String,
+        #[arg(long, default_value = "sim-token")]
+        token: String,
+    },
     /// The codec paths in-process on the realistic corpus (zlib-stream):
     /// the inflate floor, shardwire's lazy and typed paths, and the same
     /// two the way twilight-gateway does them.
@@ -374,6 +387,49 @@ fn floor(events: u64, seed: u64) -> Result<serde_json::Value> {
     }))
 }
 
+/// The delay since the sim stamped this event, in nanoseconds.
+fn delay_ns(json: &str) -> Option<u64> {
+    const KEY: &str = "\"sent_at_ns\":";
+    let start = json.find(KEY)? + KEY.len();
+    let digits = json[start..].split(|c: char| !c.is_ascii_digit()).next()?;
+    let sent: u64 = digits.parse().ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos() as u64;
+    Some(now.saturating_sub(sent))
+}
+
+async fn shardwire_latency(gateway: &str, token: &str, events: usize) -> Result<Vec<u64>> {
+    let config = ShardConfig::new(Token::new(token), Intents::GUILDS, 0, 1, gateway);
+    let mut shard = Shard::start(config, Arc::new(Unqueued));
+    let mut samples = Vec::with_capacity(events);
+    while samples.len() < events {
+        match shard.next_event().await {
+            Some(ShardEvent::Dispatch { json, .. }) => samples.extend(delay_ns(&json)),
+            Some(ShardEvent::Fatal(error)) => bail!("{error}"),
+            Some(_) => {}
+            None => bail!("the shard stopped"),
+        }
+    }
+    Ok(samples)
+}
+
+async fn twilight_latency(gateway: &str, token: &str, events: usize) -> Result<Vec<u64>> {
+    use twilight_gateway::{Message, Shard, ShardId};
+    let mut shard = Shard::with_config(ShardId::ONE, twilight_config(gateway, token, 1));
+    let mut samples = Vec::with_capacity(events);
+    while samples.len() < events {
+        match std::future::poll_fn(|cx| std::pin::Pin::new(&mut shard).poll_next(cx)).await {
+            Some(Ok(Message::Text(json))) => samples.extend(delay_ns(&json)),
+            Some(Ok(Message::Close(_))) => {}
+            Some(Err(error)) => bail!("{error}"),
+            None => bail!("the shard stopped"),
+        }
+    }
+    Ok(samples)
+}
+
 /// Inflates one zlib-stream message into `out` (cleared first).
 fn inflate_into(inflate: &mut flate2::Decompress, message: &[u8], out: &mut Vec<u8>) -> Result<()> {
     out.clear();
@@ -545,6 +601,27 @@ async fn run(command: Command) -> Result<serde_json::Value> {
             }))
         }
         Command::Floor { events, seed } => floor(events, seed),
+        Command::Latency {
+            client,
+            events,
+            gateway,
+            token,
+        } => {
+            let mut samples = match client {
+                Client::Shardwire => shardwire_latency(&gateway, &token, events).await?,
+                Client::Twilight => twilight_latency(&gateway, &token, events).await?,
+            };
+            samples.sort_unstable();
+            let at =
+                |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize] as f64 / 1e3;
+            Ok(json!({
+                "client": format!("{client:?}").to_lowercase(),
+                "samples": samples.len(),
+                "p50_us": at(0.5),
+                "p99_us": at(0.99),
+                "max_us": at(1.0),
+            }))
+        }
         Command::Codec { events, passes } => codec(events, passes),
         Command::Startup {
             api,

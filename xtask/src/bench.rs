@@ -26,6 +26,8 @@ struct Plan {
     /// Startup: shards, max_concurrency, identify window (ms).
     startup: (u32, u32, u64),
     codec_events: usize,
+    /// Latency: stamped events per second, and samples per run.
+    latency: (u32, usize),
 }
 
 const QUICK: Plan = Plan {
@@ -37,6 +39,7 @@ const QUICK: Plan = Plan {
     idle_runs: 3,
     startup: (16, 4, 1_000),
     codec_events: 10_000,
+    latency: (1_000, 2_000),
 };
 
 const FULL: Plan = Plan {
@@ -48,6 +51,7 @@ const FULL: Plan = Plan {
     idle_runs: 3,
     startup: (64, 16, 5_000),
     codec_events: 20_000,
+    latency: (1_000, 10_000),
 };
 
 /// The median, lowest and highest of some samples.
@@ -477,6 +481,61 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         );
     }
 
+    // 5. Latency at a fixed rate.
+    let (rate, samples) = plan.latency;
+    eprintln!("latency: {samples} events at {rate}/s…");
+    {
+        let sim = SimProcess::start(
+            &bin,
+            &strings(&[
+                "--identify-window-ms",
+                "0",
+                "--stamp-events",
+                "--rate",
+                &rate.to_string(),
+            ]),
+        )?;
+        let mut runs = Vec::new();
+        for _ in 0..plan.runs {
+            for name in ["shardwire", "twilight"] {
+                let args = strings(&[
+                    "latency",
+                    "--client",
+                    name,
+                    "--events",
+                    &samples.to_string(),
+                    "--gateway",
+                    &sim.gateway,
+                ]);
+                runs.push((name, measure(&bin, &args)?));
+            }
+        }
+        let pick = |name: &str, key: &str| {
+            Spread::of(
+                &runs
+                    .iter()
+                    .filter(|(c, _)| *c == name)
+                    .map(|(_, r)| number(r, key))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        for (key, label) in [("p50_us", "p50"), ("p99_us", "p99")] {
+            rows.push(Row {
+                what: format!("latency at {rate} events/s, {label}: sim send to the consumer, µs"),
+                shardwire: pick("shardwire", key),
+                twilight: pick("twilight", key),
+                digits: 0,
+                lower_is_better: true,
+                note: String::new(),
+            });
+        }
+        report["runs"]["latency"] = json!(
+            runs.iter()
+                .map(|(n, r)| json!({"client": n, "report": r}))
+                .collect::<Vec<_>>()
+        );
+    }
+
     // 4. Startup against the schedule optimum.
     let (shards, concurrency, window) = plan.startup;
     eprintln!("startup: {shards} shards at max_concurrency {concurrency}…");
@@ -529,10 +588,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     for row in &rows {
         println!("{}", row.markdown());
     }
-    println!(
-        "\nLatency (row 5 of the plan) is not measured yet. Took {:.0} s.",
-        started.elapsed().as_secs_f64()
-    );
+    println!("\nTook {:.0} s.", started.elapsed().as_secs_f64());
     let dir = target.join("bench");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("report.json");

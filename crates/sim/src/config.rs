@@ -68,6 +68,9 @@ pub struct SimConfig {
     /// GUILD_CREATEs, from the pre-encoded flood corpus (0: none): what
     /// end-to-end benchmarks in another process start.
     pub flood_after_ready: u64,
+    /// Add `"sent_at_ns"` (wall-clock nanoseconds when generated) to the
+    /// `d` of each generated event, for latency measurements.
+    pub stamp_events: bool,
     /// Split compressed payloads over several WebSocket messages at random
     /// points, including 1 to 3 byte tails.
     pub split_payloads: bool,
@@ -95,6 +98,7 @@ impl std::fmt::Debug for SimConfig {
             .field("disallowed_intents", &self.disallowed_intents)
             .field("event_rate", &self.event_rate)
             .field("flood_after_ready", &self.flood_after_ready)
+            .field("stamp_events", &self.stamp_events)
             .field("split_payloads", &self.split_payloads)
             .field("fragment_frames", &self.fragment_frames)
             .field("seed", &self.seed)
@@ -119,6 +123,7 @@ impl Default for SimConfig {
             disallowed_intents: 0,
             event_rate: 0.0,
             flood_after_ready: 0,
+            stamp_events: false,
             split_payloads: false,
             fragment_frames: false,
             seed: 1,
@@ -172,6 +177,8 @@ impl SimBuilder {
         event_rate: f64;
         /// Events flooded to each new session right after READY.
         flood_after_ready: u64;
+        /// Stamp generated events with the time they were generated.
+        stamp_events: bool;
         /// Split compressed payloads over several messages.
         split_payloads: bool;
         /// Fragment WebSocket messages into several frames.

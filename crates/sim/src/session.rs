@@ -889,7 +889,17 @@ impl Conn {
         if self.session_id.is_none() {
             return Ok(());
         }
-        let (name, d) = self.generator_mut().next_event();
+        let (name, mut d) = self.generator_mut().next_event();
+        if self.shared.config.stamp_events
+            && let Some(object) = d.as_object_mut()
+        {
+            // Wall-clock nanoseconds, comparable across processes on one
+            // machine: a client subtracts it from its own clock.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_nanos() as u64);
+            object.insert("sent_at_ns".into(), Value::from(now));
+        }
         self.dispatch(name, &d).await
     }
 

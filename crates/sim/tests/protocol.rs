@@ -846,3 +846,31 @@ async fn flood_after_ready_sends_the_public_flood_corpus() {
     }
     assert!(sim.violations().is_empty());
 }
+
+#[tokio::test]
+async fn stamped_events_carry_the_time_they_were_generated() {
+    let sim = Sim::builder()
+        .event_rate(500.0)
+        .stamp_events(true)
+        .start()
+        .await
+        .unwrap();
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::ZlibStream).await;
+    client.start(TOKEN, [0, 1]).await;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    };
+    let before = now();
+    // Past READY and the guilds, the generated events.
+    let mut stamped = 0;
+    while stamped < 5 {
+        let payload = client.until(0, None).await;
+        if let Some(sent) = payload["d"]["sent_at_ns"].as_u64() {
+            assert!(sent >= before - 1_000_000_000 && sent <= now(), "{sent}");
+            stamped += 1;
+        }
+    }
+}

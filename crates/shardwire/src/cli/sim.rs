@@ -31,6 +31,10 @@ pub(crate) struct Args {
     /// benchmarks; 0: none).
     #[arg(long, default_value_t = 0)]
     flood_after_ready: u64,
+    /// Add "sent_at_ns" to each generated event's `d` (for latency
+    /// measurements).
+    #[arg(long)]
+    stamp_events: bool,
     /// Session starts left today (and allowed per day).
     #[arg(long, default_value_t = 1000)]
     remaining: u32,
@@ -60,6 +64,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         .heartbeat_interval(Duration::from_millis(args.heartbeat_interval_ms))
         .flood_after_ready(args.flood_after_ready)
         .remaining(args.remaining)
+        .stamp_events(args.stamp_events)
         .total(args.remaining.max(1000))
         .identify_window(Duration::from_millis(args.identify_window_ms))
         .start()
