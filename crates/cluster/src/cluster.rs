@@ -251,8 +251,13 @@ impl Cluster {
     /// [`ClusterError::InvalidShards`] for ids out of range or repeated.
     pub async fn start(mut config: ClusterConfig) -> Result<Self, ClusterError> {
         let gateway = Gateway::fetch_from(&config.api_base, &config.token).await?;
-        // The shared instance may be older: the remaining starts matter now.
-        let info = gateway.refresh().await?;
+        // A shared instance fetched a while ago is refreshed: the remaining
+        // session starts matter now.
+        let info = if gateway.age() > Duration::from_secs(5) {
+            gateway.refresh().await?
+        } else {
+            gateway.info()
+        };
         let (ids, total) = resolve(&config.shards, info.shards)?;
         let sessions = std::mem::take(&mut config.sessions);
         let identifying = ids.iter().filter(|id| !sessions.contains_key(id)).count();

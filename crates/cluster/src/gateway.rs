@@ -107,7 +107,8 @@ pub enum GatewayError {
 pub struct Gateway {
     api_base: String,
     token: Token,
-    info: Mutex<GatewayInfo>,
+    /// The last answer, and when it came.
+    info: Mutex<(GatewayInfo, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -160,14 +161,14 @@ impl Gateway {
         let mut registry = lock(registry());
         // Another task may have fetched meanwhile: keep one instance.
         if let Some(gateway) = registry.get(&key).and_then(Weak::upgrade) {
-            *lock(&gateway.info) = info;
+            *lock(&gateway.info) = (info, std::time::Instant::now());
             return Ok(gateway);
         }
         registry.retain(|_, gateway| gateway.strong_count() > 0);
         let gateway = Arc::new(Self {
             api_base,
             token: token.clone(),
-            info: Mutex::new(info),
+            info: Mutex::new((info, std::time::Instant::now())),
         });
         registry.insert(key, Arc::downgrade(&gateway));
         Ok(gateway)
@@ -181,14 +182,20 @@ impl Gateway {
     /// As [`Gateway::fetch`]; the last information is kept.
     pub async fn refresh(&self) -> Result<GatewayInfo, GatewayError> {
         let info = get_gateway_bot(&self.api_base, &self.token).await?;
-        *lock(&self.info) = info.clone();
+        *lock(&self.info) = (info.clone(), std::time::Instant::now());
         Ok(info)
     }
 
     /// The information from the last fetch.
     #[must_use]
     pub fn info(&self) -> GatewayInfo {
-        lock(&self.info).clone()
+        lock(&self.info).0.clone()
+    }
+
+    /// How long ago the information was fetched.
+    #[must_use]
+    pub fn age(&self) -> Duration {
+        lock(&self.info).1.elapsed()
     }
 
     /// The API base it fetches from.

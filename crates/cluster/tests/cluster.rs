@@ -108,7 +108,11 @@ async fn cluster_spawns_the_recommended_count() {
             .iter()
             .all(|s| s.state == ShardState::Active)
     );
-    assert_eq!(sim.observations().gateway_bot_requests.first(), Some(&true));
+    assert_eq!(
+        sim.observations().gateway_bot_requests,
+        vec![true],
+        "one authorized request"
+    );
 }
 
 #[tokio::test]
