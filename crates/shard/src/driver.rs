@@ -43,10 +43,47 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 const EVENT_BUFFER: usize = 1024;
 /// Events held for a consumer that lags. The shard keeps reading (it must
 /// see heartbeat ACKs, or it would take its own connection for a zombie)
-/// and holds events up to this many; past it, it stops reading until the
-/// consumer catches up, which a consumer that stops for good turns into a
-/// zombie connection and a resume.
+/// and holds events up to this many, and up to
+/// [`ShardConfig::max_pending_bytes`] of them; past either, it stops reading
+/// until the consumer catches up, which a consumer that stops for good turns
+/// into a zombie connection and a resume (which loses nothing).
 const PENDING_LIMIT: usize = 100_000;
+
+/// Events the consumer has not taken yet, oldest first, and their size.
+#[derive(Default)]
+struct Pending {
+    events: std::collections::VecDeque<ShardEvent>,
+    bytes: usize,
+}
+
+impl Pending {
+    /// What an event weighs: its JSON, the bulk of it.
+    fn weight(event: &ShardEvent) -> usize {
+        match event {
+            ShardEvent::Dispatch { json, .. } | ShardEvent::Message { json } => json.len(),
+            _ => 0,
+        }
+    }
+
+    fn push_back(&mut self, event: ShardEvent) {
+        self.bytes += Self::weight(&event);
+        self.events.push_back(event);
+    }
+
+    fn pop_front(&mut self) -> Option<ShardEvent> {
+        let event = self.events.pop_front()?;
+        self.bytes -= Self::weight(&event);
+        Some(event)
+    }
+
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
 
 /// The one TLS client configuration (rustls on ring, webpki roots) that all
 /// shards share, made on first use; the cluster's HTTP client uses it too.
@@ -208,7 +245,9 @@ impl Shard {
             session_at_ready: config.session.clone(),
         }));
         let span = tracing::info_span!("shard", id = config.shard_id, count = config.shard_count);
+        let max_pending_bytes = config.max_pending_bytes;
         let task = Task {
+            max_pending_bytes,
             machine: ShardMachine::new(config),
             queue,
             status: status.clone(),
@@ -216,7 +255,7 @@ impl Shard {
             tap: sink.tap,
             socket: None,
             turn: None,
-            pending: std::collections::VecDeque::new(),
+            pending: Pending::default(),
             delivered: Delivered::default(),
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             timer_at: None,
@@ -439,8 +478,9 @@ struct Task {
     tap: Option<Tap>,
     socket: Option<Socket>,
     turn: Option<Turn>,
-    /// Events the consumer has not taken yet, oldest first.
-    pending: std::collections::VecDeque<ShardEvent>,
+    /// Events the consumer has not taken yet.
+    pending: Pending,
+    max_pending_bytes: usize,
     delivered: Delivered,
     /// The machine's next deadline, and the timer set for it.
     timer: Pin<Box<tokio::time::Sleep>>,
@@ -506,7 +546,8 @@ impl Task {
             let timing = self.timer_at.is_some();
             // Stop reading while the consumer is far behind; timers and
             // heartbeats go on.
-            let reading = self.pending.len() < PENDING_LIMIT;
+            let reading =
+                self.pending.len() < PENDING_LIMIT && self.pending.bytes < self.max_pending_bytes;
             let has_pending = !self.pending.is_empty();
             let wake = {
                 let inbound = async {
@@ -831,4 +872,35 @@ async fn read_one(mut read: Reader) -> (Reader, Inbound) {
         }
     };
     (read, inbound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_events_are_weighed_by_their_json() {
+        let mut pending = Pending::default();
+        pending.push_back(ShardEvent::Dispatch {
+            seq: 1,
+            event_type: "MESSAGE_CREATE".into(),
+            json: "x".repeat(100),
+            event: None,
+        });
+        pending.push_back(ShardEvent::Resumed);
+        pending.push_back(ShardEvent::Message {
+            json: "y".repeat(20),
+        });
+        assert_eq!((pending.len(), pending.bytes), (3, 120));
+        assert!(matches!(
+            pending.pop_front(),
+            Some(ShardEvent::Dispatch { .. })
+        ));
+        assert_eq!(pending.bytes, 20);
+        pending.pop_front();
+        pending.pop_front();
+        assert!(pending.is_empty());
+        assert_eq!(pending.bytes, 0);
+        assert!(pending.pop_front().is_none());
+    }
 }

@@ -69,6 +69,11 @@ pub struct ShardConfig {
     /// Emit every payload received as a [`ShardEvent::Message`] (off by
     /// default: it copies each payload once more).
     pub raw_messages: bool,
+    /// The tokio driver holds events for a consumer that lags up to this
+    /// many bytes of JSON (and 100,000 events); past it, it stops reading
+    /// until the consumer catches up. A consumer that stops for good then
+    /// costs a zombie close and a resume, never an event. 64 MiB by default.
+    pub max_pending_bytes: usize,
 }
 
 impl ShardConfig {
@@ -104,6 +109,7 @@ impl ShardConfig {
             session: None,
             typed_events: EventFilter::none(),
             raw_messages: false,
+            max_pending_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -514,17 +514,25 @@ async fn driver_a_slow_consumer_never_costs_the_session() {
         .await
         .unwrap();
     let mut shard = start(&sim, 0, 1, Compression::ZlibStream);
-    until(&mut shard, is_ready).await;
+    let seqs = until(&mut shard, is_ready).await;
     // 3,000 events, far more than the event buffer, and nobody reading for
     // four heartbeat intervals. (The interval is short, but not so short
     // that a loaded CI machine stalling the shared runtime for a few
     // hundred milliseconds looks like a missed heartbeat.)
+    lag_behind_a_burst(&sim, &mut shard, seqs, Duration::from_secs(1)).await;
+}
+
+/// 3,000 events while the consumer pauses; then every one of them, in
+/// order, on the same connection.
+async fn lag_behind_a_burst(sim: &Sim, shard: &mut Shard, mut seqs: Vec<u64>, pause: Duration) {
     sim.inject(Some(0), Fault::Burst(3000));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let seqs = until(&mut shard, |e| {
-        matches!(e, ShardEvent::Dispatch { seq: 3002, .. })
-    })
-    .await;
+    tokio::time::sleep(pause).await;
+    seqs.extend(
+        until(shard, |e| {
+            matches!(e, ShardEvent::Dispatch { seq: 3002, .. })
+        })
+        .await,
+    );
     assert_eq!(
         seqs,
         (1..=3002).collect::<Vec<u64>>(),
@@ -672,4 +680,20 @@ async fn driver_an_exported_session_replays_what_the_consumer_had_not_taken() {
         "nothing lost, nothing twice"
     );
     assert_eq!(sim.observations().identifies.len(), 1);
+}
+
+#[tokio::test]
+async fn driver_a_full_byte_budget_pauses_reading_and_loses_nothing() {
+    let sim = Sim::builder()
+        .guilds_per_shard(1)
+        .heartbeat_interval(Duration::from_secs(1))
+        .start()
+        .await
+        .unwrap();
+    let mut config = config(&sim, 0, 1, Compression::ZlibStream);
+    // A budget a few dozen events fill, past the 1,024 the channel holds.
+    config.max_pending_bytes = 32 * 1024;
+    let mut shard = Shard::start(config, Arc::new(Unqueued));
+    let seqs = until(&mut shard, is_ready).await;
+    lag_behind_a_burst(&sim, &mut shard, seqs, Duration::from_millis(300)).await;
 }
