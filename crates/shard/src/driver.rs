@@ -545,9 +545,13 @@ impl Task {
             }
             let timing = self.timer_at.is_some();
             // Stop reading while the consumer is far behind; timers and
-            // heartbeats go on.
-            let reading =
-                self.pending.len() < PENDING_LIMIT && self.pending.bytes < self.max_pending_bytes;
+            // heartbeats go on. Only an active session pauses: a connection
+            // still being set up must read its Hello and start heartbeating,
+            // or the gateway would end the session (4009) instead of letting
+            // it resume.
+            let reading = self.machine.state() != ShardState::Active
+                || (self.pending.len() < PENDING_LIMIT
+                    && self.pending.bytes < self.max_pending_bytes);
             let has_pending = !self.pending.is_empty();
             let wake = {
                 let inbound = async {

@@ -697,3 +697,48 @@ async fn driver_a_full_byte_budget_pauses_reading_and_loses_nothing() {
     let seqs = until(&mut shard, is_ready).await;
     lag_behind_a_burst(&sim, &mut shard, seqs, Duration::from_millis(300)).await;
 }
+
+#[tokio::test]
+async fn driver_a_consumer_stalled_for_long_costs_resumes_never_the_session() {
+    let sim = Sim::builder()
+        .guilds_per_shard(1)
+        .heartbeat_interval(Duration::from_millis(150))
+        .start()
+        .await
+        .unwrap();
+    let mut config = config(&sim, 0, 1, Compression::ZlibStream);
+    config.max_pending_bytes = 32 * 1024;
+    let mut shard = Shard::start(config, Arc::new(Unqueued));
+    let mut seqs = until(&mut shard, is_ready).await;
+    // The budget fills, reading pauses, heartbeat ACKs go unread: the shard
+    // takes its connection for a zombie and reconnects, and the new
+    // connection must still resume rather than time out.
+    sim.inject(Some(0), Fault::Burst(3000));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Read what arrived, then a marker burst, up to 300 ms without dispatches.
+    sim.inject(Some(0), Fault::Burst(1));
+    let mut last = tokio::time::Instant::now();
+    while last.elapsed() < Duration::from_millis(300) {
+        match tokio::time::timeout(Duration::from_millis(100), shard.next_event()).await {
+            Ok(Some(ShardEvent::Dispatch { seq, .. })) => {
+                seqs.push(seq);
+                last = tokio::time::Instant::now();
+            }
+            Ok(Some(_)) | Err(_) => {}
+            Ok(None) => break,
+        }
+    }
+    let expected: Vec<u64> = (1..=*seqs.last().unwrap()).collect();
+    assert_eq!(seqs, expected, "every event once, in order");
+    let observations = sim.observations();
+    assert_eq!(observations.identifies.len(), 1, "the session was kept");
+    assert!(
+        !observations.resumes.is_empty(),
+        "the stall did cost a reconnection"
+    );
+    assert!(
+        observations.violations.is_empty(),
+        "{:?}",
+        observations.violations
+    );
+}
