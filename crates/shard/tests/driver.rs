@@ -682,34 +682,32 @@ async fn driver_an_exported_session_replays_what_the_consumer_had_not_taken() {
     assert_eq!(sim.observations().identifies.len(), 1);
 }
 
-#[tokio::test]
-async fn driver_a_full_byte_budget_pauses_reading_and_loses_nothing() {
+/// A sim with one guild and this heartbeat interval, and a ready shard that
+/// holds at most 32 KiB of events for its consumer (a few dozen events past
+/// the 1,024 its channel holds); returns the seqs seen so far.
+async fn small_budget(interval: Duration) -> (Sim, Shard, Vec<u64>) {
     let sim = Sim::builder()
         .guilds_per_shard(1)
-        .heartbeat_interval(Duration::from_secs(1))
+        .heartbeat_interval(interval)
         .start()
         .await
         .unwrap();
     let mut config = config(&sim, 0, 1, Compression::ZlibStream);
-    // A budget a few dozen events fill, past the 1,024 the channel holds.
     config.max_pending_bytes = 32 * 1024;
     let mut shard = Shard::start(config, Arc::new(Unqueued));
     let seqs = until(&mut shard, is_ready).await;
+    (sim, shard, seqs)
+}
+
+#[tokio::test]
+async fn driver_a_full_byte_budget_pauses_reading_and_loses_nothing() {
+    let (sim, mut shard, seqs) = small_budget(Duration::from_secs(1)).await;
     lag_behind_a_burst(&sim, &mut shard, seqs, Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
 async fn driver_a_consumer_stalled_for_long_costs_resumes_never_the_session() {
-    let sim = Sim::builder()
-        .guilds_per_shard(1)
-        .heartbeat_interval(Duration::from_millis(150))
-        .start()
-        .await
-        .unwrap();
-    let mut config = config(&sim, 0, 1, Compression::ZlibStream);
-    config.max_pending_bytes = 32 * 1024;
-    let mut shard = Shard::start(config, Arc::new(Unqueued));
-    let mut seqs = until(&mut shard, is_ready).await;
+    let (sim, mut shard, mut seqs) = small_budget(Duration::from_millis(150)).await;
     // The budget fills, reading pauses, heartbeat ACKs go unread: the shard
     // takes its connection for a zombie and reconnects, and the new
     // connection must still resume rather than time out.
