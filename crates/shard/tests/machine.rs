@@ -134,13 +134,18 @@ impl Harness {
     /// Expects the shard's own resumable close, then reconnects; returns
     /// the URL of the next connection.
     fn own_close_and_reconnect(&mut self) -> String {
+        self.expect_own_close();
+        self.closed_and_reconnect(Some(RESUMABLE_CLOSE))
+    }
+
+    /// Expects exactly one order: the shard's own resumable close.
+    fn expect_own_close(&mut self) {
         assert_eq!(
             self.orders(),
             vec![Order::Close {
                 code: RESUMABLE_CLOSE
             }]
         );
-        self.closed_and_reconnect(Some(RESUMABLE_CLOSE))
     }
 
     /// Opens the next connection and sends Hello; returns what the shard sent.
@@ -281,12 +286,7 @@ fn zombie_closes_resumably_and_resumes_on_the_resume_url() {
     // No ACK; the next beat falls due: zombie.
     h.now = first + Duration::from_millis(INTERVAL_MS);
     h.run_timers();
-    assert_eq!(
-        h.orders(),
-        vec![Order::Close {
-            code: RESUMABLE_CLOSE
-        }]
-    );
+    h.expect_own_close();
     let url = h.closed_and_reconnect(Some(RESUMABLE_CLOSE));
     assert_eq!(
         url,
@@ -324,12 +324,7 @@ fn invalid_session_false_identifies_again_after_a_short_random_wait() {
     let mut h = Harness::new(config());
     h.start();
     h.server(&json!({"op": 9, "d": false}));
-    assert_eq!(
-        h.orders(),
-        vec![Order::Close {
-            code: RESUMABLE_CLOSE
-        }]
-    );
+    h.expect_own_close();
     h.shard.handle_close(h.now, Some(RESUMABLE_CLOSE));
     let wait = h.shard.poll_timeout().unwrap() - h.now;
     assert!(
@@ -412,12 +407,7 @@ fn hello_and_ready_timeouts_reconnect_with_backoff() {
     h.shard.handle_connected(h.now);
     h.advance(Duration::from_secs(20));
     h.run_timers();
-    assert_eq!(
-        h.orders(),
-        vec![Order::Close {
-            code: RESUMABLE_CLOSE
-        }]
-    );
+    h.expect_own_close();
     h.shard.handle_close(h.now, Some(RESUMABLE_CLOSE));
     let wait = h.shard.poll_timeout().unwrap() - h.now;
     assert!(
@@ -434,12 +424,7 @@ fn hello_and_ready_timeouts_reconnect_with_backoff() {
     h.shard.handle_identify_turn(h.now);
     h.advance(Duration::from_secs(30));
     h.run_timers();
-    assert_eq!(
-        h.orders(),
-        vec![Order::Close {
-            code: RESUMABLE_CLOSE
-        }]
-    );
+    h.expect_own_close();
 }
 
 #[test]
@@ -564,12 +549,7 @@ fn corrupt_compressed_bytes_close_and_resume_with_a_fresh_decoder() {
         &[0x07, 0xff, 0x13, 0x37, 0x00, 0x00, 0xff, 0xff],
         MessageKind::Binary,
     );
-    assert_eq!(
-        h.orders(),
-        vec![Order::Close {
-            code: RESUMABLE_CLOSE
-        }]
-    );
+    h.expect_own_close();
     h.closed_and_reconnect(Some(RESUMABLE_CLOSE));
     h.shard.handle_connected(h.now);
     // A new stream with its own header decodes: the decoder was reset.
