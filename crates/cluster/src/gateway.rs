@@ -10,7 +10,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use shardwire_codec::Token;
-use tokio::net::TcpStream;
 
 /// Discord's API, version 10.
 pub const DEFAULT_API_BASE: &str = "https://discord.com/api/v10";
@@ -280,32 +279,20 @@ async fn request(
     json: Option<String>,
 ) -> Result<(u16, Bytes), GatewayError> {
     let invalid = || GatewayError::InvalidUrl(api_base.to_owned());
-    let (secure, rest) = if let Some(rest) = url.strip_prefix("https://") {
-        (true, rest)
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        (false, rest)
-    } else {
-        return Err(invalid());
-    };
-    let (authority, path) = rest.split_once('/').ok_or_else(invalid)?;
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) => (host, port.parse::<u16>().map_err(|_| invalid())?),
-        None => (authority, if secure { 443 } else { 80 }),
-    };
-    if host.is_empty() {
-        return Err(invalid());
-    }
+    let endpoint =
+        shardwire_shard::Endpoint::parse(url, "https://", "http://").ok_or_else(invalid)?;
     let unreachable = |detail: String| GatewayError::Unreachable {
-        host: host.to_owned(),
+        host: endpoint.host.to_owned(),
         detail,
     };
-    let tcp = TcpStream::connect((host, port))
+    let stream = endpoint
+        .open()
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     let mut request = hyper::Request::builder()
         .method(method)
-        .uri(format!("/{path}"))
-        .header("host", authority)
+        .uri(format!("/{}", endpoint.path))
+        .header("host", endpoint.authority)
         .header("authorization", format!("Bot {}", token.expose()))
         .header(
             "user-agent",
@@ -321,28 +308,15 @@ async fn request(
     let request = request
         .body(Full::new(Bytes::from(json.unwrap_or_default())))
         .map_err(|_| invalid())?;
-    if secure {
-        let name =
-            rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|_| invalid())?;
-        let config = shardwire_shard::tls_config().map_err(&unreachable)?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        exchange(TokioIo::new(tls), request)
-            .await
-            .map_err(unreachable)
-    } else {
-        exchange(TokioIo::new(tcp), request)
-            .await
-            .map_err(unreachable)
-    }
+    exchange(TokioIo::new(stream), request)
+        .await
+        .map_err(unreachable)
 }
 
-async fn exchange<T>(io: T, request: hyper::Request<Full<Bytes>>) -> Result<(u16, Bytes), String>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
+async fn exchange(
+    io: TokioIo<shardwire_shard::Stream>,
+    request: hyper::Request<Full<Bytes>>,
+) -> Result<(u16, Bytes), String> {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| e.to_string())?;

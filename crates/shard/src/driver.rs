@@ -10,7 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,16 +21,15 @@ use fastwebsockets::{
 use http_body_util::Empty;
 use hyper::Request;
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use shardwire_codec::{Command, MessageKind};
 use shardwire_heartbeat::Latency;
 use tokio::io::WriteHalf;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::{
-    IdentifyQueue, IdentifyRefused, Order, ResumeError, SendError, Session, ShardConfig,
+    Endpoint, IdentifyQueue, IdentifyRefused, Order, ResumeError, SendError, Session, ShardConfig,
     ShardEvent, ShardMachine, ShardState,
 };
 
@@ -83,29 +82,6 @@ impl Pending {
     fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
-}
-
-/// The one TLS client configuration (rustls on ring, webpki roots) that all
-/// shards share, made on first use; the cluster's HTTP client uses it too.
-///
-/// # Errors
-///
-/// The reason, if rustls cannot build it (it always can with the ring
-/// provider's default protocol versions).
-pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots =
-                rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map(|builder| Arc::new(builder.with_root_certificates(roots).with_no_client_auth()))
-            .map_err(|error| error.to_string())
-        })
-        .clone()
 }
 
 /// What the user asks of the shard task.
@@ -774,65 +750,25 @@ enum ConnectError {
     Handshake(#[from] fastwebsockets::WebSocketError),
     #[error("could not build the request: {0}")]
     Request(#[from] hyper::http::Error),
-    #[error("TLS is not available: {0}")]
-    Tls(String),
-}
-
-struct SpawnExecutor;
-
-impl<F> hyper::rt::Executor<F> for SpawnExecutor
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, future: F) {
-        tokio::spawn(future);
-    }
 }
 
 /// Opens a WebSocket to `url` (`ws://` or `wss://`).
 async fn connect(url: &str) -> Result<Socket, ConnectError> {
-    let (secure, rest) = if let Some(rest) = url.strip_prefix("wss://") {
-        (true, rest)
-    } else if let Some(rest) = url.strip_prefix("ws://") {
-        (false, rest)
-    } else {
-        return Err(ConnectError::Url(url.to_owned()));
-    };
-    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) => (
-            host,
-            port.parse::<u16>()
-                .map_err(|_| ConnectError::Url(url.to_owned()))?,
-        ),
-        None => (authority, if secure { 443 } else { 80 }),
-    };
-    if host.is_empty() {
-        return Err(ConnectError::Url(url.to_owned()));
-    }
-    let tcp = TcpStream::connect((host, port)).await?;
-    tcp.set_nodelay(true)?;
+    let endpoint =
+        Endpoint::parse(url, "wss://", "ws://").ok_or_else(|| ConnectError::Url(url.to_owned()))?;
+    let stream = endpoint.open().await?;
     let request = Request::builder()
         .method("GET")
-        .uri(format!("/{path}"))
-        .header("Host", authority)
+        .uri(format!("/{}", endpoint.path))
+        .header("Host", endpoint.authority)
         .header(hyper::header::UPGRADE, "websocket")
         .header(hyper::header::CONNECTION, "upgrade")
         .header("Sec-WebSocket-Key", handshake::generate_key())
         .header("Sec-WebSocket-Version", "13")
         .body(Empty::<Bytes>::new())?;
-    let ws = if secure {
-        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-            .map_err(|_| ConnectError::Url(url.to_owned()))?;
-        let config = tls_config().map_err(ConnectError::Tls)?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await?;
-        handshake::client(&SpawnExecutor, request, tls).await?.0
-    } else {
-        handshake::client(&SpawnExecutor, request, tcp).await?.0
-    };
+    let ws = handshake::client(&TokioExecutor::new(), request, stream)
+        .await?
+        .0;
     Ok(split(ws))
 }
 

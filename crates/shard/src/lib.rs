@@ -27,15 +27,17 @@
 
 mod driver;
 mod machine;
+mod net;
 mod policy;
 mod queue;
 mod ratelimit;
 mod session;
 
-pub use crate::driver::{EventSink, Shard, Tap, tls_config};
+pub use crate::driver::{EventSink, Shard, Tap};
 pub use crate::machine::{
     Order, ResumeError, SendError, ShardConfig, ShardEvent, ShardMachine, ShardState,
 };
+pub use crate::net::{Endpoint, Stream, tls_config};
 pub use crate::policy::{AfterClose, Backoff, FatalError, RESUMABLE_CLOSE, after_close};
 pub use crate::queue::{IdentifyQueue, IdentifyRefused, Unqueued, WaitTurn};
 pub use crate::ratelimit::{CommandRateLimiter, LIMIT, WINDOW};

@@ -8,7 +8,6 @@
     reason = "test support shared by several test files"
 )]
 
-use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,25 +15,13 @@ use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload, handshake};
 use http_body_util::Empty;
 use hyper::Request;
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use shardwire_codec::{Compression, Decoder, MessageKind};
 use tokio::net::TcpStream;
 
 /// How long any single receive may take before the caller panics.
 pub const STEP: Duration = Duration::from_secs(10);
-
-struct SpawnExecutor;
-
-impl<F> hyper::rt::Executor<F> for SpawnExecutor
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, future: F) {
-        tokio::spawn(future);
-    }
-}
 
 /// What one receive got.
 #[derive(Debug)]
@@ -100,7 +87,7 @@ impl RawClient {
             .header("Sec-WebSocket-Version", "13")
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
-        let (ws, _) = handshake::client(&SpawnExecutor, request, stream)
+        let (ws, _) = handshake::client(&TokioExecutor::new(), request, stream)
             .await
             .map_err(|e| e.to_string())?;
         Ok(Self {
