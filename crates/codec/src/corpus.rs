@@ -18,25 +18,21 @@
 use flate2::{Compress, Compression as Level, FlushCompress};
 use serde_json::{Value, json};
 
-/// A small, fast, seedable pseudo-random generator (SplitMix64), so the corpus
-/// is the same on every machine.
+/// A small, fast, seedable pseudo-random generator (SplitMix64, the
+/// heartbeat jitter's), so the corpus is the same on every machine.
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(shardwire_heartbeat::Jitter);
 
 impl Rng {
     /// A generator from a seed.
     #[must_use]
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(shardwire_heartbeat::Jitter::new(seed))
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A number in `0..bound` (`bound` > 0).
@@ -46,7 +42,7 @@ impl Rng {
 
     /// A float in `[0, 1)`.
     pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.next_jitter()
     }
 
     /// One element of a non-empty slice.
