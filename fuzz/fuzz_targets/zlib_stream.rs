@@ -1,6 +1,7 @@
 #![no_main]
 //! zlib-stream with arbitrary chunking: garbage never panics or grows past the
-//! limit; real streams cut anywhere decode to exactly what was sent.
+//! limit; real streams cut anywhere decode to exactly what was sent, with the
+//! decoder hibernating between payloads at random.
 
 use libfuzzer_sys::fuzz_target;
 use shardwire_codec::corpus::ZlibStreamEncoder;
@@ -22,6 +23,10 @@ fuzz_target!(|data: &[u8]| {
                 let result = decoder.push_raw(piece, MessageKind::Binary).expect("a real stream decodes");
                 if index + 1 == pieces.len() {
                     assert_eq!(result, Some(payload), "round trip differs");
+                    // Sleeping between payloads changes nothing.
+                    if input.rng.below(2) == 0 {
+                        assert!(decoder.hibernate(), "between payloads it sleeps");
+                    }
                 } else {
                     assert!(result.is_none(), "completed before the last piece");
                 }

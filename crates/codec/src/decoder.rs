@@ -197,6 +197,50 @@ impl Decoder {
         };
     }
 
+    /// Frees what an idle connection does not need, and returns whether the
+    /// compression state is now asleep.
+    ///
+    /// The output buffer is freed between payloads. On zlib-stream, between
+    /// payloads, the inflate state (about 47 KiB) is freed too and only the
+    /// window the next payload may refer to is kept, compressed: a few KiB.
+    /// The next [`push`](Self::push) restores it, at the cost of a
+    /// decompression of at most 32 KiB. Without transport compression there
+    /// is no state to keep. A zstd-stream context stays awake (its window can
+    /// be far larger), and so does a zlib-stream in the middle of a payload.
+    ///
+    /// Call it when a connection has gone quiet; decoding is the same with or
+    /// without it.
+    pub fn hibernate(&mut self) -> bool {
+        if self.poisoned {
+            return false;
+        }
+        let between_payloads = self.finished || self.out.is_empty();
+        let asleep = match &mut self.transport {
+            Transport::Zlib(stream) => stream.hibernate(),
+            Transport::Zstd(_) => false,
+            Transport::None(payload) => {
+                *payload = None;
+                true
+            }
+        };
+        if between_payloads {
+            self.finished = false;
+            self.out = Vec::new();
+        }
+        asleep
+    }
+
+    /// Whether the compression state is asleep (see
+    /// [`hibernate`](Self::hibernate)); the next push wakes it.
+    #[must_use]
+    pub fn is_hibernating(&self) -> bool {
+        match &self.transport {
+            Transport::Zlib(stream) => stream.is_hibernating(),
+            Transport::Zstd(_) => false,
+            Transport::None(payload) => payload.is_none(),
+        }
+    }
+
     fn zstd_or_poisoned(poisoned: &mut bool) -> Transport {
         // Creating a zstd context only fails when memory allocation fails;
         // the decoder then reports every push as corrupt instead of panicking.

@@ -402,3 +402,112 @@ fn payload_compression_rejects_bytes_after_the_stream_and_recovers() {
     let json = decoder.push_raw(&next, MessageKind::Binary).unwrap();
     assert_eq!(json, Some(corpus.payloads()[1].as_slice()));
 }
+
+#[test]
+fn zlib_stream_hibernating_between_payloads_decodes_the_same() {
+    // Over 32 KiB of output, so the window is both partly and fully used.
+    let corpus = Corpus::realistic(400, 21);
+    let messages = zlib_messages(corpus.payloads());
+    let mut rng = Rng::new(8);
+    for every in [1u64, 2, 7] {
+        let mut decoder = Decoder::new(Compression::ZlibStream);
+        let mut slept = 0;
+        for (index, (message, payload)) in messages.iter().zip(corpus.payloads()).enumerate() {
+            let json = decoder.push_raw(message, MessageKind::Binary).unwrap();
+            assert_eq!(json, Some(payload.as_slice()), "payload {index}");
+            if rng.below(every) == 0 {
+                assert!(decoder.hibernate(), "payload {index}");
+                assert!(decoder.is_hibernating());
+                assert_eq!(decoder.buffer_capacity(), 0);
+                // A second call changes nothing.
+                assert!(decoder.hibernate());
+                slept += 1;
+            }
+        }
+        assert!(slept > 40, "hibernated only {slept} times");
+    }
+}
+
+#[test]
+fn zlib_stream_hibernating_before_the_first_message_and_after_a_reset() {
+    let corpus = Corpus::small_events(20, 4);
+    let messages = zlib_messages(corpus.payloads());
+    let mut decoder = Decoder::new(Compression::ZlibStream);
+    assert!(decoder.hibernate(), "nothing decoded yet: nothing to keep");
+    for _ in 0..2 {
+        for (message, payload) in messages.iter().zip(corpus.payloads()) {
+            let json = decoder.push_raw(message, MessageKind::Binary).unwrap();
+            assert_eq!(json, Some(payload.as_slice()));
+            assert!(decoder.hibernate());
+        }
+        decoder.reset();
+        assert!(!decoder.is_hibernating());
+    }
+}
+
+#[test]
+fn zlib_stream_stays_awake_in_the_middle_of_a_payload() {
+    let corpus = Corpus::small_events(6, 5);
+    let messages = zlib_messages(corpus.payloads());
+    let mut decoder = Decoder::new(Compression::ZlibStream);
+    for (message, payload) in messages.iter().zip(corpus.payloads()) {
+        let (first, rest) = message.split_at(message.len() / 2);
+        assert_eq!(decoder.push_raw(first, MessageKind::Binary).unwrap(), None);
+        assert!(!decoder.hibernate(), "half a payload cannot sleep");
+        assert!(!decoder.is_hibernating());
+        let json = decoder.push_raw(rest, MessageKind::Binary).unwrap();
+        assert_eq!(json, Some(payload.as_slice()));
+    }
+}
+
+#[test]
+fn hibernating_without_zlib_stream() {
+    // zstd-stream keeps its context; only the buffer goes.
+    let corpus = Corpus::small_events(10, 6);
+    let messages = zstd_messages(corpus.payloads());
+    let mut decoder = Decoder::new(Compression::ZstdStream);
+    for (message, payload) in messages.iter().zip(corpus.payloads()) {
+        let json = decoder.push_raw(message, MessageKind::Binary).unwrap();
+        assert_eq!(json, Some(payload.as_slice()));
+        assert!(!decoder.hibernate());
+        assert_eq!(decoder.buffer_capacity(), 0);
+    }
+    // Without transport compression the payload inflater is dropped.
+    let mut decoder = Decoder::new(Compression::None);
+    for payload in corpus.payloads() {
+        let message = zlib_payload(payload);
+        let json = decoder.push_raw(&message, MessageKind::Binary).unwrap();
+        assert_eq!(json, Some(payload.as_slice()));
+        assert!(!decoder.is_hibernating());
+        assert!(decoder.hibernate());
+        assert!(decoder.is_hibernating());
+    }
+}
+
+#[test]
+fn zlib_headers_are_checked() {
+    let corpus = Corpus::small_events(2, 7);
+    let good = zlib_messages(corpus.payloads());
+    let cases: [(&[u8], &str); 3] = [
+        (&[0x79, 0x9c], "not deflate"),
+        (&[0x78, 0x9d], "check bits"),
+        // FDICT set, check bits right: 0x78 << 8 | 0xbb is a multiple of 31.
+        (&[0x78, 0xbb], "preset dictionary"),
+    ];
+    for (header, expect) in cases {
+        let mut message = good[0].clone();
+        message[..2].copy_from_slice(header);
+        let mut decoder = Decoder::new(Compression::ZlibStream);
+        let error = decoder
+            .push_raw(&message, MessageKind::Binary)
+            .expect_err("a bad header");
+        assert!(error.to_string().contains(expect), "{error}");
+        assert!(error.requires_reset());
+    }
+    // The header may arrive a byte at a time.
+    let mut decoder = Decoder::new(Compression::ZlibStream);
+    let (one, rest) = good[0].split_at(1);
+    assert_eq!(decoder.push_raw(one, MessageKind::Binary).unwrap(), None);
+    let json = decoder.push_raw(rest, MessageKind::Binary).unwrap();
+    assert_eq!(json, Some(corpus.payloads()[0].as_slice()));
+}
