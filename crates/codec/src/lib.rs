@@ -13,6 +13,8 @@
 //! - [`Command`]: what a client sends (Identify, Resume, Heartbeat, presence,
 //!   voice state, member, soundboard and channel-info requests), encoded with
 //!   the gateway's 4096-byte limit enforced.
+//! - [`frame::FrameBuffer`]: a connection's receive buffer, handing out each
+//!   WebSocket message from the server where it was received.
 //! - [`CodecError`]: every failure, and whether the connection's decoder can
 //!   go on ([`CodecError::requires_reset`]).
 //!
@@ -35,6 +37,7 @@ mod command;
 mod decoder;
 mod error;
 mod event;
+pub mod frame;
 mod inflate;
 mod payload;
 mod token;

@@ -1,0 +1,355 @@
+//! WebSocket frames from the server (RFC 6455, section 5), parsed where they
+//! were received.
+//!
+//! A [`FrameBuffer`] is the receive buffer of one connection: the socket
+//! reads into [`FrameBuffer::spare`], and [`FrameBuffer::next_frame`] hands
+//! out each complete message as a slice of that buffer, so a message is
+//! never copied between the socket and the decoder. Only a message split
+//! over several frames (which Discord does not send) is assembled in a
+//! second buffer.
+
+use std::fmt;
+
+use crate::MessageKind;
+
+/// The buffer's first size, and how much room a read gets at least.
+const FIRST_READ: usize = 8 * 1024;
+
+/// Reads grow the buffer while they fill it, up to this size; a larger frame
+/// grows it as far as the frame needs.
+const MAX_READ: usize = 64 * 1024;
+
+/// One thing the server sent.
+#[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Frame<'a> {
+    /// A whole text or binary message.
+    Message {
+        /// Its bytes.
+        payload: &'a [u8],
+        /// Text or binary.
+        kind: MessageKind,
+    },
+    /// A ping; the client answers with a pong carrying the same bytes.
+    Ping(&'a [u8]),
+    /// An unsolicited or answering pong.
+    Pong(&'a [u8]),
+    /// The server's close frame.
+    Close {
+        /// The close code, when the frame had one.
+        code: Option<u16>,
+        /// The reason, as sent (meant to be UTF-8).
+        reason: &'a [u8],
+    },
+}
+
+/// A frame that breaks the protocol. The connection cannot go on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// Reserved bits were set, and no extension was negotiated.
+    ReservedBits,
+    /// A frame from the server was masked.
+    Masked,
+    /// An opcode RFC 6455 does not define.
+    UnknownOpcode(u8),
+    /// A control frame longer than 125 bytes or split over several frames.
+    InvalidControl,
+    /// A close frame with a one-byte payload.
+    InvalidClose,
+    /// A continuation frame with no message to continue.
+    UnexpectedContinuation,
+    /// A new message began before the previous one's last frame.
+    Interleaved,
+    /// A message larger than the limit.
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ReservedBits => f.write_str("a frame set reserved bits"),
+            Self::Masked => f.write_str("the server masked a frame"),
+            Self::UnknownOpcode(opcode) => write!(f, "unknown frame opcode {opcode:#x}"),
+            Self::InvalidControl => {
+                f.write_str("a control frame was longer than 125 bytes or fragmented")
+            }
+            Self::InvalidClose => f.write_str("a close frame had a one-byte payload"),
+            Self::UnexpectedContinuation => f.write_str("a continuation frame continued nothing"),
+            Self::Interleaved => f.write_str("a new message began inside a fragmented one"),
+            Self::TooLarge { limit } => write!(f, "a message was larger than {limit} bytes"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Where a parsed frame's bytes are, found before anything is borrowed.
+enum Found {
+    Whole(std::ops::Range<usize>, MessageKind),
+    Assembled(MessageKind),
+    Ping(std::ops::Range<usize>),
+    Pong(std::ops::Range<usize>),
+    Close(Option<u16>, std::ops::Range<usize>),
+}
+
+/// The receive buffer of one WebSocket connection; see the [module
+/// docs](self).
+pub struct FrameBuffer {
+    /// Initialized memory; bytes `start..end` are received and not yet
+    /// parsed.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Bytes the frame at `start` needs in all, once its header is known.
+    need: usize,
+    /// The last read filled all the room it had: the next gets more.
+    filled_up: bool,
+    /// A fragmented message being assembled, and its kind.
+    partial: Vec<u8>,
+    partial_kind: Option<MessageKind>,
+    max_message: usize,
+}
+
+impl fmt::Debug for FrameBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameBuffer")
+            .field("buffered", &(self.end - self.start))
+            .field("capacity", &self.buf.len())
+            .field("max_message", &self.max_message)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FrameBuffer {
+    /// An empty buffer for messages of at most `max_message` bytes. It
+    /// allocates on the first read.
+    #[must_use]
+    pub fn new(max_message: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            need: 0,
+            filled_up: false,
+            partial: Vec::new(),
+            partial_kind: None,
+            max_message,
+        }
+    }
+
+    /// Bytes received and not yet handed out.
+    #[must_use]
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// The memory the buffer holds, in bytes.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity() + self.partial.capacity()
+    }
+
+    /// Frees the memory of an idle connection: everything, when nothing is
+    /// buffered or being assembled.
+    pub fn shrink(&mut self) {
+        if self.start == self.end {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+            self.filled_up = false;
+        }
+        if self.partial_kind.is_none() {
+            self.partial = Vec::new();
+        }
+    }
+
+    /// Room to read into, at the end of the received bytes. Report what was
+    /// read with [`filled`](Self::filled).
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            // The memory of one very large frame is not kept.
+            if self.buf.len() > MAX_READ && self.need == 0 {
+                self.buf = vec![0; MAX_READ];
+            }
+        }
+        let held = self.end - self.start;
+        // The size the buffer should have: larger while reads fill it, and
+        // for a large frame, all of that frame.
+        let size = if self.filled_up {
+            (self.buf.len() * 2).clamp(FIRST_READ, MAX_READ)
+        } else {
+            self.buf.len().max(FIRST_READ)
+        }
+        .max(self.need)
+        .max(held + 1);
+        // Too little room after the held bytes (or for the frame in
+        // progress): move them to the front, then grow if still short.
+        let short =
+            self.buf.len() - self.end < FIRST_READ / 8 || self.start + self.need > self.buf.len();
+        if short || size > self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.start = 0;
+            self.end = held;
+            if size > self.buf.len() {
+                self.buf.resize(size, 0);
+            }
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Records that `read` bytes were read into [`spare`](Self::spare).
+    pub fn filled(&mut self, read: usize) {
+        let room = self.buf.len() - self.end;
+        let read = read.min(room);
+        self.filled_up = read == room;
+        self.end += read;
+    }
+
+    /// Whether a whole frame is buffered, so that [`next_frame`](Self::next_frame)
+    /// returns something (a frame or an error) without another read.
+    #[must_use]
+    pub fn has_frame(&self) -> bool {
+        let held = &self.buf[self.start..self.end];
+        let Some((len, header_len)) = header(held) else {
+            return false;
+        };
+        let (first, second) = (held[0], held[1]);
+        let control = first & 0x0f >= 8;
+        // Errors show from the header alone.
+        first & 0x70 != 0
+            || second & 0x80 != 0
+            || (control && (first & 0x80 == 0 || len > 125))
+            || len > self.max_message as u64
+            || held.len() as u64 >= header_len as u64 + len
+    }
+
+    /// The next complete message, ping, pong or close, or `None` when more
+    /// bytes must be read first. Continuation frames are assembled into
+    /// whole messages.
+    ///
+    /// # Errors
+    ///
+    /// A [`FrameError`] when the server broke the protocol; the connection
+    /// cannot go on.
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, FrameError> {
+        let found = loop {
+            let held = &self.buf[self.start..self.end];
+            let Some((len, header_len)) = header(held) else {
+                return Ok(None);
+            };
+            let (first, second) = (held[0], held[1]);
+            if first & 0x70 != 0 {
+                return Err(FrameError::ReservedBits);
+            }
+            if second & 0x80 != 0 {
+                return Err(FrameError::Masked);
+            }
+            let fin = first & 0x80 != 0;
+            let opcode = first & 0x0f;
+            if opcode >= 8 && (!fin || len > 125) {
+                return Err(FrameError::InvalidControl);
+            }
+            let too_large = FrameError::TooLarge {
+                limit: self.max_message,
+            };
+            let len = usize::try_from(len).map_err(|_| too_large.clone())?;
+            if len > self.max_message {
+                return Err(too_large);
+            }
+            let total = header_len + len;
+            if held.len() < total {
+                self.need = total;
+                return Ok(None);
+            }
+            self.need = 0;
+            let payload = self.start + header_len..self.start + total;
+            self.start += total;
+            match opcode {
+                0x0 => {
+                    let Some(kind) = self.partial_kind else {
+                        return Err(FrameError::UnexpectedContinuation);
+                    };
+                    if self.partial.len() + len > self.max_message {
+                        return Err(too_large);
+                    }
+                    self.partial.extend_from_slice(&self.buf[payload]);
+                    if fin {
+                        self.partial_kind = None;
+                        break Found::Assembled(kind);
+                    }
+                }
+                0x1 | 0x2 => {
+                    if self.partial_kind.is_some() {
+                        return Err(FrameError::Interleaved);
+                    }
+                    let kind = if opcode == 0x1 {
+                        MessageKind::Text
+                    } else {
+                        MessageKind::Binary
+                    };
+                    if fin {
+                        break Found::Whole(payload, kind);
+                    }
+                    self.partial.clear();
+                    self.partial.extend_from_slice(&self.buf[payload]);
+                    self.partial_kind = Some(kind);
+                }
+                0x8 => {
+                    break match len {
+                        0 => Found::Close(None, payload),
+                        1 => return Err(FrameError::InvalidClose),
+                        _ => {
+                            let code = u16::from_be_bytes([
+                                self.buf[payload.start],
+                                self.buf[payload.start + 1],
+                            ]);
+                            Found::Close(Some(code), payload.start + 2..payload.end)
+                        }
+                    };
+                }
+                0x9 => break Found::Ping(payload),
+                0xa => break Found::Pong(payload),
+                other => return Err(FrameError::UnknownOpcode(other)),
+            }
+        };
+        Ok(Some(match found {
+            Found::Whole(range, kind) => Frame::Message {
+                payload: &self.buf[range],
+                kind,
+            },
+            Found::Assembled(kind) => Frame::Message {
+                payload: &self.partial,
+                kind,
+            },
+            Found::Ping(range) => Frame::Ping(&self.buf[range]),
+            Found::Pong(range) => Frame::Pong(&self.buf[range]),
+            Found::Close(code, range) => Frame::Close {
+                code,
+                reason: &self.buf[range],
+            },
+        }))
+    }
+}
+
+/// The payload length and header length of the frame `held` starts with, if
+/// its header is complete.
+fn header(held: &[u8]) -> Option<(u64, usize)> {
+    let second = *held.get(1)?;
+    match second & 0x7f {
+        126 => {
+            let bytes = held.get(2..4)?;
+            Some((u64::from(u16::from_be_bytes([bytes[0], bytes[1]])), 4))
+        }
+        127 => {
+            let bytes: [u8; 8] = held.get(2..10)?.try_into().ok()?;
+            Some((u64::from_be_bytes(bytes), 10))
+        }
+        len => Some((u64::from(len), 2)),
+    }
+}

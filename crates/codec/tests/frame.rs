@@ -1,0 +1,238 @@
+//! Server WebSocket frames: every length encoding, fed whole or a byte at a
+//! time, fragmentation, control frames, protocol errors and memory.
+
+use shardwire_codec::MessageKind;
+use shardwire_codec::corpus::{Rng, server_frame as frame};
+use shardwire_codec::frame::{Frame, FrameBuffer, FrameError};
+
+const LIMIT: usize = 1 << 20;
+
+/// What came out, owned.
+#[derive(Debug, PartialEq, Eq)]
+enum Got {
+    Text(Vec<u8>),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(Option<u16>, Vec<u8>),
+    Error(FrameError),
+}
+
+/// Feeds `bytes` in pieces of at most `piece` bytes; collects every frame
+/// up to the first error.
+fn feed(frames: &mut FrameBuffer, bytes: &[u8], piece: usize) -> Vec<Got> {
+    let mut got = Vec::new();
+    let mut at = 0;
+    loop {
+        loop {
+            let had_frame = frames.has_frame();
+            let next = frames.next_frame();
+            // Without a whole frame there is nothing to hand out yet.
+            if !had_frame {
+                assert!(matches!(next, Ok(None)), "{next:?}");
+            }
+            match next {
+                Ok(Some(Frame::Message { payload, kind })) => got.push(match kind {
+                    MessageKind::Text => Got::Text(payload.to_vec()),
+                    _ => Got::Binary(payload.to_vec()),
+                }),
+                Ok(Some(Frame::Ping(p))) => got.push(Got::Ping(p.to_vec())),
+                Ok(Some(Frame::Pong(p))) => got.push(Got::Pong(p.to_vec())),
+                Ok(Some(Frame::Close { code, reason })) => {
+                    got.push(Got::Close(code, reason.to_vec()))
+                }
+                Ok(Some(_)) => unreachable!("no other frames"),
+                Ok(None) => {
+                    assert!(!frames.has_frame(), "a frame was left behind");
+                    break;
+                }
+                Err(error) => {
+                    got.push(Got::Error(error));
+                    return got;
+                }
+            }
+        }
+        if at == bytes.len() {
+            return got;
+        }
+        let spare = frames.spare();
+        assert!(!spare.is_empty());
+        let n = spare.len().min(piece).min(bytes.len() - at);
+        spare[..n].copy_from_slice(&bytes[at..at + n]);
+        frames.filled(n);
+        at += n;
+    }
+}
+
+fn pieces() -> [usize; 4] {
+    [1, 7, 4096, usize::MAX]
+}
+
+/// Reads `bytes` a byte at a time, in small and large pieces and whole;
+/// each time exactly `expect` comes out and nothing is left over.
+fn each_piece_size(bytes: &[u8], expect: &[Got]) {
+    for piece in pieces() {
+        let mut frames = FrameBuffer::new(LIMIT);
+        assert_eq!(feed(&mut frames, bytes, piece), expect, "pieces of {piece}");
+        assert_eq!(frames.buffered(), 0);
+    }
+}
+
+#[test]
+fn every_length_encoding_whole_or_in_pieces() {
+    let sizes = [0, 1, 125, 126, 127, 65_535, 65_536, 200_000];
+    let mut bytes = Vec::new();
+    let mut expect = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        let payload: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
+        let opcode = if i % 2 == 0 { 1 } else { 2 };
+        bytes.extend(frame(true, opcode, &payload));
+        expect.push(if opcode == 1 {
+            Got::Text(payload)
+        } else {
+            Got::Binary(payload)
+        });
+    }
+    each_piece_size(&bytes, &expect);
+}
+
+#[test]
+fn fragments_are_assembled_around_control_frames() {
+    let mut bytes = frame(false, 2, b"he");
+    bytes.extend(frame(true, 9, b"are you there"));
+    bytes.extend(frame(false, 0, b"ll"));
+    bytes.extend(frame(true, 10, b"pong"));
+    bytes.extend(frame(true, 0, b"o"));
+    bytes.extend(frame(true, 1, b"whole"));
+    bytes.extend(frame(false, 1, b"sec"));
+    bytes.extend(frame(true, 0, b"ond"));
+    bytes.extend(frame(true, 8, &[0x0f, 0xa0, b'b', b'y', b'e']));
+    bytes.extend(frame(true, 8, b""));
+    let expect = vec![
+        Got::Ping(b"are you there".to_vec()),
+        Got::Pong(b"pong".to_vec()),
+        Got::Binary(b"hello".to_vec()),
+        Got::Text(b"whole".to_vec()),
+        Got::Text(b"second".to_vec()),
+        Got::Close(Some(4000), b"bye".to_vec()),
+        Got::Close(None, Vec::new()),
+    ];
+    each_piece_size(&bytes, &expect);
+}
+
+#[test]
+fn protocol_errors_are_reported_not_skipped() {
+    let big = vec![0u8; 200];
+    let cases: Vec<(Vec<u8>, FrameError)> = vec![
+        (vec![0x81 | 0x40, 0], FrameError::ReservedBits),
+        (vec![0x81, 0x80 | 1, 1, 2, 3, 4, b'x'], FrameError::Masked),
+        (frame(true, 3, b"x"), FrameError::UnknownOpcode(3)),
+        (frame(true, 9, &big), FrameError::InvalidControl),
+        (frame(false, 9, b"x"), FrameError::InvalidControl),
+        (frame(true, 0, b"x"), FrameError::UnexpectedContinuation),
+        (
+            [frame(false, 1, b"a"), frame(true, 1, b"b")].concat(),
+            FrameError::Interleaved,
+        ),
+        (frame(true, 8, b"x"), FrameError::InvalidClose),
+        (
+            frame(true, 2, &vec![0; LIMIT + 1]),
+            FrameError::TooLarge { limit: LIMIT },
+        ),
+        (
+            [
+                frame(false, 2, &vec![0; LIMIT / 2 + 1]),
+                frame(true, 0, &vec![0; LIMIT / 2]),
+            ]
+            .concat(),
+            FrameError::TooLarge { limit: LIMIT },
+        ),
+        // A length no machine could hold.
+        (
+            [vec![0x82, 127], u64::MAX.to_be_bytes().to_vec()].concat(),
+            FrameError::TooLarge { limit: LIMIT },
+        ),
+    ];
+    for (bytes, error) in cases {
+        for piece in pieces() {
+            let mut frames = FrameBuffer::new(LIMIT);
+            let got = feed(&mut frames, &bytes, piece);
+            assert_eq!(got.last(), Some(&Got::Error(error.clone())), "{bytes:02x?}");
+        }
+    }
+}
+
+#[test]
+fn an_oversized_frame_is_refused_before_it_is_buffered() {
+    let mut frames = FrameBuffer::new(LIMIT);
+    let header = [vec![0x82, 127], (LIMIT as u64 * 100).to_be_bytes().to_vec()].concat();
+    let got = feed(&mut frames, &header, usize::MAX);
+    assert_eq!(got, vec![Got::Error(FrameError::TooLarge { limit: LIMIT })]);
+    assert!(frames.capacity() < 64 * 1024);
+}
+
+#[test]
+fn memory_follows_the_traffic() {
+    let mut frames = FrameBuffer::new(4 * LIMIT);
+    assert_eq!(frames.capacity(), 0, "nothing before the first read");
+    let large = frame(true, 2, &vec![7; 3 * LIMIT]);
+    assert_eq!(feed(&mut frames, &large, usize::MAX).len(), 1);
+    assert!(frames.capacity() >= 3 * LIMIT);
+    // The next read after it does not keep the large frame's memory.
+    let small = frame(true, 1, b"{}");
+    assert_eq!(
+        feed(&mut frames, &small, usize::MAX),
+        vec![Got::Text(b"{}".to_vec())]
+    );
+    assert!(frames.capacity() <= 64 * 1024, "{}", frames.capacity());
+    frames.shrink();
+    assert_eq!(frames.capacity(), 0);
+    // Half a frame stays through a shrink.
+    let half = &small[..2];
+    assert!(feed(&mut frames, half, usize::MAX).is_empty());
+    frames.shrink();
+    assert_eq!(frames.buffered(), 2);
+    assert_eq!(
+        feed(&mut frames, &small[2..], usize::MAX),
+        vec![Got::Text(b"{}".to_vec())]
+    );
+}
+
+#[test]
+fn random_streams_cut_anywhere_come_out_whole() {
+    let mut rng = Rng::new(11);
+    for _ in 0..200 {
+        let mut bytes = Vec::new();
+        let mut expect = Vec::new();
+        for _ in 0..1 + rng.below(20) {
+            let len = match rng.below(4) {
+                0 => rng.below(126),
+                1 => 126 + rng.below(2000),
+                2 => rng.below(70_000),
+                _ => 0,
+            } as usize;
+            let payload: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+            // Sometimes fragmented, with a ping in between.
+            let parts = 1 + rng.below(3) as usize;
+            let step = len.div_ceil(parts).max(1);
+            let chunks: Vec<&[u8]> = if len == 0 {
+                vec![&[]]
+            } else {
+                payload.chunks(step).collect()
+            };
+            for (i, chunk) in chunks.iter().enumerate() {
+                let opcode = if i == 0 { 1 } else { 0 };
+                bytes.extend(frame(i + 1 == chunks.len(), opcode, chunk));
+                if i + 1 < chunks.len() && rng.below(2) == 0 {
+                    bytes.extend(frame(true, 9, b"p"));
+                    expect.push(Got::Ping(b"p".to_vec()));
+                }
+            }
+            expect.push(Got::Text(payload));
+        }
+        let piece = 1 + rng.below(9000) as usize;
+        let mut frames = FrameBuffer::new(LIMIT);
+        assert_eq!(feed(&mut frames, &bytes, piece), expect);
+        assert_eq!(frames.buffered(), 0);
+    }
+}
