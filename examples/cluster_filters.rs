@@ -55,7 +55,7 @@ async fn main() -> Result<()> {
             () = &mut deadline => break,
             next = cluster.next_event() => match next {
                 Some((shard, ShardEvent::Dispatch { event_type, event, .. })) => {
-                    *by_type.entry(event_type).or_default() += 1;
+                    *by_type.entry(event_type.into_owned()).or_default() += 1;
                     *by_shard.entry(shard).or_default() += 1;
                     if event.is_none() {
                         untyped += 1;

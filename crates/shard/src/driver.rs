@@ -1,10 +1,13 @@
 //! The tokio driver: runs a [`ShardMachine`] on a real WebSocket.
 //!
 //! One task per shard owns the machine and both halves of the socket. It
-//! waits on the next message, the machine's deadline, the identify queue
-//! and the user's requests at once; the read in progress is a boxed future
-//! kept across loop turns, so choosing another branch never cancels it
-//! (fastwebsockets' `read_frame` is not cancel-safe). It carries out the
+//! waits on the socket, the machine's deadline, the identify queue and the
+//! user's requests at once. Reads go straight into the connection's
+//! [`FrameBuffer`], and each message is handed to the machine where it was
+//! received: no copy, no allocation, and one wake-up for every message a
+//! read brought in. A read is a single `poll_read`, so choosing another
+//! branch never cancels anything half-done. fastwebsockets does the
+//! handshake and writes the (masked) client frames. The task carries out the
 //! machine's orders and frames and forwards events to the [`Shard`] handle
 //! in order, with no task spawned per event.
 
@@ -15,16 +18,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{
-    FragmentCollectorRead, Frame, OpCode, Payload, WebSocket, WebSocketWrite, handshake,
-};
+use fastwebsockets::{Frame, Payload, WebSocket, WebSocketWrite, handshake};
 use http_body_util::Empty;
 use hyper::Request;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use shardwire_codec::{Command, MessageKind};
+use shardwire_codec::Command;
+use shardwire_codec::frame::{Frame as Received, FrameBuffer};
 use shardwire_heartbeat::Latency;
-use tokio::io::WriteHalf;
+use tokio::io::{AsyncRead, ReadBuf, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -38,6 +40,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest message the gateway may send, decompressed or not: frames
 /// above it are refused by the WebSocket layer.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// Events handed to the consumer at a time while a read is taken apart,
+/// before the task lets it run. Far fewer than a read brings in (hundreds),
+/// so the consumer frees events while the allocator still has them cached;
+/// enough that a task sharing the runtime with a fast sender keeps up.
+const HANDOVER_BATCH: usize = 64;
 /// The channel between the shard's task and its handle.
 const EVENT_BUFFER: usize = 1024;
 /// Events held for a consumer that lags. The shard keeps reading (it must
@@ -413,25 +420,36 @@ impl futures_core::Stream for Shard {
 
 type Io = TokioIo<Upgraded>;
 
-enum Inbound {
-    Message(Vec<u8>, MessageKind),
-    Closed(Option<u16>, String),
-    Pong(Vec<u8>),
+/// The read half of a connection and its receive buffer.
+struct Reader {
+    io: ReadHalf<Io>,
+    frames: FrameBuffer,
 }
 
-type Reader = FragmentCollectorRead<tokio::io::ReadHalf<Io>>;
-
-/// Reading one message: a future that owns the read half and gives it back
-/// with the message. It lives in the [`Socket`] across loop turns and is
-/// only polled, never dropped half-way, so a `select!` that picks another
-/// branch cancels nothing (fastwebsockets' `read_frame` is not
-/// cancel-safe).
-type Reading = Pin<Box<dyn Future<Output = (Reader, Inbound)> + Send>>;
+impl Reader {
+    /// Ready when a whole frame is buffered (at once, without reading) or
+    /// when a read brought bytes in; `Ok(false)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
+        if self.frames.has_frame() {
+            return Poll::Ready(Ok(true));
+        }
+        let mut buf = ReadBuf::new(self.frames.spare());
+        match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => {
+                let read = buf.filled().len();
+                self.frames.filled(read);
+                Poll::Ready(Ok(read > 0))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
 
 struct Socket {
     writer: WebSocketWrite<WriteHalf<Io>>,
     /// `None` once the connection ended.
-    reading: Option<Reading>,
+    reader: Option<Reader>,
 }
 
 type Turn = Pin<Box<dyn Future<Output = Result<(), IdentifyRefused>> + Send>>;
@@ -440,7 +458,9 @@ type Turn = Pin<Box<dyn Future<Output = Result<(), IdentifyRefused>> + Send>>;
 enum Wake {
     Delivered,
     ConsumerGone,
-    Inbound(Inbound),
+    /// Bytes came in (or a whole frame was already buffered); `false` when
+    /// the connection ended.
+    Readable(bool),
     Turn(Result<(), IdentifyRefused>),
     Timer,
     Control(Control),
@@ -525,17 +545,15 @@ impl Task {
             // still being set up must read its Hello and start heartbeating,
             // or the gateway would end the session (4009) instead of letting
             // it resume.
-            let reading = self.machine.state() != ShardState::Active
-                || (self.pending.len() < PENDING_LIMIT
-                    && self.pending.bytes < self.max_pending_bytes);
+            let reading = self.reading();
             let has_pending = !self.pending.is_empty();
             let wake = {
-                let inbound = async {
-                    match self.socket.as_mut().and_then(|s| s.reading.as_mut()) {
-                        Some(reading) => reading.as_mut().await,
-                        None => std::future::pending().await,
+                let readable = std::future::poll_fn(|cx| {
+                    match self.socket.as_mut().and_then(|s| s.reader.as_mut()) {
+                        Some(reader) => reader.poll_fill(cx),
+                        None => Poll::Pending,
                     }
-                };
+                });
                 let turn = async {
                     match &mut self.turn {
                         Some(turn) => turn.await,
@@ -556,16 +574,7 @@ impl Task {
                         }
                         Err(_) => Wake::ConsumerGone,
                     },
-                    (reader, message) = inbound, if reading => {
-                        // Read the next message from here on; a close ends it.
-                        if let Some(socket) = &mut self.socket {
-                            socket.reading = match message {
-                                Inbound::Closed(..) => None,
-                                _ => Some(Box::pin(read_one(reader))),
-                            };
-                        }
-                        Wake::Inbound(message)
-                    },
+                    read = readable, if reading => Wake::Readable(read.unwrap_or(false)),
                     result = turn => Wake::Turn(result),
                     () = self.timer.as_mut(), if timing => Wake::Timer,
                     request = control.recv() => match request {
@@ -575,29 +584,9 @@ impl Task {
                 }
             };
             match wake {
-                Wake::Delivered => {
-                    // Hand over what else fits without waiting.
-                    let shard = self.machine.shard_id();
-                    while !self.pending.is_empty() {
-                        let Ok(permit) = self.events.try_reserve() else {
-                            break;
-                        };
-                        if let Some(event) = self.pending.pop_front() {
-                            self.delivered.note(&event);
-                            permit.send((shard, event));
-                        }
-                    }
-                    self.delivered.publish(&self.status);
-                }
-                Wake::Inbound(Inbound::Message(bytes, kind)) => {
-                    self.machine.handle_message(now(), &bytes, kind)
-                }
-                Wake::Inbound(Inbound::Pong(payload)) => {
-                    self.write(Frame::pong(Payload::Owned(payload))).await
-                }
-                Wake::Inbound(Inbound::Closed(code, reason)) => {
-                    self.closed(code, &reason);
-                }
+                Wake::Delivered => self.hand_over(),
+                Wake::Readable(true) => self.take_frames().await,
+                Wake::Readable(false) => self.closed(None, ""),
                 Wake::Turn(result) => {
                     self.turn = None;
                     match result {
@@ -608,7 +597,16 @@ impl Task {
                         }
                     }
                 }
-                Wake::Timer => self.machine.handle_timeout(now()),
+                Wake::Timer => {
+                    self.machine.handle_timeout(now());
+                    // A hibernating connection keeps no receive buffer
+                    // either.
+                    if self.machine.is_hibernating()
+                        && let Some(reader) = self.socket.as_mut().and_then(|s| s.reader.as_mut())
+                    {
+                        reader.frames.shrink();
+                    }
+                }
                 Wake::Control(request) => self.control(request),
                 // The handle is gone: close resumably and stop.
                 Wake::ConsumerGone => {
@@ -619,6 +617,81 @@ impl Task {
             }
         }
         self.socket = None;
+    }
+
+    /// Whether the consumer has room for more: past the limits an active
+    /// session stops reading (see [`PENDING_LIMIT`]).
+    fn reading(&self) -> bool {
+        self.machine.state() != ShardState::Active
+            || (self.pending.len() < PENDING_LIMIT && self.pending.bytes < self.max_pending_bytes)
+    }
+
+    /// Hands the consumer what fits in the channel without waiting.
+    fn hand_over(&mut self) {
+        let shard = self.machine.shard_id();
+        while !self.pending.is_empty() {
+            let Ok(permit) = self.events.try_reserve() else {
+                break;
+            };
+            if let Some(event) = self.pending.pop_front() {
+                self.delivered.note(&event);
+                permit.send((shard, event));
+            }
+        }
+        self.delivered.publish(&self.status);
+    }
+
+    /// Hands every whole frame in the receive buffer to the machine, each
+    /// where it was received, carrying out what each one caused before the
+    /// next (a close stops the rest).
+    async fn take_frames(&mut self) {
+        // The messages of one read arrived together: one clock reading.
+        let arrived = now();
+        loop {
+            let Some(reader) = self.socket.as_mut().and_then(|s| s.reader.as_mut()) else {
+                return;
+            };
+            match reader.frames.next_frame() {
+                Ok(Some(Received::Message { payload, kind })) => {
+                    self.machine.handle_message(arrived, payload, kind);
+                }
+                Ok(Some(Received::Ping(payload))) => {
+                    let payload = payload.to_vec();
+                    self.write(Frame::pong(Payload::Owned(payload))).await;
+                }
+                Ok(Some(Received::Close { code, reason })) => {
+                    let reason = String::from_utf8_lossy(reason).into_owned();
+                    self.closed(code, &reason);
+                    return;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::debug!(%error, "the gateway broke the WebSocket protocol");
+                    self.closed(None, "");
+                    return;
+                }
+            }
+            self.flush().await;
+            if !self.reading() {
+                return;
+            }
+            // One read brings in hundreds of events: they go to the
+            // consumer in batches (see `HANDOVER_BATCH`). A consumer that takes nothing is not waited for, and a
+            // deadline that passed (a heartbeat) sends the task back to its
+            // loop; the rest of the buffer is still there.
+            if self.pending.len() >= HANDOVER_BATCH {
+                let before = self.pending.len();
+                self.hand_over();
+                if self.pending.len() < before {
+                    tokio::task::yield_now().await;
+                }
+                let due = self.machine.poll_timeout().is_some_and(|at| at <= now());
+                if due {
+                    return;
+                }
+            }
+        }
     }
 
     fn control(&mut self, request: Control) {
@@ -772,46 +845,25 @@ async fn connect(url: &str) -> Result<Socket, ConnectError> {
     Ok(split(ws))
 }
 
+/// Keeps fastwebsockets' writing half; the reading half is the shard's own
+/// (see [`Reader`]). fastwebsockets has read nothing yet at this point, so
+/// no bytes are left behind in it.
 fn split(mut ws: WebSocket<Io>) -> Socket {
-    ws.set_max_message_size(MAX_MESSAGE);
     ws.set_auto_close(false);
     ws.set_auto_pong(false);
-    let (read, writer) = ws.split(tokio::io::split);
+    let read_half = std::cell::Cell::new(None);
+    let (_unused, writer) = ws.split(|stream| {
+        let (read, write) = tokio::io::split(stream);
+        read_half.set(Some(read));
+        (tokio::io::empty(), write)
+    });
     Socket {
         writer,
-        reading: Some(Box::pin(read_one(FragmentCollectorRead::new(read)))),
+        reader: read_half.into_inner().map(|io| Reader {
+            io,
+            frames: FrameBuffer::new(MAX_MESSAGE),
+        }),
     }
-}
-
-/// Reads one message (skipping control frames the shard has no use for).
-async fn read_one(mut read: Reader) -> (Reader, Inbound) {
-    // With auto-close and auto-pong off, fastwebsockets asks for nothing to
-    // be sent on our behalf.
-    let mut nothing = |_frame: Frame<'_>| async { Ok::<(), std::io::Error>(()) };
-    let inbound = loop {
-        match read.read_frame(&mut nothing).await {
-            Ok(frame) => match frame.opcode {
-                OpCode::Text => break Inbound::Message(frame.payload.to_vec(), MessageKind::Text),
-                OpCode::Binary => {
-                    break Inbound::Message(frame.payload.to_vec(), MessageKind::Binary);
-                }
-                OpCode::Ping => break Inbound::Pong(frame.payload.to_vec()),
-                OpCode::Close => {
-                    let code = (frame.payload.len() >= 2)
-                        .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
-                    let reason = frame
-                        .payload
-                        .get(2..)
-                        .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
-                        .unwrap_or_default();
-                    break Inbound::Closed(code, reason);
-                }
-                _ => {}
-            },
-            Err(_) => break Inbound::Closed(None, String::new()),
-        }
-    };
-    (read, inbound)
 }
 
 #[cfg(test)]

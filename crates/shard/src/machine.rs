@@ -4,6 +4,7 @@
 //! `handle_identify_turn`) and carries out what it asks
 //! (`poll_order`, `poll_transmit`), sleeping until `poll_timeout`.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use shardwire_codec::{
 };
 use shardwire_heartbeat::{Due, Heartbeat, Jitter};
 use twilight_model::gateway::Intents;
-use twilight_model::gateway::event::{DispatchEvent, GatewayEvent};
+use twilight_model::gateway::event::{DispatchEvent, EventType, GatewayEvent};
 
 use crate::{
     AfterClose, Backoff, CommandRateLimiter, FatalError, RESUMABLE_CLOSE, Session, after_close,
@@ -74,6 +75,12 @@ pub struct ShardConfig {
     /// until the consumer catches up. A consumer that stops for good then
     /// costs a zombie close and a resume, never an event. 64 MiB by default.
     pub max_pending_bytes: usize,
+    /// After this long without a message, the connection's decompression
+    /// state hibernates: on zlib-stream the inflate state (about 47 KiB) is
+    /// freed and only its window is kept, compressed (a few KiB). The next
+    /// message wakes it, at the cost of a decompression of at most 32 KiB.
+    /// 10 s by default; `None` keeps it awake.
+    pub hibernate_after: Option<Duration>,
 }
 
 impl ShardConfig {
@@ -110,6 +117,7 @@ impl ShardConfig {
             typed_events: EventFilter::none(),
             raw_messages: false,
             max_pending_bytes: 64 * 1024 * 1024,
+            hibernate_after: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -187,8 +195,9 @@ pub enum ShardEvent {
     Dispatch {
         /// Its sequence number.
         seq: u64,
-        /// Its event name.
-        event_type: String,
+        /// Its event name. Names Discord documents are borrowed from a
+        /// static table; others are owned.
+        event_type: Cow<'static, str>,
         /// The whole payload's JSON.
         json: String,
         /// The typed event, if asked for and it deserialized (one that does
@@ -274,6 +283,12 @@ pub struct ShardMachine {
     /// The user asked to disconnect: do not reconnect.
     stopping: bool,
     hello_deadline: Option<Instant>,
+    /// When the last message arrived, and when to check whether the decoder
+    /// has been quiet for [`ShardConfig::hibernate_after`]. The check moves
+    /// only when it runs, so a busy connection costs one timer a period.
+    last_message_at: Option<Instant>,
+    hibernate_check: Option<Instant>,
+    names: Names,
     ready_deadline: Option<Instant>,
     reconnect_at: Option<Instant>,
     transmits: VecDeque<Vec<u8>>,
@@ -323,6 +338,9 @@ impl ShardMachine {
             after_our_close: None,
             stopping: false,
             hello_deadline: None,
+            last_message_at: None,
+            hibernate_check: None,
+            names: Names::default(),
             ready_deadline: None,
             reconnect_at: None,
             transmits: VecDeque::new(),
@@ -433,6 +451,10 @@ impl ShardMachine {
         ) {
             return;
         }
+        self.last_message_at = Some(now);
+        if self.hibernate_check.is_none() {
+            self.hibernate_check = self.config.hibernate_after.map(|after| now + after);
+        }
         let outcome = match self.decoder.push(bytes, kind) {
             Ok(Some(payload)) => {
                 if self.config.raw_messages {
@@ -441,7 +463,9 @@ impl ShardMachine {
                     });
                 }
                 let typed = typed(&self.config.typed_events, &payload);
-                Ok(Some(Scanned::from(&payload).with_typed(typed)))
+                Ok(Some(
+                    Scanned::new(&payload, &mut self.names).with_typed(typed),
+                ))
             }
             Ok(None) => Ok(None),
             Err(error) => Err(error.requires_reset()),
@@ -892,6 +916,16 @@ impl ShardMachine {
     /// A deadline from [`ShardMachine::poll_timeout`] passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = Some(now);
+        if self.hibernate_check.is_some_and(|at| now >= at) {
+            self.hibernate_check = None;
+            if let (Some(after), Some(last)) = (self.config.hibernate_after, self.last_message_at) {
+                if now.saturating_duration_since(last) >= after {
+                    self.decoder.hibernate();
+                } else {
+                    self.hibernate_check = Some(last + after);
+                }
+            }
+        }
         if self.reconnect_at.is_some_and(|at| now >= at) {
             self.open();
             return;
@@ -935,12 +969,20 @@ impl ShardMachine {
             self.reconnect_at,
             self.hello_deadline,
             self.ready_deadline,
+            self.hibernate_check,
             self.heartbeat.poll_timeout(),
             queued,
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Whether the connection's decompression state is hibernating (see
+    /// [`ShardConfig::hibernate_after`]).
+    #[must_use]
+    pub fn is_hibernating(&self) -> bool {
+        self.decoder.is_hibernating()
     }
 
     /// The next frame to send (JSON text).
@@ -964,7 +1006,7 @@ impl ShardMachine {
 struct Scanned {
     op: u8,
     seq: Option<u64>,
-    event_type: Option<String>,
+    event_type: Option<Cow<'static, str>>,
     data: Option<std::ops::Range<usize>>,
     json: String,
     typed: Option<Box<DispatchEvent>>,
@@ -997,8 +1039,33 @@ impl Scanned {
     }
 }
 
-impl From<&Payload<'_>> for Scanned {
-    fn from(payload: &Payload<'_>) -> Self {
+/// Event names, without an allocation for the ones twilight-model knows.
+/// The last few names seen are checked first: a connection's traffic is
+/// mostly a handful of event types.
+#[derive(Default)]
+struct Names {
+    recent: [Option<&'static str>; 4],
+    next: usize,
+}
+
+impl Names {
+    fn get(&mut self, name: &str) -> Cow<'static, str> {
+        if let Some(known) = self.recent.iter().flatten().find(|known| **known == name) {
+            return Cow::Borrowed(known);
+        }
+        match EventType::try_from(name).ok().and_then(EventType::name) {
+            Some(known) if known == name => {
+                self.recent[self.next] = Some(known);
+                self.next = (self.next + 1) % self.recent.len();
+                Cow::Borrowed(known)
+            }
+            _ => Cow::Owned(name.to_owned()),
+        }
+    }
+}
+
+impl Scanned {
+    fn new(payload: &Payload<'_>, names: &mut Names) -> Self {
         let json = payload.json();
         let data = payload.data();
         // `d` is a slice of the payload unless it was absent.
@@ -1009,7 +1076,7 @@ impl From<&Payload<'_>> for Scanned {
         Self {
             op: payload.op(),
             seq: payload.seq(),
-            event_type: payload.event_type().map(str::to_owned),
+            event_type: payload.event_type().map(|name| names.get(name)),
             data,
             json: json.to_owned(),
             typed: None,

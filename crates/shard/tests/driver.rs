@@ -111,6 +111,39 @@ async fn driver_zlib_stream() {
 }
 
 #[tokio::test]
+async fn driver_a_quiet_shard_hibernates_and_decodes_on_waking() {
+    let sim = sim().await;
+    let mut config = config(&sim, 0, 1, Compression::ZlibStream);
+    config.hibernate_after = Some(Duration::from_millis(20));
+    let mut shard = Shard::start(config, Arc::new(Unqueued));
+    // READY is seq 1, the two GUILD_CREATEs 2 and 3.
+    until(&mut shard, |e| {
+        matches!(e, ShardEvent::Dispatch { seq: 3, .. })
+    })
+    .await;
+    let mut last = 3;
+    for round in 0..3 {
+        // Quiet long enough to sleep, then a burst against the kept window.
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        sim.inject(Some(0), Fault::Burst(40));
+        let target = last + 40;
+        let seqs = until(
+            &mut shard,
+            |e| matches!(e, ShardEvent::Dispatch { seq, .. } if *seq == target),
+        )
+        .await;
+        assert_eq!(seqs.first(), Some(&(last + 1)), "round {round}");
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "round {round}: {seqs:?}"
+        );
+        last = target;
+    }
+    assert_eq!(shard.status(), ShardState::Active);
+    assert_eq!(sim.observations().connections.len(), 1, "never reconnected");
+}
+
+#[tokio::test]
 async fn driver_zstd_stream() {
     let sim = sim().await;
     ready_with_events(Compression::ZstdStream, &sim).await;

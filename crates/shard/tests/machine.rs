@@ -28,6 +28,8 @@ fn config() -> ShardConfig {
         GATEWAY,
     );
     config.compression = Compression::None;
+    // The tests read deadlines one by one; hibernation has its own test.
+    config.hibernate_after = None;
     config
 }
 
@@ -773,4 +775,83 @@ fn identify_starts_a_new_session_and_resume_continues_one() {
     h.shard.handle_close(h.now, Some(1000));
     h.shard.identify(h.now);
     assert!(h.expect_connect().starts_with(GATEWAY));
+}
+
+#[test]
+fn a_quiet_connection_hibernates_its_decoder_and_wakes_on_the_next_message() {
+    for after in [Some(Duration::from_secs(10)), None] {
+        let mut config = config();
+        config.compression = Compression::ZlibStream;
+        config.hibernate_after = after;
+        let mut h = Harness::new(config);
+        let mut encoder = ZlibStreamEncoder::new();
+        let mut seq = 0;
+        let mut send = |h: &mut Harness, payload: Value| {
+            let message = encoder.encode(&serde_json::to_vec(&payload).unwrap());
+            h.shard.handle_message(h.now, &message, MessageKind::Binary);
+        };
+        h.shard.connect(h.now);
+        h.expect_connect();
+        h.shard.handle_connected(h.now);
+        send(
+            &mut h,
+            json!({"t": null, "s": null, "op": 10, "d": {"heartbeat_interval": INTERVAL_MS}}),
+        );
+        h.shard.handle_identify_turn(h.now);
+        let mut dispatch = |h: &mut Harness, t: &str, d: Value| {
+            seq += 1;
+            send(h, json!({"t": t, "s": seq, "op": 0, "d": d}));
+        };
+        dispatch(
+            &mut h,
+            "READY",
+            json!({"session_id": "s1", "resume_gateway_url": RESUME, "v": 10}),
+        );
+        assert_eq!(h.shard.state(), ShardState::Active);
+        // Busy for 9 s, then quiet: it sleeps 10 s after the last message,
+        // not 10 s after the first.
+        h.advance(Duration::from_secs(9));
+        dispatch(&mut h, "TYPING_START", json!({"channel_id": "1"}));
+        h.advance(Duration::from_secs(9));
+        h.run_timers();
+        assert!(!h.shard.is_hibernating());
+        h.advance(Duration::from_secs(1));
+        h.run_timers();
+        assert_eq!(h.shard.is_hibernating(), after.is_some());
+        // Asleep or not, the next message decodes against the same window.
+        let text = "x".repeat(300);
+        dispatch(
+            &mut h,
+            "MESSAGE_CREATE",
+            json!({"id": "5", "channel_id": "1", "content": text}),
+        );
+        assert!(!h.shard.is_hibernating());
+        let events = h.events();
+        let Some(ShardEvent::Dispatch { seq, json, .. }) = events.last() else {
+            panic!("expected the dispatch last, got {events:?}");
+        };
+        assert_eq!(*seq, 3);
+        assert!(json.contains(&text));
+        assert_eq!(h.shard.state(), ShardState::Active);
+    }
+}
+
+#[test]
+fn event_names_are_borrowed_when_known_and_kept_when_new() {
+    let mut h = Harness::new(config());
+    h.start();
+    h.events();
+    h.dispatch("MESSAGE_CREATE", json!({"id": "1"}));
+    h.dispatch("SOMETHING_DISCORD_ADDS_LATER", json!({}));
+    let names: Vec<_> = h
+        .events()
+        .into_iter()
+        .filter_map(|event| match event {
+            ShardEvent::Dispatch { event_type, .. } => Some(event_type),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, ["MESSAGE_CREATE", "SOMETHING_DISCORD_ADDS_LATER"]);
+    assert!(matches!(names[0], std::borrow::Cow::Borrowed(_)));
+    assert!(matches!(names[1], std::borrow::Cow::Owned(_)));
 }
