@@ -18,7 +18,7 @@ use serde_json::json;
 use shardwire::cluster::{Cluster, ClusterConfig, ShardSpec};
 use shardwire::shard::Unqueued;
 use shardwire::{Compression, EventFilter, Shard, ShardConfig, ShardEvent, Token};
-use shardwire_benches::{cpu_time, status_kib};
+use shardwire_benches::{cpu_time, status_kib, trimmed_rss_kib};
 use tokio::task::JoinSet;
 use twilight_model::gateway::Intents;
 use twilight_model::gateway::event::GatewayEventDeserializer;
@@ -299,6 +299,10 @@ async fn collect(mut tasks: JoinSet<Result<Consumed>>) -> Result<Consumed> {
     Ok(total)
 }
 
+/// How soon idle shardwire shards hibernate here: sooner than the 10 s
+/// default, so that a run measures idle shards without waiting 10 s.
+const HIBERNATE_AFTER: Duration = Duration::from_millis(500);
+
 /// Connects N idle shards and waits until each has its READY and guilds.
 async fn idle(
     client: Client,
@@ -312,8 +316,9 @@ async fn idle(
     match client {
         Client::Shardwire => {
             for id in 0..shards {
-                let config =
+                let mut config =
                     ShardConfig::new(Token::new(token), Intents::GUILDS, id, shards, gateway);
+                config.hibernate_after = Some(HIBERNATE_AFTER);
                 let mut shard = Shard::start(config, Arc::new(Unqueued));
                 let ready = ready_tx.clone();
                 keep.push(tokio::spawn(async move {
@@ -591,6 +596,7 @@ async fn run(command: Command) -> Result<serde_json::Value> {
             // Let buffers settle, then read.
             tokio::time::sleep(Duration::from_secs(1)).await;
             let rss = status_kib("VmRSS")?;
+            let trimmed = trimmed_rss_kib()?;
             drop(keep);
             Ok(json!({
                 "client": format!("{client:?}").to_lowercase(),
@@ -598,6 +604,7 @@ async fn run(command: Command) -> Result<serde_json::Value> {
                 "ready_s": ready_after.as_secs_f64(),
                 "baseline_rss_kib": baseline,
                 "rss_kib": rss,
+                "trimmed_rss_kib": trimmed,
             }))
         }
         Command::Floor { events, seed } => floor(events, seed),
