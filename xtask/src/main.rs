@@ -23,7 +23,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 
-const FUZZ_TARGETS: &[&str] = &["zlib_stream", "zstd_stream", "scan_decode"];
+const FUZZ_TARGETS: &[&str] = &["zlib_stream", "zstd_stream", "scan_decode", "frames"];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -95,7 +95,7 @@ fn bench_codec(args: &[String]) -> Result<()> {
 /// Seeds a fuzz corpus from the generated gateway traffic, so the fuzzer
 /// starts from real payloads and real compressed streams.
 fn write_seeds(target: &str, dir: &Path) -> Result<()> {
-    use shardwire_codec::corpus::{Corpus, ZlibStreamEncoder, ZstdStreamEncoder};
+    use shardwire_codec::corpus::{Corpus, ZlibStreamEncoder, ZstdStreamEncoder, server_frame};
     let corpus = Corpus::small_events(64, 5);
     let payloads = corpus.payloads();
     let mut seeds: Vec<Vec<u8>> = Vec::new();
@@ -118,7 +118,20 @@ fn write_seeds(target: &str, dir: &Path) -> Result<()> {
             seeds.push(round_trip);
             let mut raw = vec![0u8];
             raw.extend_from_slice(&(index as u64).to_le_bytes());
-            if target == "zlib_stream" {
+            if target == "frames" {
+                // Each payload a binary message; every third one in two
+                // fragments with a ping between them.
+                for (i, payload) in group.iter().enumerate() {
+                    if i % 3 == 2 && payload.len() > 1 {
+                        let (head, tail) = payload.split_at(payload.len() / 2);
+                        raw.extend_from_slice(&server_frame(false, 2, head));
+                        raw.extend_from_slice(&server_frame(true, 9, b"ping"));
+                        raw.extend_from_slice(&server_frame(true, 0, tail));
+                    } else {
+                        raw.extend_from_slice(&server_frame(true, 2, payload));
+                    }
+                }
+            } else if target == "zlib_stream" {
                 let mut encoder = ZlibStreamEncoder::new();
                 group
                     .iter()

@@ -119,6 +119,9 @@ pub(crate) struct ZlibStream {
     /// Bytes decompressed on this connection (the window holds at most the
     /// last [`WINDOW`] of them).
     produced: u64,
+    /// The first two bytes produced: a window that short cannot be read back
+    /// with a back-reference (those copy three bytes at least).
+    first: [u8; 2],
     /// While hibernating: the window, compressed.
     saved: Option<SavedWindow>,
 }
@@ -139,6 +142,7 @@ impl ZlibStream {
             tail: [0; 4],
             tail_len: 0,
             produced: 0,
+            first: [0; 2],
             saved: None,
         }
     }
@@ -162,7 +166,7 @@ impl ZlibStream {
     /// Frees the inflate state between payloads, keeping only the window the
     /// next payload may refer to, compressed. Returns whether the stream is
     /// now hibernating; it stays awake mid-payload, and when the window
-    /// cannot be saved (fewer than three bytes, or memory ran out).
+    /// cannot be saved (no memory for a zstd context).
     pub(crate) fn hibernate(&mut self) -> bool {
         // Mid-payload (or mid-header) the inflater holds more than a window.
         if self.tail_len != 0 {
@@ -177,8 +181,11 @@ impl ZlibStream {
                 compressed: Box::default(),
                 len: 0,
             },
-            // A back-reference copies at least three bytes.
-            1 | 2 => return false,
+            // Kept as it is: too short to read back or to compress.
+            1 | 2 => SavedWindow {
+                compressed: self.first[..len].into(),
+                len,
+            },
             // If the window cannot be saved, reading it left the inflater
             // as it was (see `read_window`), so it simply stays awake.
             _ => match save_window(inflater, len) {
@@ -269,6 +276,14 @@ impl ZlibStream {
         };
         let before = out.len();
         let driven = drive(inflater, input, out, limit, FlushDecompress::Sync);
+        if self.produced < 2 {
+            for (slot, &byte) in self.first[self.produced as usize..]
+                .iter_mut()
+                .zip(&out[before..])
+            {
+                *slot = byte;
+            }
+        }
         self.produced += (out.len() - before) as u64;
         match driven {
             Ok(Drive::NeedsInput) => {}
@@ -369,11 +384,16 @@ fn load_window(inflater: &mut Decompress, saved: &SavedWindow) -> Result<(), Str
             ),
         };
         window.clear();
-        window.reserve(saved.len);
-        let len = decompressor
-            .decompress_to_buffer(&saved.compressed[..], window)
-            .map_err(|error| format!("the saved window did not decompress: {error}"))?;
-        if len != saved.len {
+        if saved.len < 3 {
+            // Kept uncompressed (see `ZlibStream::hibernate`).
+            window.extend_from_slice(&saved.compressed);
+        } else {
+            window.reserve(saved.len);
+            decompressor
+                .decompress_to_buffer(&saved.compressed[..], window)
+                .map_err(|error| format!("the saved window did not decompress: {error}"))?;
+        }
+        if window.len() != saved.len {
             return Err("the saved window came back short".into());
         }
         prime(inflater, window, block, out)

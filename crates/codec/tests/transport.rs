@@ -511,3 +511,19 @@ fn zlib_headers_are_checked() {
     let json = decoder.push_raw(rest, MessageKind::Binary).unwrap();
     assert_eq!(json, Some(corpus.payloads()[0].as_slice()));
 }
+
+#[test]
+fn zlib_stream_hibernates_after_a_payload_of_one_or_two_bytes() {
+    let corpus = Corpus::small_events(8, 9);
+    for first in [&b"7"[..], b"{}", b"[1]"] {
+        let mut payloads = vec![first.to_vec()];
+        payloads.extend(corpus.payloads().iter().cloned());
+        let messages = zlib_messages(&payloads);
+        let mut decoder = Decoder::new(Compression::ZlibStream);
+        for (message, payload) in messages.iter().zip(&payloads) {
+            let json = decoder.push_raw(message, MessageKind::Binary).unwrap();
+            assert_eq!(json, Some(payload.as_slice()));
+            assert!(decoder.hibernate(), "after {first:?}");
+        }
+    }
+}
