@@ -77,9 +77,10 @@ pub struct ShardConfig {
     pub max_pending_bytes: usize,
     /// After this long without a message, the connection's decompression
     /// state hibernates: on zlib-stream the inflate state (about 47 KiB) is
-    /// freed and only its window is kept, compressed (a few KiB). The next
-    /// message wakes it, at the cost of a decompression of at most 32 KiB.
-    /// 10 s by default; `None` keeps it awake.
+    /// freed and only its window is kept, compressed (a few KiB), and the
+    /// tokio driver frees the receive buffer. The next message wakes it, at
+    /// the cost of a decompression of at most 32 KiB. 10 s by default;
+    /// `None` keeps it awake.
     pub hibernate_after: Option<Duration>,
 }
 
