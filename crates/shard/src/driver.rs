@@ -23,8 +23,8 @@ use http_body_util::Empty;
 use hyper::Request;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use shardwire_codec::Command;
 use shardwire_codec::frame::{Frame as Received, FrameBuffer};
+use shardwire_codec::{Command, EventFilter};
 use shardwire_heartbeat::Latency;
 use tokio::io::{AsyncRead, ReadBuf, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
@@ -176,6 +176,9 @@ pub struct Shard {
     events: Option<mpsc::Receiver<(u32, ShardEvent)>>,
     /// The session as of the last event this handle returned.
     consumed: Option<Session>,
+    /// The dispatches this handle types as it returns them (see
+    /// [`Shard::start`]).
+    typing: EventFilter,
     status: Arc<Mutex<Status>>,
     shard_id: u32,
 }
@@ -198,14 +201,37 @@ fn lock(status: &Mutex<Status>) -> std::sync::MutexGuard<'_, Status> {
 impl Shard {
     /// Starts the shard's task and connects. Must be called inside a tokio
     /// runtime.
+    ///
+    /// The dispatches [`ShardConfig::typed_events`] asks for are
+    /// deserialized as this handle returns them, on the consumer's task:
+    /// each typed event is then built and dropped by the same task, one at a
+    /// time, which the allocator handles best (and the shard's task only
+    /// reads, inflates and scans).
     #[must_use]
-    pub fn start(config: ShardConfig, queue: Arc<dyn IdentifyQueue>) -> Self {
+    pub fn start(mut config: ShardConfig, queue: Arc<dyn IdentifyQueue>) -> Self {
         let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
         let consumed = config.session.clone();
+        let typing = std::mem::replace(&mut config.typed_events, EventFilter::none());
         let mut shard = Self::start_with_sink(config, queue, EventSink::new(events_tx));
         shard.events = Some(events);
         shard.consumed = consumed;
+        shard.typing = typing;
         shard
+    }
+
+    /// Types a dispatch as [`Shard::start`] describes, and follows the
+    /// session.
+    fn hand_out(&mut self, mut event: ShardEvent) -> ShardEvent {
+        if let ShardEvent::Dispatch {
+            json, event: typed, ..
+        } = &mut event
+            && typed.is_none()
+            && self.typing.wants_any()
+        {
+            *typed = crate::machine::typed_json(&self.typing, json);
+        }
+        note_session(&mut self.consumed, &event);
+        event
     }
 
     /// Starts a shard whose events go to `sink` (shared with other shards,
@@ -248,6 +274,7 @@ impl Shard {
             control,
             events: None,
             consumed: None,
+            typing: EventFilter::none(),
             status,
             shard_id,
         }
@@ -260,10 +287,7 @@ impl Shard {
             Some(events) => events.recv().await.map(|(_, event)| event),
             None => None,
         };
-        if let Some(event) = &event {
-            note_session(&mut self.consumed, event);
-        }
-        event
+        event.map(|event| self.hand_out(event))
     }
 
     /// Sends a command: now if the session is ready and the rate limit
@@ -411,10 +435,7 @@ impl futures_core::Stream for Shard {
             },
             None => None,
         };
-        if let Some(event) = &event {
-            note_session(&mut this.consumed, event);
-        }
-        Poll::Ready(event)
+        Poll::Ready(event.map(|event| this.hand_out(event)))
     }
 }
 

@@ -1013,6 +1013,13 @@ struct Scanned {
     typed: Option<Box<DispatchEvent>>,
 }
 
+/// The typed dispatch of a payload's JSON, if the filter asks for it and it
+/// deserializes.
+pub(crate) fn typed_json(filter: &EventFilter, json: &str) -> Option<Box<DispatchEvent>> {
+    let payload = Payload::scan(json.as_bytes()).ok()?;
+    typed(filter, &payload)
+}
+
 /// The typed dispatch, if the filter asks for it and it deserializes.
 fn typed(filter: &EventFilter, payload: &Payload<'_>) -> Option<Box<DispatchEvent>> {
     if payload.op() != 0 || !filter.wants_any() {
