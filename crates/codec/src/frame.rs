@@ -87,6 +87,16 @@ impl fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
+/// A checked frame header.
+struct Head {
+    fin: bool,
+    opcode: u8,
+    /// Payload bytes.
+    len: usize,
+    /// Header and payload bytes.
+    total: usize,
+}
+
 /// Where a parsed frame's bytes are, found before anything is borrowed.
 enum Found {
     Whole(std::ops::Range<usize>, MessageKind),
@@ -215,18 +225,45 @@ impl FrameBuffer {
     /// returns something (a frame or an error) without another read.
     #[must_use]
     pub fn has_frame(&self) -> bool {
+        match self.head() {
+            Ok(Some(head)) => self.end - self.start >= head.total,
+            Ok(None) => false,
+            // Errors show from the header alone.
+            Err(_) => true,
+        }
+    }
+
+    /// The header of the frame at `start`, checked; `None` while it is
+    /// incomplete.
+    fn head(&self) -> Result<Option<Head>, FrameError> {
         let held = &self.buf[self.start..self.end];
         let Some((len, header_len)) = header(held) else {
-            return false;
+            return Ok(None);
         };
         let (first, second) = (held[0], held[1]);
-        let control = first & 0x0f >= 8;
-        // Errors show from the header alone.
-        first & 0x70 != 0
-            || second & 0x80 != 0
-            || (control && (first & 0x80 == 0 || len > 125))
-            || len > self.max_message as u64
-            || held.len() as u64 >= header_len as u64 + len
+        if first & 0x70 != 0 {
+            return Err(FrameError::ReservedBits);
+        }
+        if second & 0x80 != 0 {
+            return Err(FrameError::Masked);
+        }
+        let fin = first & 0x80 != 0;
+        let opcode = first & 0x0f;
+        if opcode >= 8 && (!fin || len > 125) {
+            return Err(FrameError::InvalidControl);
+        }
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&len| len <= self.max_message)
+            .ok_or(FrameError::TooLarge {
+                limit: self.max_message,
+            })?;
+        Ok(Some(Head {
+            fin,
+            opcode,
+            len,
+            total: header_len + len,
+        }))
     }
 
     /// The next complete message, ping, pong or close, or `None` when more
@@ -239,36 +276,21 @@ impl FrameBuffer {
     /// cannot go on.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, FrameError> {
         let found = loop {
-            let held = &self.buf[self.start..self.end];
-            let Some((len, header_len)) = header(held) else {
+            let Some(Head {
+                fin,
+                opcode,
+                len,
+                total,
+            }) = self.head()?
+            else {
                 return Ok(None);
             };
-            let (first, second) = (held[0], held[1]);
-            if first & 0x70 != 0 {
-                return Err(FrameError::ReservedBits);
-            }
-            if second & 0x80 != 0 {
-                return Err(FrameError::Masked);
-            }
-            let fin = first & 0x80 != 0;
-            let opcode = first & 0x0f;
-            if opcode >= 8 && (!fin || len > 125) {
-                return Err(FrameError::InvalidControl);
-            }
-            let too_large = FrameError::TooLarge {
-                limit: self.max_message,
-            };
-            let len = usize::try_from(len).map_err(|_| too_large.clone())?;
-            if len > self.max_message {
-                return Err(too_large);
-            }
-            let total = header_len + len;
-            if held.len() < total {
+            if self.end - self.start < total {
                 self.need = total;
                 return Ok(None);
             }
             self.need = 0;
-            let payload = self.start + header_len..self.start + total;
+            let payload = self.start + total - len..self.start + total;
             self.start += total;
             match opcode {
                 0x0 => {
@@ -276,7 +298,9 @@ impl FrameBuffer {
                         return Err(FrameError::UnexpectedContinuation);
                     };
                     if self.partial.len() + len > self.max_message {
-                        return Err(too_large);
+                        return Err(FrameError::TooLarge {
+                            limit: self.max_message,
+                        });
                     }
                     self.partial.extend_from_slice(&self.buf[payload]);
                     if fin {

@@ -698,9 +698,10 @@ impl Task {
                 return;
             }
             // One read brings in hundreds of events: they go to the
-            // consumer in batches (see `HANDOVER_BATCH`). A consumer that takes nothing is not waited for, and a
-            // deadline that passed (a heartbeat) sends the task back to its
-            // loop; the rest of the buffer is still there.
+            // consumer in batches (see `HANDOVER_BATCH`). A consumer that
+            // takes nothing is not waited for, and a deadline that passed (a
+            // heartbeat) sends the task back to its loop; the rest of the
+            // buffer is still there.
             if self.pending.len() >= HANDOVER_BATCH {
                 let before = self.pending.len();
                 self.hand_over();
@@ -869,9 +870,7 @@ async fn connect(url: &str) -> Result<Socket, ConnectError> {
 /// Keeps fastwebsockets' writing half; the reading half is the shard's own
 /// (see [`Reader`]). fastwebsockets has read nothing yet at this point, so
 /// no bytes are left behind in it.
-fn split(mut ws: WebSocket<Io>) -> Socket {
-    ws.set_auto_close(false);
-    ws.set_auto_pong(false);
+fn split(ws: WebSocket<Io>) -> Socket {
     let read_half = std::cell::Cell::new(None);
     let (_unused, writer) = ws.split(|stream| {
         let (read, write) = tokio::io::split(stream);
