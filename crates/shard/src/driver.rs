@@ -192,6 +192,59 @@ impl std::fmt::Debug for Shard {
     }
 }
 
+/// Sends commands on a [`Shard`] from any task (see [`Shard::sender`]).
+#[derive(Clone)]
+pub struct ShardSender {
+    control: mpsc::UnboundedSender<Control>,
+    shard_id: u32,
+}
+
+impl std::fmt::Debug for ShardSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardSender")
+            .field("shard_id", &self.shard_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShardSender {
+    /// As [`Shard::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Shard::send`].
+    pub async fn send(&self, command: Command) -> Result<(), SendError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self.control.send(Control::Send(command, reply)).is_err() {
+            return Err(SendError::Stopped);
+        }
+        answer.await.unwrap_or(Err(SendError::Stopped))
+    }
+
+    /// As [`Shard::send_raw`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Shard::send_raw`].
+    pub async fn send_raw(&self, json: impl Into<Vec<u8>>) -> Result<(), SendError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self
+            .control
+            .send(Control::SendRaw(json.into(), reply))
+            .is_err()
+        {
+            return Err(SendError::Stopped);
+        }
+        answer.await.unwrap_or(Err(SendError::Stopped))
+    }
+
+    /// The shard's id.
+    #[must_use]
+    pub fn id(&self) -> u32 {
+        self.shard_id
+    }
+}
+
 fn lock(status: &Mutex<Status>) -> std::sync::MutexGuard<'_, Status> {
     status
         .lock()
@@ -298,11 +351,7 @@ impl Shard {
     /// [`SendError`] when the command does not encode, the queue is full,
     /// the shard is fatally closed or its task has ended.
     pub async fn send(&self, command: Command) -> Result<(), SendError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        if self.control.send(Control::Send(command, reply)).is_err() {
-            return Err(SendError::Stopped);
-        }
-        answer.await.unwrap_or(Err(SendError::Stopped))
+        self.sender().send(command).await
     }
 
     /// Sends a raw JSON payload (`{"op": …, "d": …}`) for which the codec
@@ -313,15 +362,18 @@ impl Shard {
     /// [`SendError::InvalidRaw`] when it is not a JSON object with an
     /// integer `op` or is over 4096 bytes; as [`Shard::send`] otherwise.
     pub async fn send_raw(&self, json: impl Into<Vec<u8>>) -> Result<(), SendError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        if self
-            .control
-            .send(Control::SendRaw(json.into(), reply))
-            .is_err()
-        {
-            return Err(SendError::Stopped);
+        self.sender().send_raw(json).await
+    }
+
+    /// A handle that sends commands on this shard from another task: it
+    /// can be cloned and moved, and outlives nothing (once the shard's task
+    /// has ended, its sends fail with [`SendError::Stopped`]).
+    #[must_use]
+    pub fn sender(&self) -> ShardSender {
+        ShardSender {
+            control: self.control.clone(),
+            shard_id: self.shard_id,
         }
-        answer.await.unwrap_or(Err(SendError::Stopped))
     }
 
     /// Connects again after a [`Shard::disconnect`].

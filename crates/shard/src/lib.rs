@@ -33,7 +33,7 @@ mod queue;
 mod ratelimit;
 mod session;
 
-pub use crate::driver::{EventSink, Shard, Tap};
+pub use crate::driver::{EventSink, Shard, ShardSender, Tap};
 pub use crate::machine::{
     Order, ResumeError, SendError, ShardConfig, ShardEvent, ShardMachine, ShardState,
 };

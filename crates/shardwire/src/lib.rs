@@ -9,7 +9,10 @@
 //! - [`shard`]: one gateway connection, a sans-IO state machine and its
 //!   tokio driver;
 //! - [`cluster`]: many shards as one, with `/gateway/bot`, the identify
-//!   queue, routing and lifecycle.
+//!   queue, routing and lifecycle;
+//! - [`nats`] (feature `nats`, on by default with `cli`): many processes on
+//!   NATS JetStream: a shared identify queue, leased shard ranges, a
+//!   session store, events published with deduplication, gateway nodes.
 //!
 //! The most used types are also at the top level.
 //!
@@ -32,6 +35,8 @@
 pub use shardwire_cluster as cluster;
 pub use shardwire_codec as codec;
 pub use shardwire_heartbeat as heartbeat;
+#[cfg(feature = "nats")]
+pub use shardwire_nats as nats;
 pub use shardwire_shard as shard;
 
 pub use shardwire_cluster::{Cluster, ClusterConfig, ShardSpec};

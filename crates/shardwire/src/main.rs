@@ -1,6 +1,6 @@
 //! The `shardwire` command: `tail` streams dispatches as JSON lines, `demo`
 //! runs a cluster against the embedded simulator, `sim` runs the simulator
-//! on its own.
+//! on its own, `node` runs one gateway node of a cluster on NATS.
 
 #![allow(
     clippy::print_stdout,
@@ -27,6 +27,7 @@ enum Command {
     Tail(cli::tail::Args),
     Demo(cli::demo::Args),
     Sim(cli::sim::Args),
+    Node(cli::node::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
     let default_filter = match cli.command {
         Command::Tail(_) => "warn",
         Command::Demo(_) | Command::Sim(_) => "warn,shardwire=info",
+        Command::Node(_) => "warn,shardwire_nats=info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
             Command::Tail(args) => cli::tail::run(args).await,
             Command::Demo(args) => cli::demo::run(args).await,
             Command::Sim(args) => cli::sim::run(args).await,
+            Command::Node(args) => cli::node::run(args).await,
         }
     })
 }

@@ -40,6 +40,19 @@ pub use crate::observe::{
 };
 pub use crate::state::Flood;
 
+/// A session the simulator holds, as [`Sim::sessions`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// Its id.
+    pub session_id: String,
+    /// Its shard id.
+    pub shard: u32,
+    /// The last sequence number sent on it (every dispatch from 1 to this
+    /// one was sent, some perhaps twice by a replay).
+    pub seq: u64,
+}
+
 /// Why the simulator could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -121,6 +134,22 @@ impl Sim {
     #[must_use]
     pub fn observations(&self) -> Observations {
         self.shared.snapshot()
+    }
+
+    /// The sessions the simulator holds, which a client can still resume,
+    /// each with the last sequence number it sent.
+    #[must_use]
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let mut sessions: Vec<SessionInfo> = state::lock(&self.shared.sessions)
+            .iter()
+            .map(|(id, session)| SessionInfo {
+                session_id: id.clone(),
+                shard: session.shard[0],
+                seq: session.seq,
+            })
+            .collect();
+        sessions.sort_by(|a, b| (a.shard, &a.session_id).cmp(&(b.shard, &b.session_id)));
+        sessions
     }
 
     /// The broken rules seen so far.

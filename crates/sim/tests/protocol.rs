@@ -246,6 +246,23 @@ async fn resume_on_the_resume_url_replays_after_seq_then_sends_resumed() {
 }
 
 #[tokio::test]
+async fn sessions_lists_each_live_session_with_its_last_seq() {
+    let sim = Sim::builder().guilds_per_shard(1).start().await.unwrap();
+    assert!(sim.sessions().is_empty());
+    let (session, last) = session_with_events(&sim, 7).await;
+    let sessions = sim.sessions();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(
+        (
+            sessions[0].session_id.as_str(),
+            sessions[0].shard,
+            sessions[0].seq
+        ),
+        (session.as_str(), 0, last)
+    );
+}
+
+#[tokio::test]
 async fn resume_of_an_unknown_session_gets_invalid_session_false() {
     let sim = sim().await;
     let mut client = RawClient::connect(sim.resume_gateway_url(), Compression::None).await;

@@ -1,6 +1,7 @@
 //! The subcommands.
 
 pub(crate) mod demo;
+pub(crate) mod node;
 pub(crate) mod sim;
 pub(crate) mod tail;
 

@@ -14,9 +14,9 @@ use twilight_model::gateway::event::EventType;
 use super::{fail, non_privileged_intents};
 
 /// Exit code for a refused token (HTTP 401 or close 4004).
-const EXIT_TOKEN: u8 = 3;
+pub(super) const EXIT_TOKEN: u8 = 3;
 /// Exit code for another fatal close (4010 to 4014).
-const EXIT_FATAL: u8 = 4;
+pub(super) const EXIT_FATAL: u8 = 4;
 
 /// Stream dispatches as JSON lines on stdout.
 ///
@@ -64,7 +64,7 @@ pub(crate) struct Args {
 }
 
 /// A token, trimmed; `Token` keeps it out of `Debug` output.
-fn parse_token(value: &str) -> Result<Token, String> {
+pub(super) fn parse_token(value: &str) -> Result<Token, String> {
     let token = Token::new(value.trim());
     if token.is_empty() {
         return Err("no token: pass --token or set DISCORD_TOKEN".into());
@@ -72,7 +72,7 @@ fn parse_token(value: &str) -> Result<Token, String> {
     Ok(token)
 }
 
-fn parse_compression(value: &str) -> Result<Compression, String> {
+pub(super) fn parse_compression(value: &str) -> Result<Compression, String> {
     match value {
         "zlib-stream" => Ok(Compression::ZlibStream),
         "zstd-stream" => Ok(Compression::ZstdStream),
@@ -83,7 +83,7 @@ fn parse_compression(value: &str) -> Result<Compression, String> {
     }
 }
 
-fn parse_intents(value: &str) -> Result<Intents, String> {
+pub(super) fn parse_intents(value: &str) -> Result<Intents, String> {
     let bits = match value
         .strip_prefix("0x")
         .or_else(|| value.strip_prefix("0X"))
@@ -111,7 +111,7 @@ fn line(shard: u32, seq: u64, event_type: &str, json: &str) -> Option<String> {
     ))
 }
 
-fn fatal_exit(shard: u32, error: &FatalError) -> ExitCode {
+pub(super) fn fatal_exit(shard: u32, error: &FatalError) -> ExitCode {
     let code = if matches!(error, FatalError::AuthenticationFailed) {
         EXIT_TOKEN
     } else {

@@ -1,0 +1,207 @@
+//! shardwire beyond one process: many gateway nodes share a bot's shards
+//! through NATS JetStream.
+//!
+//! Every piece lives in JetStream, so no coordinator of shardwire's own has
+//! to stay up:
+//! - [`NatsQueue`]: the identify queue across processes. One key per
+//!   rate-limit bucket (`shard_id % max_concurrency`) in a KV bucket whose
+//!   entries expire after the identify window: a shard identifies only after
+//!   it has *created* its bucket's key, and creation fails while the key
+//!   exists. It also guards the day's remaining session starts. It
+//!   implements [`shardwire_shard::IdentifyQueue`], so a
+//!   [`Cluster`](shardwire_cluster::Cluster) or a lone
+//!   [`Shard`](shardwire_shard::Shard) can use it.
+//! - [`Leases`]: ranges of shards leased through KV compare-and-swap, the
+//!   revision being the fencing token; a lease not renewed expires.
+//! - [`SessionStore`]: `{session_id, seq, resume_url}` per shard, written by
+//!   compare-and-swap so a process that lost a shard cannot overwrite it.
+//! - Events: each dispatch goes to the stream on
+//!   `<prefix>.events.<shard>.<EVENT>` with the message id
+//!   `<session>:<seq>`, so JetStream drops the copies a resume replays;
+//!   [`EventConsumer`] reads them back (durable pull consumer, explicit ack).
+//! - [`Node`]: one gateway process of a cluster of nodes (`shardwire node`):
+//!   it claims leases up to its capacity, resumes each shard from the
+//!   session store, publishes, advances the stored seq only once JetStream
+//!   has acknowledged the events, and takes commands on
+//!   `<prefix>.commands.<shard>`.
+//! - [`LocalServer`]: a `nats-server` with JetStream on loopback, for tests
+//!   and demos.
+
+mod consumer;
+mod error;
+mod layout;
+mod lease;
+mod node;
+mod queue;
+mod server;
+mod sessions;
+
+pub use crate::consumer::{Delivery, EventConsumer};
+pub use crate::error::NatsError;
+pub use crate::layout::{Layout, event_subject, message_id};
+pub use crate::lease::{Lease, Leases};
+pub use crate::node::{Node, NodeConfig, NodeError};
+pub use crate::queue::NatsQueue;
+pub use crate::server::{LocalServer, ServerError};
+pub use crate::sessions::SessionStore;
+
+/// A connection to NATS with the JetStream context and the names a
+/// shardwire deployment uses.
+#[derive(Clone, Debug)]
+pub struct Nats {
+    client: async_nats::Client,
+    jetstream: async_nats::jetstream::Context,
+    layout: Layout,
+}
+
+impl Nats {
+    /// Connects to the NATS server at `url` (like `nats://127.0.0.1:4222`),
+    /// naming everything after `layout`.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::Connect`] when the server cannot be reached.
+    pub async fn connect(url: &str, layout: Layout) -> Result<Self, NatsError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("shardwire")
+            .connection_timeout(std::time::Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|error| NatsError::Connect {
+                url: url.to_owned(),
+                reason: error.to_string(),
+            })?;
+        Ok(Self::with_client(client, layout))
+    }
+
+    /// Wraps a connection the caller made.
+    #[must_use]
+    pub fn with_client(client: async_nats::Client, layout: Layout) -> Self {
+        let jetstream = async_nats::jetstream::new(client.clone());
+        Self {
+            client,
+            jetstream,
+            layout,
+        }
+    }
+
+    /// The core NATS client.
+    #[must_use]
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream context.
+    #[must_use]
+    pub fn jetstream(&self) -> &async_nats::jetstream::Context {
+        &self.jetstream
+    }
+
+    /// The names in use.
+    #[must_use]
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Opens (creating if needed) a KV bucket.
+    pub(crate) async fn bucket(
+        &self,
+        name: String,
+        max_age: std::time::Duration,
+        description: &str,
+    ) -> Result<async_nats::jetstream::kv::Store, NatsError> {
+        let config = async_nats::jetstream::kv::Config {
+            bucket: name.clone(),
+            description: description.to_owned(),
+            history: 1,
+            max_age,
+            storage: async_nats::jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        match self.jetstream.create_key_value(config).await {
+            Ok(store) => Ok(store),
+            // Made by another node with other settings: use it as it is
+            // rather than fight over its configuration.
+            Err(create) => self.jetstream.get_key_value(&name).await.map_err(|_| {
+                NatsError::jetstream(format!("the KV bucket `{name}` cannot be opened"), create)
+            }),
+        }
+    }
+
+    /// Opens (creating if needed) the events stream: every subject under
+    /// `<prefix>.events.>`, deduplicated by message id over
+    /// `duplicate_window`.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`] when JetStream refuses.
+    pub async fn events_stream(
+        &self,
+        duplicate_window: std::time::Duration,
+    ) -> Result<async_nats::jetstream::stream::Stream, NatsError> {
+        let config = async_nats::jetstream::stream::Config {
+            name: self.layout.stream(),
+            subjects: vec![format!("{}.events.>", self.layout.prefix())],
+            duplicate_window,
+            storage: async_nats::jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        self.jetstream
+            .get_or_create_stream(config)
+            .await
+            .map_err(|error| NatsError::jetstream("the events stream cannot be opened", error))
+    }
+
+    /// The identify queue for `max_concurrency` buckets of `window` each
+    /// (Discord: 5 s; a simulator may use less).
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`] when its KV buckets cannot be opened.
+    pub async fn identify_queue(
+        &self,
+        max_concurrency: u32,
+        window: std::time::Duration,
+        holder: &str,
+    ) -> Result<NatsQueue, NatsError> {
+        NatsQueue::open(self, max_concurrency, window, holder).await
+    }
+
+    /// Shard leases held by `holder`, expiring `ttl` after their last
+    /// renewal.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`] when the KV bucket cannot be opened.
+    pub async fn leases(
+        &self,
+        ttl: std::time::Duration,
+        holder: &str,
+    ) -> Result<Leases, NatsError> {
+        Leases::open(self, ttl, holder).await
+    }
+
+    /// The session store.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`] when the KV bucket cannot be opened.
+    pub async fn sessions(&self) -> Result<SessionStore, NatsError> {
+        SessionStore::open(self).await
+    }
+
+    /// A durable pull consumer named `durable` on the events stream,
+    /// delivering the subjects `filter` matches (`None`: every event), each
+    /// to be acknowledged.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`] when the stream or consumer cannot be made.
+    pub async fn consumer(
+        &self,
+        durable: &str,
+        filter: Option<&str>,
+    ) -> Result<EventConsumer, NatsError> {
+        EventConsumer::open(self, durable, filter).await
+    }
+}

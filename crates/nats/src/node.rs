@@ -1,0 +1,865 @@
+//! One gateway process of a cluster of nodes.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::context::PublishAckFuture;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use shardwire_cluster::{Configure, DEFAULT_API_BASE, Gateway, GatewayError, IDENTIFY_WINDOW};
+use shardwire_codec::{Compression, Token};
+use shardwire_shard::{
+    EventSink, FatalError, IdentifyQueue, Session, Shard, ShardConfig, ShardEvent,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use twilight_model::gateway::Intents;
+
+use crate::{
+    Layout, Lease, Leases, Nats, NatsError, NatsQueue, SessionStore, event_subject, message_id,
+};
+
+/// How long JetStream remembers message ids: a resume that replays events
+/// published less than this long ago is deduplicated.
+pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Publishes awaiting JetStream's acknowledgement, across the node's
+/// shards; more stop the intake until acknowledgements come.
+const MAX_IN_FLIGHT: usize = 4096;
+/// How often acknowledged seqs are written to the session store.
+const SESSION_FLUSH: Duration = Duration::from_millis(250);
+/// Events a shard hands to the node before its reading pauses.
+const SHARD_BUFFER: usize = 1024;
+/// How many ticks an unheld range waits for a node under its fair share
+/// before a node at its fair share takes it.
+const ORPHAN_TICKS: u32 = 3;
+
+/// How a node runs. Build with [`NodeConfig::new`], then set fields.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// The bot token (redacted in `Debug`).
+    pub token: Token,
+    /// The gateway intents.
+    pub intents: Intents,
+    /// The API base `/gateway/bot` is fetched from.
+    pub api_base: String,
+    /// The NATS server, like `nats://127.0.0.1:4222`.
+    pub nats_url: String,
+    /// Names of subjects, stream and buckets.
+    pub layout: Layout,
+    /// This node's name, unique in the cluster (default: host and process
+    /// id).
+    pub node_id: String,
+    /// The most shards this node runs.
+    pub capacity: u32,
+    /// Shards per leased range. Every node of a cluster must use the same.
+    pub range_size: u32,
+    /// The bot's shard count (default: what `/gateway/bot` recommends; the
+    /// first node stores it and every later node follows it).
+    pub shards: Option<u32>,
+    /// How long a lease lives without renewal; it is renewed every third
+    /// of it. A dead node's shards are taken over about this long after it
+    /// died.
+    pub lease_ttl: Duration,
+    /// The identify window per bucket (Discord: 5 s; a simulator may use
+    /// less).
+    pub identify_window: Duration,
+    /// Transport compression.
+    pub compression: Compression,
+    /// Adjusts each shard's configuration before it starts.
+    pub configure: Option<Configure>,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("token", &self.token)
+            .field("intents", &self.intents)
+            .field("api_base", &self.api_base)
+            .field("nats_url", &self.nats_url)
+            .field("layout", &self.layout)
+            .field("node_id", &self.node_id)
+            .field("capacity", &self.capacity)
+            .field("range_size", &self.range_size)
+            .field("shards", &self.shards)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("identify_window", &self.identify_window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeConfig {
+    /// A node on Discord's API and the NATS server at `nats_url`: up to 16
+    /// shards in ranges of 4, leases of 10 s.
+    #[must_use]
+    pub fn new(token: Token, intents: Intents, nats_url: impl Into<String>) -> Self {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "node".into());
+        let host: String = host
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Self {
+            token,
+            intents,
+            api_base: DEFAULT_API_BASE.to_owned(),
+            nats_url: nats_url.into(),
+            layout: Layout::default(),
+            node_id: format!("{host}-{}", std::process::id()),
+            capacity: 16,
+            range_size: 4,
+            shards: None,
+            lease_ttl: Duration::from_secs(10),
+            identify_window: IDENTIFY_WINDOW,
+            compression: Compression::ZlibStream,
+            configure: None,
+        }
+    }
+}
+
+/// Why a node could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// NATS refused or did not answer.
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    /// `/gateway/bot` failed.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// A setting that cannot work.
+    #[error("invalid node setting: {0}")]
+    Invalid(String),
+    /// A shard stopped for good (a refused token, invalid intents, …):
+    /// every shard of the bot would, so the node stops.
+    #[error("shard {shard} stopped for good: {error}")]
+    Fatal {
+        /// The shard.
+        shard: u32,
+        /// Why.
+        error: FatalError,
+    },
+}
+
+/// A running node: it claims shard ranges up to its capacity, runs their
+/// shards (resuming each from the session store), publishes their
+/// dispatches to JetStream, and takes commands for them.
+///
+/// Dropping it stops it abruptly (like a crash: its leases lapse and other
+/// nodes resume its shards); [`Node::shutdown`] hands its shards over at
+/// once.
+#[derive(Debug)]
+pub struct Node {
+    stop: watch::Sender<bool>,
+    owned: watch::Receiver<Vec<u32>>,
+    task: Option<JoinHandle<Result<(), NodeError>>>,
+    node_id: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl Node {
+    /// Connects to NATS and `/gateway/bot`, agrees on the shard count, and
+    /// starts claiming shards in the background.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Invalid`] for settings that cannot work;
+    /// [`NodeError::Nats`] or [`NodeError::Gateway`] when a service fails.
+    pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
+        if config.range_size == 0 {
+            return Err(NodeError::Invalid(
+                "the range size must be at least 1".into(),
+            ));
+        }
+        if config.capacity < config.range_size {
+            return Err(NodeError::Invalid(format!(
+                "a capacity of {} shards cannot hold one range of {}",
+                config.capacity, config.range_size
+            )));
+        }
+        if config.shards == Some(0) {
+            return Err(NodeError::Invalid(
+                "the shard count must be at least 1".into(),
+            ));
+        }
+        let nats = Nats::connect(&config.nats_url, config.layout.clone()).await?;
+        let gateway = Gateway::fetch_from(&config.api_base, &config.token).await?;
+        let info = if gateway.age() > Duration::from_secs(5) {
+            gateway.refresh().await?
+        } else {
+            gateway.info()
+        };
+        let sessions = nats.sessions().await?;
+        let total = sessions
+            .agree_total(config.shards.unwrap_or(info.shards).max(1))
+            .await?;
+        if let Some(asked) = config.shards
+            && asked != total
+        {
+            return Err(NodeError::Invalid(format!(
+                "this node was told {asked} shards, but the cluster runs {total}"
+            )));
+        }
+        let limit = &info.session_start_limit;
+        let queue = nats
+            .identify_queue(
+                limit.max_concurrency.max(1),
+                config.identify_window,
+                &config.node_id,
+            )
+            .await?;
+        queue.seed_limit(limit.remaining, limit.reset_after).await?;
+        let leases = nats.leases(config.lease_ttl, &config.node_id).await?;
+        nats.events_stream(DUPLICATE_WINDOW).await?;
+        let commands = nats
+            .client()
+            .subscribe(config.layout.commands_wildcard())
+            .await
+            .map_err(|error| NatsError::jetstream("subscribing to commands", error))?;
+        let (stop, stop_rx) = watch::channel(false);
+        let (owned_tx, owned) = watch::channel(Vec::new());
+        let (events_tx, events_rx) = mpsc::channel(SHARD_BUFFER);
+        let ranges = total.div_ceil(config.range_size);
+        let node_id = config.node_id.clone();
+        tracing::info!(
+            node = %node_id,
+            total,
+            ranges,
+            capacity = config.capacity,
+            max_concurrency = limit.max_concurrency,
+            "node started"
+        );
+        let runner = Runner {
+            capacity_ranges: config.capacity / config.range_size,
+            nats,
+            queue: Arc::new(queue),
+            leases,
+            sessions,
+            total,
+            ranges,
+            gateway_url: info.url.clone(),
+            held: BTreeMap::new(),
+            slots: HashMap::new(),
+            next_generation: 0,
+            events_tx,
+            in_flight: FuturesOrdered::new(),
+            unheld_ticks: HashMap::new(),
+            owned_tx,
+            config,
+        };
+        let task = tokio::spawn(runner.run(events_rx, commands, stop_rx));
+        Ok(Self {
+            stop,
+            owned,
+            task: Some(task),
+            node_id,
+        })
+    }
+
+    /// This node's name.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The shards this node runs now.
+    #[must_use]
+    pub fn shards(&self) -> Vec<u32> {
+        self.owned.borrow().clone()
+    }
+
+    /// Waits until the set of shards this node runs changes; `false` once
+    /// the node has stopped (then [`Node::wait`] tells why).
+    pub async fn changed(&mut self) -> bool {
+        self.owned.changed().await.is_ok()
+    }
+
+    /// Stops the node gracefully: closes its shards resumably, publishes
+    /// what they delivered, stores their sessions and releases their
+    /// leases, so other nodes resume them at once.
+    ///
+    /// # Errors
+    ///
+    /// Whatever stopped the node before it was asked to.
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        let _ = self.stop.send(true);
+        self.wait_task().await
+    }
+
+    /// Waits until the node stops by itself (a fatal shard close), or
+    /// forever.
+    ///
+    /// # Errors
+    ///
+    /// Why it stopped.
+    pub async fn wait(mut self) -> Result<(), NodeError> {
+        self.wait_task().await
+    }
+
+    async fn wait_task(&mut self) -> Result<(), NodeError> {
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A publish JetStream has yet to acknowledge.
+#[derive(Clone)]
+struct Outgoing {
+    seq: u64,
+    session_id: Arc<str>,
+    resume_url: Arc<str>,
+    subject: String,
+    payload: Bytes,
+}
+
+/// What an acknowledgement future resolves to.
+struct Acked {
+    shard: u32,
+    generation: u64,
+    attempt: u32,
+    seq: u64,
+    ok: bool,
+}
+
+type AckFuture = Pin<Box<dyn Future<Output = Acked> + Send>>;
+
+/// One shard this node runs.
+struct Slot {
+    shard: Option<Shard>,
+    forward: JoinHandle<()>,
+    generation: u64,
+    /// The session the next dispatches belong to.
+    session: Option<(Arc<str>, Arc<str>)>,
+    /// The last dispatch JetStream acknowledged, with every earlier one.
+    acked: Option<Session>,
+    /// The session store's revision this node last wrote.
+    revision: u64,
+    dirty: bool,
+    /// Published, not yet acknowledged, in order.
+    in_flight: VecDeque<Outgoing>,
+    attempt: u32,
+    needs_retry: bool,
+}
+
+struct Runner {
+    config: NodeConfig,
+    nats: Nats,
+    queue: Arc<NatsQueue>,
+    leases: Leases,
+    sessions: SessionStore,
+    total: u32,
+    ranges: u32,
+    capacity_ranges: u32,
+    gateway_url: String,
+    held: BTreeMap<u32, Lease>,
+    slots: HashMap<u32, Slot>,
+    next_generation: u64,
+    events_tx: mpsc::Sender<(u32, u64, ShardEvent)>,
+    in_flight: FuturesOrdered<AckFuture>,
+    unheld_ticks: HashMap<u32, u32>,
+    owned_tx: watch::Sender<Vec<u32>>,
+}
+
+impl Runner {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<(u32, u64, ShardEvent)>,
+        mut commands: async_nats::Subscriber,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), NodeError> {
+        let tick_every = (self.config.lease_ttl / 6).max(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flush = tokio::time::interval(SESSION_FLUSH);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Announce first and claim one tick later, so nodes started together
+        // see each other before they divide the shards.
+        if let Err(error) = self.leases.announce().await {
+            tracing::warn!(%error, "cannot announce the node");
+        }
+        tick.tick().await;
+        let result = loop {
+            tokio::select! {
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        break Ok(());
+                    }
+                }
+                _ = tick.tick() => self.tick().await,
+                _ = flush.tick() => self.flush_sessions().await,
+                Some(acked) = self.in_flight.next(), if !self.in_flight.is_empty() => self.on_acked(acked),
+                Some((shard, generation, event)) = events.recv(), if self.in_flight.len() < MAX_IN_FLIGHT => {
+                    if let Err(error) = self.on_event(shard, generation, event).await {
+                        break Err(error);
+                    }
+                }
+                Some(message) = commands.next() => self.on_command(message),
+            }
+        };
+        self.stop(&mut events).await;
+        result
+    }
+
+    /// Renews, announces, claims.
+    async fn tick(&mut self) {
+        if let Err(error) = self.leases.announce().await {
+            tracing::warn!(%error, "cannot announce the node");
+        }
+        let renew_after = self.config.lease_ttl / 3;
+        let ranges: Vec<u32> = self.held.keys().copied().collect();
+        for range in ranges {
+            let Some(mut lease) = self.held.get(&range).cloned() else {
+                continue;
+            };
+            if lease.renewed_at.elapsed() >= renew_after {
+                match self.leases.renew(&mut lease).await {
+                    Ok(()) => {
+                        self.held.insert(range, lease);
+                    }
+                    Err(NatsError::Fenced { .. }) => {
+                        tracing::warn!(range, "lease lost to another node");
+                        self.lose(range);
+                        continue;
+                    }
+                    Err(error) => tracing::warn!(range, %error, "cannot renew a lease"),
+                }
+            }
+            if let Some(lease) = self.held.get(&range)
+                && !self.leases.is_fresh(lease)
+            {
+                tracing::warn!(range, "lease about to lapse unrenewed; stopping its shards");
+                self.lose(range);
+            }
+        }
+        self.retry_publishes().await;
+        if let Err(error) = self.claim().await {
+            tracing::warn!(%error, "cannot claim shards");
+        }
+    }
+
+    /// Claims unheld ranges up to this node's share.
+    async fn claim(&mut self) -> Result<(), NodeError> {
+        let held_count = u32::try_from(self.held.len()).unwrap_or(u32::MAX);
+        if held_count >= self.capacity_ranges {
+            return Ok(());
+        }
+        let holders = self.leases.holders().await?;
+        let unheld: Vec<u32> = (0..self.ranges)
+            .filter(|range| !holders.contains_key(range))
+            .collect();
+        self.unheld_ticks.retain(|range, _| unheld.contains(range));
+        for range in &unheld {
+            *self.unheld_ticks.entry(*range).or_default() += 1;
+        }
+        if unheld.is_empty() {
+            return Ok(());
+        }
+        let live = u32::try_from(self.leases.live_holders().await?.len())
+            .unwrap_or(1)
+            .max(1);
+        let share = self.ranges.div_ceil(live).min(self.capacity_ranges);
+        // Start from a place of this node's own, so nodes claiming at once
+        // tend to ask for different ranges.
+        let offset = stable_hash(&self.config.node_id) % u64::from(self.ranges.max(1));
+        let mut order = unheld.clone();
+        order.sort_by_key(|range| {
+            (u64::from(*range) + u64::from(self.ranges) - offset) % u64::from(self.ranges)
+        });
+        // One range per tick: nodes take turns.
+        let Some(range) = order.into_iter().find(|range| {
+            held_count < share || self.unheld_ticks.get(range).copied().unwrap_or(0) > ORPHAN_TICKS
+        }) else {
+            return Ok(());
+        };
+        let Some(lease) = self.leases.claim(range).await? else {
+            return Ok(());
+        };
+        tracing::info!(range, revision = lease.revision, "claimed a shard range");
+        self.held.insert(range, lease);
+        for shard in self.range_shards(range) {
+            match self.sessions.take(shard).await {
+                Ok((session, revision)) => self.start_shard(shard, session, revision),
+                Err(error) => {
+                    tracing::warn!(shard, %error, "cannot take the shard's session; releasing the range");
+                    let lease = self.held.get(&range).cloned();
+                    self.lose(range);
+                    if let Some(lease) = lease {
+                        let _ = self.leases.release(lease).await;
+                    }
+                    return Err(error.into());
+                }
+            }
+        }
+        self.publish_owned();
+        Ok(())
+    }
+
+    fn range_shards(&self, range: u32) -> std::ops::Range<u32> {
+        let size = self.config.range_size;
+        let start = range.saturating_mul(size);
+        start..start.saturating_add(size).min(self.total)
+    }
+
+    fn start_shard(&mut self, id: u32, session: Option<Session>, revision: u64) {
+        let config = &self.config;
+        let mut shard_config = ShardConfig::new(
+            config.token.clone(),
+            config.intents,
+            id,
+            self.total,
+            self.gateway_url.clone(),
+        );
+        shard_config.compression = config.compression;
+        shard_config.session = session.clone();
+        if let Some(configure) = &config.configure {
+            configure(&mut shard_config);
+        }
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let (tx, mut rx) = mpsc::channel(SHARD_BUFFER);
+        let queue: Arc<dyn IdentifyQueue> = self.queue.clone();
+        let shard = Shard::start_with_sink(shard_config, queue, EventSink::new(tx));
+        let node = self.events_tx.clone();
+        let forward = tokio::spawn(async move {
+            while let Some((id, event)) = rx.recv().await {
+                if node.send((id, generation, event)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tracing::info!(
+            shard = id,
+            resume = session.is_some(),
+            seq = session.as_ref().map(|s| s.seq),
+            "starting shard"
+        );
+        self.slots.insert(
+            id,
+            Slot {
+                shard: Some(shard),
+                forward,
+                generation,
+                session: session.as_ref().map(|s| {
+                    (
+                        Arc::from(s.session_id.as_str()),
+                        Arc::from(s.resume_url.as_str()),
+                    )
+                }),
+                acked: session,
+                revision,
+                dirty: false,
+                in_flight: VecDeque::new(),
+                attempt: 0,
+                needs_retry: false,
+            },
+        );
+    }
+
+    /// Stops the shards of a range this node no longer holds. Their
+    /// unacknowledged events are dropped: the next owner resumes from the
+    /// stored seq and the gateway replays them.
+    fn lose(&mut self, range: u32) {
+        self.held.remove(&range);
+        for shard in self.range_shards(range) {
+            if let Some(slot) = self.slots.remove(&shard) {
+                slot.forward.abort();
+                drop(slot.shard);
+            }
+        }
+        self.publish_owned();
+    }
+
+    fn publish_owned(&self) {
+        let mut owned: Vec<u32> = self.slots.keys().copied().collect();
+        owned.sort_unstable();
+        self.owned_tx.send_replace(owned);
+    }
+
+    async fn on_event(
+        &mut self,
+        shard: u32,
+        generation: u64,
+        event: ShardEvent,
+    ) -> Result<(), NodeError> {
+        let Some(slot) = self
+            .slots
+            .get_mut(&shard)
+            .filter(|s| s.generation == generation)
+        else {
+            return Ok(());
+        };
+        match event {
+            ShardEvent::Ready { session } => {
+                slot.session = Some((
+                    Arc::from(session.session_id.as_str()),
+                    Arc::from(session.resume_url.as_str()),
+                ));
+            }
+            ShardEvent::Dispatch {
+                seq,
+                event_type,
+                json,
+                ..
+            } => {
+                let Some((session_id, resume_url)) = slot.session.clone() else {
+                    tracing::warn!(shard, seq, "a dispatch before any session; not published");
+                    return Ok(());
+                };
+                let outgoing = Outgoing {
+                    seq,
+                    session_id,
+                    resume_url,
+                    subject: event_subject(&self.config.layout, shard, &event_type),
+                    payload: Bytes::from(json.into_bytes()),
+                };
+                slot.in_flight.push_back(outgoing.clone());
+                if !slot.needs_retry {
+                    let (generation, attempt) = (slot.generation, slot.attempt);
+                    match publish(&self.nats, &outgoing).await {
+                        Ok(ack) => self
+                            .in_flight
+                            .push_back(ack_future(shard, generation, attempt, seq, ack)),
+                        Err(error) => {
+                            tracing::warn!(shard, %error, "cannot publish; retrying");
+                            if let Some(slot) = self.slots.get_mut(&shard) {
+                                slot.needs_retry = true;
+                            }
+                        }
+                    }
+                }
+            }
+            ShardEvent::Fatal(error) => {
+                tracing::error!(shard, %error, "shard stopped for good");
+                return Err(NodeError::Fatal { shard, error });
+            }
+            ShardEvent::Resumed => tracing::info!(shard, "resumed"),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_acked(&mut self, acked: Acked) {
+        let Some(slot) = self
+            .slots
+            .get_mut(&acked.shard)
+            .filter(|s| s.generation == acked.generation && s.attempt == acked.attempt)
+        else {
+            return;
+        };
+        if slot.needs_retry {
+            return;
+        }
+        if !acked.ok {
+            slot.needs_retry = true;
+            return;
+        }
+        if slot
+            .in_flight
+            .front()
+            .is_some_and(|front| front.seq == acked.seq)
+            && let Some(done) = slot.in_flight.pop_front()
+        {
+            slot.acked = Some(Session {
+                session_id: done.session_id.to_string(),
+                seq: done.seq,
+                resume_url: done.resume_url.to_string(),
+            });
+            slot.dirty = true;
+        }
+    }
+
+    /// Publishes again, in order, everything a shard has in flight after a
+    /// publish failed (JetStream drops what it already stored).
+    async fn retry_publishes(&mut self) {
+        let shards: Vec<u32> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.needs_retry)
+            .map(|(id, _)| *id)
+            .collect();
+        for shard in shards {
+            let Some(slot) = self.slots.get_mut(&shard) else {
+                continue;
+            };
+            slot.attempt += 1;
+            slot.needs_retry = false;
+            let (generation, attempt) = (slot.generation, slot.attempt);
+            let outgoing: Vec<Outgoing> = slot.in_flight.iter().cloned().collect();
+            for item in outgoing {
+                match publish(&self.nats, &item).await {
+                    Ok(ack) => self
+                        .in_flight
+                        .push_back(ack_future(shard, generation, attempt, item.seq, ack)),
+                    Err(error) => {
+                        tracing::warn!(shard, %error, "cannot publish; retrying");
+                        if let Some(slot) = self.slots.get_mut(&shard) {
+                            slot.needs_retry = true;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the acknowledged seqs to the session store.
+    async fn flush_sessions(&mut self) {
+        let dirty: Vec<u32> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.dirty)
+            .map(|(id, _)| *id)
+            .collect();
+        for shard in dirty {
+            let Some(slot) = self.slots.get_mut(&shard) else {
+                continue;
+            };
+            let Some(session) = slot.acked.clone() else {
+                continue;
+            };
+            match self.sessions.store(shard, &session, slot.revision).await {
+                Ok(revision) => {
+                    slot.revision = revision;
+                    slot.dirty = false;
+                }
+                Err(NatsError::Fenced { .. }) => {
+                    tracing::warn!(
+                        shard,
+                        "another node wrote this shard's session; stopping it"
+                    );
+                    let range = shard / self.config.range_size;
+                    self.lose(range);
+                }
+                Err(error) => tracing::warn!(shard, %error, "cannot store the session"),
+            }
+        }
+    }
+
+    fn on_command(&self, message: async_nats::Message) {
+        let shard = message
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(|s| s.parse::<u32>().ok());
+        let Some(sender) = shard
+            .and_then(|shard| self.slots.get(&shard))
+            .and_then(|slot| slot.shard.as_ref())
+            .map(Shard::sender)
+        else {
+            return;
+        };
+        let client = self.nats.client().clone();
+        tokio::spawn(async move {
+            let answer = match sender.send_raw(message.payload.to_vec()).await {
+                Ok(()) => Bytes::from_static(b"ok"),
+                Err(error) => Bytes::from(format!("error: {error}")),
+            };
+            if let Some(reply) = message.reply {
+                let _ = client.publish(reply, answer).await;
+            }
+        });
+    }
+
+    /// Graceful stop: closes the shards resumably, publishes what they had
+    /// delivered, stores the sessions, releases the leases.
+    async fn stop(&mut self, events: &mut mpsc::Receiver<(u32, u64, ShardEvent)>) {
+        for slot in self.slots.values_mut() {
+            drop(slot.shard.take());
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let forwarding = self.slots.values().any(|slot| !slot.forward.is_finished());
+            let settled = !forwarding && events.is_empty() && self.in_flight.is_empty();
+            if settled || Instant::now() >= deadline {
+                break;
+            }
+            tokio::select! {
+                Some(acked) = self.in_flight.next(), if !self.in_flight.is_empty() => self.on_acked(acked),
+                Some((shard, generation, event)) = events.recv(), if self.in_flight.len() < MAX_IN_FLIGHT => {
+                    let _ = self.on_event(shard, generation, event).await;
+                }
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        self.flush_sessions().await;
+        let held = std::mem::take(&mut self.held);
+        for (_, lease) in held {
+            if let Err(error) = self.leases.release(lease).await {
+                tracing::warn!(%error, "cannot release a lease; it lapses by itself");
+            }
+        }
+        let _ = self.leases.withdraw().await;
+        for slot in self.slots.values() {
+            slot.forward.abort();
+        }
+        self.slots.clear();
+        self.publish_owned();
+        tracing::info!(node = %self.config.node_id, "node stopped");
+    }
+}
+
+async fn publish(nats: &Nats, outgoing: &Outgoing) -> Result<PublishAckFuture, NatsError> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        message_id(&outgoing.session_id, outgoing.seq).as_str(),
+    );
+    nats.jetstream()
+        .publish_with_headers(outgoing.subject.clone(), headers, outgoing.payload.clone())
+        .await
+        .map_err(|error| NatsError::jetstream("publishing an event", error))
+}
+
+fn ack_future(
+    shard: u32,
+    generation: u64,
+    attempt: u32,
+    seq: u64,
+    ack: PublishAckFuture,
+) -> AckFuture {
+    Box::pin(async move {
+        let ok = match ack.await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(shard, seq, %error, "JetStream did not acknowledge an event");
+                false
+            }
+        };
+        Acked {
+            shard,
+            generation,
+            attempt,
+            seq,
+            ok,
+        }
+    })
+}
+
+/// FNV-1a: a hash that is the same in every process.
+fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

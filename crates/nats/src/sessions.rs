@@ -1,0 +1,143 @@
+use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
+use shardwire_shard::Session;
+
+use crate::queue::SessionsBucket;
+use crate::{Nats, NatsError};
+
+/// The key of the cluster's shard count, in the sessions bucket.
+const TOTAL_KEY: &str = "shard-count";
+
+/// Sessions by shard, `{session_id, seq, resume_url}` as JSON, in a KV
+/// bucket. Writes are compare-and-swap from the revision the writer last
+/// saw, so two processes never both believe they own a shard's session:
+/// the one that did not write last is refused with [`NatsError::Fenced`].
+#[derive(Clone, Debug)]
+pub struct SessionStore {
+    store: Store,
+}
+
+impl SessionStore {
+    pub(crate) async fn open(nats: &Nats) -> Result<Self, NatsError> {
+        Ok(Self {
+            store: SessionsBucket::open(nats).await?,
+        })
+    }
+
+    /// A shard's stored session and the revision to write over (0 when the
+    /// shard has none).
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`] when the store does not answer;
+    /// [`NatsError::Corrupt`] for a value that is not a resumable session.
+    pub async fn load(&self, shard: u32) -> Result<(Option<Session>, u64), NatsError> {
+        let entry = self
+            .store
+            .entry(key(shard))
+            .await
+            .map_err(|error| NatsError::jetstream("reading a session", error))?;
+        let Some(entry) = entry else {
+            return Ok((None, 0));
+        };
+        if matches!(entry.operation, Operation::Delete | Operation::Purge) {
+            return Ok((None, entry.revision));
+        }
+        let session: Session =
+            serde_json::from_slice(&entry.value).map_err(|error| NatsError::Corrupt {
+                key: key(shard),
+                reason: error.to_string(),
+            })?;
+        session.check().map_err(|reason| NatsError::Corrupt {
+            key: key(shard),
+            reason,
+        })?;
+        Ok((Some(session), entry.revision))
+    }
+
+    /// Takes a shard's session over: reads it and writes it back, so every
+    /// earlier writer is fenced out. Returns the session and the revision
+    /// to write over next.
+    ///
+    /// # Errors
+    ///
+    /// As [`SessionStore::load`].
+    pub async fn take(&self, shard: u32) -> Result<(Option<Session>, u64), NatsError> {
+        for _ in 0..10 {
+            let (session, revision) = self.load(shard).await?;
+            let Some(session) = session else {
+                return Ok((None, revision));
+            };
+            match self.store(shard, &session, revision).await {
+                Ok(revision) => return Ok((Some(session), revision)),
+                // The last owner wrote meanwhile: read its newer value.
+                Err(NatsError::Fenced { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Err(NatsError::jetstream(
+            format!("taking the session of shard {shard}"),
+            "another writer kept writing it",
+        ))
+    }
+
+    /// Writes a shard's session over `revision`; returns the new revision.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::Fenced`] when another process wrote it since;
+    /// [`NatsError::JetStream`] when the store does not answer.
+    pub async fn store(
+        &self,
+        shard: u32,
+        session: &Session,
+        revision: u64,
+    ) -> Result<u64, NatsError> {
+        let value = serde_json::to_vec(session).unwrap_or_default();
+        match self.store.update(key(shard), value.into(), revision).await {
+            Ok(revision) => Ok(revision),
+            Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => {
+                Err(NatsError::Fenced {
+                    key: key(shard),
+                    expected: revision,
+                })
+            }
+            Err(error) => Err(NatsError::jetstream("writing a session", error)),
+        }
+    }
+
+    /// Agrees on the bot's shard count: stores `total` unless one is stored,
+    /// and returns the stored one.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`] when the store does not answer;
+    /// [`NatsError::Corrupt`] for a stored count that does not parse.
+    pub async fn agree_total(&self, total: u32) -> Result<u32, NatsError> {
+        if self
+            .store
+            .update(TOTAL_KEY, total.to_string().into(), 0)
+            .await
+            .is_ok()
+        {
+            return Ok(total);
+        }
+        let stored = self
+            .store
+            .get(TOTAL_KEY)
+            .await
+            .map_err(|error| NatsError::jetstream("reading the shard count", error))?
+            .ok_or_else(|| NatsError::jetstream("reading the shard count", "it vanished"))?;
+        std::str::from_utf8(&stored)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .filter(|count: &u32| *count > 0)
+            .ok_or_else(|| NatsError::Corrupt {
+                key: TOTAL_KEY.into(),
+                reason: "not a shard count".into(),
+            })
+    }
+}
+
+fn key(shard: u32) -> String {
+    format!("shard-{shard}")
+}

@@ -1,0 +1,275 @@
+//! A gateway node against shardwire-sim and a real nats-server: it claims
+//! shards, publishes every dispatch once, takes commands, and hands its
+//! shards over on shutdown so another node resumes them.
+
+#![allow(clippy::print_stdout, reason = "the figures of the run")]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shardwire_codec::Token;
+use shardwire_nats::{Node, NodeConfig, NodeError};
+use shardwire_sim::Sim;
+use tokio::time::Instant;
+use twilight_model::gateway::Intents;
+
+const WINDOW: Duration = Duration::from_secs(1);
+
+/// What the test's worker saw: deliveries per (session, seq), and the
+/// payloads by shard.
+#[derive(Default)]
+struct Seen {
+    counts: HashMap<(String, u64), u32>,
+    payloads: Vec<(u32, String, serde_json::Value)>,
+}
+
+fn node_config(sim: &Sim, nats_url: &str, id: &str) -> NodeConfig {
+    let mut config = NodeConfig::new(Token::new(sim.token()), Intents::GUILDS, nats_url);
+    config.api_base = sim.api_url().to_owned();
+    config.node_id = id.to_owned();
+    config.capacity = 4;
+    config.range_size = 2;
+    config.lease_ttl = Duration::from_secs(2);
+    config.identify_window = WINDOW;
+    config
+}
+
+async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every dispatch the sim sent, up to its seq now, seen exactly once.
+fn check_exactly_once(sim: &Sim, seen: &Seen) -> Result<u64, String> {
+    let mut total = 0;
+    for session in sim.sessions() {
+        for seq in 1..=session.seq {
+            match seen.counts.get(&(session.session_id.clone(), seq)) {
+                Some(1) => total += 1,
+                Some(n) => return Err(format!("{}:{seq} seen {n} times", session.session_id)),
+                None => {
+                    return Err(format!(
+                        "{}:{seq} (shard {}) not seen",
+                        session.session_id, session.shard
+                    ));
+                }
+            }
+        }
+    }
+    Ok(total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_publishes_every_dispatch_once_takes_commands_and_hands_over_on_shutdown() {
+    let Some(server) = common::server().await else {
+        return;
+    };
+    let sim = Sim::builder()
+        .shards(4)
+        .max_concurrency(2)
+        .identify_window(WINDOW)
+        .event_rate(20.0)
+        .start()
+        .await
+        .unwrap();
+    let mut a = Node::start(node_config(&sim, &server.url(), "node-a"))
+        .await
+        .unwrap();
+    let nats = common::connect(&server).await;
+    let mut consumer = nats.consumer("test-worker", None).await.unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let worker = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while let Some(delivery) = consumer.next().await {
+                let delivery = delivery.unwrap();
+                let payload: serde_json::Value =
+                    serde_json::from_slice(delivery.payload()).unwrap();
+                assert_eq!(payload["s"], delivery.seq);
+                assert_eq!(payload["t"], delivery.event_type.as_str());
+                delivery.ack().await.unwrap();
+                let mut seen = seen.lock().unwrap();
+                *seen
+                    .counts
+                    .entry((delivery.session_id.clone(), delivery.seq))
+                    .or_default() += 1;
+                seen.payloads
+                    .push((delivery.shard, delivery.event_type.clone(), payload));
+            }
+        })
+    };
+    // Alone, node a takes all four shards (two ranges of two).
+    let start = Instant::now();
+    while a.shards() != [0, 1, 2, 3] {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "claimed {:?}",
+            a.shards()
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), a.changed())
+                .await
+                .unwrap()
+        );
+    }
+    wait_for("READY from every shard", Duration::from_secs(15), || {
+        let seen = seen.lock().unwrap();
+        (0..4).all(|shard| {
+            seen.payloads
+                .iter()
+                .any(|(s, t, _)| *s == shard && t == "READY")
+        })
+    })
+    .await;
+    // A command through NATS: a member request on shard 1, answered by a
+    // chunk that comes back through the stream.
+    let guild = {
+        let seen = seen.lock().unwrap();
+        seen.payloads
+            .iter()
+            .find(|(shard, t, _)| *shard == 1 && t == "GUILD_CREATE")
+            .map(|(_, _, p)| p["d"]["id"].as_str().unwrap().to_owned())
+            .expect("a guild of shard 1")
+    };
+    let request = serde_json::json!({"op": 8, "d": {"guild_id": guild, "query": "", "limit": 0, "nonce": "via-nats"}});
+    let reply = nats
+        .client()
+        .request(
+            "shardwire.commands.1",
+            serde_json::to_vec(&request).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&reply.payload[..], b"ok");
+    let bad = nats
+        .client()
+        .request("shardwire.commands.1", "not json".into())
+        .await
+        .unwrap();
+    assert!(
+        bad.payload.starts_with(b"error: invalid raw payload"),
+        "{:?}",
+        bad.payload
+    );
+    wait_for("the member chunk", Duration::from_secs(10), || {
+        seen.lock().unwrap().payloads.iter().any(|(shard, t, p)| {
+            *shard == 1 && t == "GUILD_MEMBERS_CHUNK" && p["d"]["nonce"] == "via-nats"
+        })
+    })
+    .await;
+    // Node b joins; a hands over on shutdown and b resumes every shard.
+    let b = Node::start(node_config(&sim, &server.url(), "node-b"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let handover = Instant::now();
+    a.shutdown().await.unwrap();
+    let mut b_owned = b.shards();
+    while b_owned != [0, 1, 2, 3] {
+        assert!(
+            handover.elapsed() < Duration::from_secs(10),
+            "b holds {b_owned:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        b_owned = b.shards();
+    }
+    wait_for("four resumes", Duration::from_secs(10), || {
+        sim.observations()
+            .resumes
+            .iter()
+            .filter(|r| matches!(r.outcome, shardwire_sim::ResumeOutcome::Resumed { .. }))
+            .count()
+            >= 4
+    })
+    .await;
+    let handed_over = handover.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Everything the sim sent up to now, exactly once.
+    let snapshot: BTreeMap<String, u64> = sim
+        .sessions()
+        .into_iter()
+        .map(|s| (s.session_id, s.seq))
+        .collect();
+    let mut last = Err(String::new());
+    for _ in 0..100 {
+        last = check_exactly_once(&sim, &seen.lock().unwrap());
+        if last.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events = last.unwrap();
+    let observations = sim.observations();
+    assert_eq!(snapshot.len(), 4, "one session per shard, never a new one");
+    assert_eq!(
+        observations
+            .identifies
+            .iter()
+            .filter(|i| i.accepted)
+            .count(),
+        4
+    );
+    assert!(
+        observations.violations.is_empty(),
+        "{:?}",
+        observations.violations
+    );
+    println!(
+        "handover in {handed_over:?}; {events} events exactly once; {} identifies, {} resumes",
+        observations.identifies.len(),
+        observations.resumes.len()
+    );
+    b.shutdown().await.unwrap();
+    worker.abort();
+}
+
+#[tokio::test]
+async fn a_node_refuses_settings_that_cannot_work_and_hides_the_token() {
+    let Some(server) = common::server().await else {
+        return;
+    };
+    let sim = Sim::builder().start().await.unwrap();
+    let mut config = node_config(&sim, &server.url(), "node-a");
+    assert!(!format!("{config:?}").contains(sim.token()));
+    config.capacity = 1;
+    match Node::start(config.clone()).await {
+        Err(NodeError::Invalid(message)) => assert!(message.contains("capacity"), "{message}"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    config.capacity = 4;
+    config.range_size = 0;
+    assert!(matches!(
+        Node::start(config.clone()).await,
+        Err(NodeError::Invalid(_))
+    ));
+    config.range_size = 2;
+    config.shards = Some(3);
+    let first = Node::start(config.clone()).await.unwrap();
+    // Every node must agree on the shard count.
+    config.shards = Some(5);
+    config.node_id = "node-b".into();
+    match Node::start(config.clone()).await {
+        Err(NodeError::Invalid(message)) => assert!(message.contains("runs 3"), "{message}"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    first.shutdown().await.unwrap();
+    // No NATS there: a clear error, quickly.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("nats://{}", closed.local_addr().unwrap());
+    drop(closed);
+    config.nats_url = url;
+    let started = Instant::now();
+    match Node::start(config).await {
+        Err(NodeError::Nats(error)) => {
+            assert!(error.to_string().contains("cannot connect"), "{error}")
+        }
+        other => panic!("expected a connection error, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -1,0 +1,161 @@
+//! `shardwire node`: one gateway process of a cluster of nodes on NATS.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use shardwire_cluster::{DEFAULT_API_BASE, GatewayError};
+use shardwire_codec::{Compression, Token};
+use shardwire_nats::{Layout, Node, NodeConfig, NodeError};
+use twilight_model::gateway::Intents;
+
+use super::tail::{EXIT_TOKEN, fatal_exit, parse_compression, parse_intents, parse_token};
+use super::{fail, non_privileged_intents};
+
+/// Run one gateway node of a cluster coordinated through NATS JetStream.
+///
+/// The node claims ranges of shards up to --capacity (leases in JetStream
+/// KV, renewed every third of --lease-ttl), resumes each shard from the
+/// session store, publishes every dispatch to the stream on
+/// <prefix>.events.<shard>.<EVENT> (message id <session>:<seq>), and sends
+/// the gateway commands published on <prefix>.commands.<shard>. Identifies
+/// across all nodes go through one queue in JetStream KV.
+///
+/// Each time the shards it runs change, it prints one line on stdout:
+/// `shards 0,1,2` (`shards -` for none). Ctrl-C or SIGTERM hands its shards
+/// over at once; if the process dies, its leases lapse after --lease-ttl
+/// and other nodes resume its shards.
+///
+/// Exit codes: 0 after Ctrl-C or SIGTERM; 1 when NATS or the gateway cannot
+/// be reached; 2 for invalid arguments; 3 when the token is refused; 4 for
+/// another fatal close.
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub(crate) struct Args {
+    /// The NATS server, like nats://127.0.0.1:4222.
+    #[arg(long, value_name = "URL")]
+    nats: String,
+    /// The most shards this node runs.
+    #[arg(long, value_name = "C", value_parser = clap::value_parser!(u32).range(1..))]
+    capacity: u32,
+    /// The bot token.
+    #[arg(long, env = "DISCORD_TOKEN", hide_env_values = true, value_parser = parse_token)]
+    token: Token,
+    /// The API base; /gateway/bot is appended to it.
+    #[arg(long, default_value = DEFAULT_API_BASE, value_name = "URL")]
+    api_base: String,
+    /// The bot's shard count (default: the recommended count; the first
+    /// node stores it, every node must agree).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    shards: Option<u32>,
+    /// Shards per leased range (the same on every node).
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    range_size: u32,
+    /// Seconds a lease lives unrenewed: how soon a dead node's shards are
+    /// taken over.
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    lease_ttl: u64,
+    /// The identify window per bucket, in milliseconds (Discord: 5000).
+    #[arg(long, default_value_t = 5000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    identify_window_ms: u64,
+    /// This node's name, unique in the cluster (default: host and pid).
+    #[arg(long, value_name = "NAME")]
+    node_id: Option<String>,
+    /// The prefix of the subjects, stream and KV buckets.
+    #[arg(long, default_value = "shardwire", value_parser = parse_layout)]
+    prefix: Layout,
+    /// Transport compression: zlib-stream, zstd-stream or none.
+    #[arg(long, default_value = "zlib-stream", value_parser = parse_compression)]
+    compression: Compression,
+    /// Gateway intents as a number (decimal or 0x hex); default: every
+    /// non-privileged intent.
+    #[arg(long, value_name = "BITS", value_parser = parse_intents)]
+    intents: Option<Intents>,
+}
+
+fn parse_layout(value: &str) -> Result<Layout, String> {
+    Layout::new(value).map_err(|error| error.to_string())
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn exit_for(error: &NodeError) -> ExitCode {
+    match error {
+        NodeError::Gateway(GatewayError::Unauthorized) => fail(EXIT_TOKEN, error),
+        NodeError::Fatal { shard, error } => fatal_exit(*shard, error),
+        NodeError::Invalid(_) => fail(2, error),
+        _ => fail(1, error),
+    }
+}
+
+pub(crate) async fn run(args: Args) -> ExitCode {
+    let mut config = NodeConfig::new(
+        args.token,
+        args.intents.unwrap_or_else(non_privileged_intents),
+        args.nats,
+    );
+    config.api_base = args.api_base;
+    config.capacity = args.capacity;
+    config.range_size = args.range_size;
+    config.shards = args.shards;
+    config.lease_ttl = Duration::from_secs(args.lease_ttl);
+    config.identify_window = Duration::from_millis(args.identify_window_ms);
+    config.layout = args.prefix;
+    config.compression = args.compression;
+    if let Some(id) = args.node_id {
+        config.node_id = id;
+    }
+    let mut node = match Node::start(config).await {
+        Ok(node) => node,
+        Err(error) => return exit_for(&error),
+    };
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => {
+                return match node.shutdown().await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(error) => exit_for(&error),
+                };
+            }
+            running = node.changed() => {
+                if !running {
+                    return match node.wait().await {
+                        Ok(()) => fail(1, "the node stopped"),
+                        Err(error) => exit_for(&error),
+                    };
+                }
+                let shards = node.shards();
+                let list = if shards.is_empty() {
+                    "-".to_owned()
+                } else {
+                    shards.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+                };
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "shards {list}").and_then(|()| out.flush());
+            }
+        }
+    }
+}
