@@ -149,6 +149,21 @@ mod tests {
     }
 
     #[test]
+    fn credentials_in_urls_are_redacted() {
+        use crate::redact_url;
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(
+            redact_url("nats://bot:s3cret@10.0.0.5:4222"),
+            "nats://<redacted>@10.0.0.5:4222"
+        );
+        assert_eq!(
+            redact_url("tls://tok@a:1,tok@b:2"),
+            "tls://<redacted>@a:1,<redacted>@b:2"
+        );
+        assert_eq!(redact_url("user:pw@host:4222"), "<redacted>@host:4222");
+    }
+
+    #[test]
     fn bad_prefixes_are_refused() {
         for bad in ["", "a.b", "a b", "a*", &"x".repeat(33)] {
             assert!(Layout::new(bad).is_err(), "{bad:?}");

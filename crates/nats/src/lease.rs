@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{CreateErrorKind, Store, UpdateErrorKind};
+use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
@@ -31,6 +31,10 @@ struct Holder {
 /// Leases on ranges of shards, in a KV bucket whose entries expire `ttl`
 /// after their last write: a lease not renewed in time lapses, and another
 /// process may claim the range.
+///
+/// Each lease carries its holder's name, so a claim or renewal whose answer
+/// was lost is recognised as the holder's own: names must be unique among
+/// live processes.
 #[derive(Clone, Debug)]
 pub struct Leases {
     store: Store,
@@ -106,9 +110,32 @@ impl Leases {
                 revision,
                 renewed_at,
             })),
-            Err(error) if error.kind() == CreateErrorKind::AlreadyExists => Ok(None),
+            // Perhaps ours: a claim whose answer was lost on the way.
+            Err(error) if error.kind() == CreateErrorKind::AlreadyExists => {
+                Ok(self.own_revision(range).await?.map(|revision| Lease {
+                    range,
+                    revision,
+                    renewed_at,
+                }))
+            }
             Err(error) => Err(NatsError::jetstream("claiming a lease", error)),
         }
+    }
+
+    /// The lease's revision if this holder wrote it last.
+    async fn own_revision(&self, range: u32) -> Result<Option<u64>, NatsError> {
+        let entry = self
+            .store
+            .entry(key(range))
+            .await
+            .map_err(|error| NatsError::jetstream("reading a lease", error))?;
+        Ok(entry
+            .filter(|entry| matches!(entry.operation, Operation::Put))
+            .filter(|entry| {
+                serde_json::from_slice::<Holder>(&entry.value)
+                    .is_ok_and(|holder| holder.holder == self.holder)
+            })
+            .map(|entry| entry.revision))
     }
 
     /// Renews a lease by compare-and-swap from its revision.
@@ -132,21 +159,30 @@ impl Leases {
                 Ok(())
             }
             Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => {
-                Err(NatsError::Fenced {
-                    key: key(lease.range),
-                    expected: lease.revision,
-                })
+                // A renewal whose answer was lost moved the revision on: the
+                // lease is still ours if our name is on it.
+                match self.own_revision(lease.range).await? {
+                    Some(revision) => {
+                        lease.revision = revision;
+                        lease.renewed_at = renewed_at;
+                        Ok(())
+                    }
+                    None => Err(NatsError::Fenced {
+                        key: key(lease.range),
+                        expected: lease.revision,
+                    }),
+                }
             }
             Err(error) => Err(NatsError::jetstream("renewing a lease", error)),
         }
     }
 
-    /// Whether a lease may still be used: renewed less than 90% of the TTL
-    /// ago by this process's clock, so it stops using a lease before the
-    /// server lets it lapse.
+    /// Whether a lease may still be used: renewed less than 75% of the TTL
+    /// ago by this process's clock, so a holder that checks at least every
+    /// sixth of the TTL stops using it before the server lets it lapse.
     #[must_use]
     pub fn is_fresh(&self, lease: &Lease) -> bool {
-        lease.renewed_at.elapsed() < self.ttl.mul_f64(0.9)
+        lease.renewed_at.elapsed() < self.ttl.mul_f64(0.75)
     }
 
     /// Gives a lease up at once, so another process can claim the range

@@ -45,6 +45,26 @@ pub use crate::queue::NatsQueue;
 pub use crate::server::{LocalServer, ServerError};
 pub use crate::sessions::SessionStore;
 
+/// A NATS URL without the credentials it may carry (`user:pass@`,
+/// `token@`), for logs, errors and `Debug` output.
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let redacted: Vec<String> = rest
+        .split(',')
+        .map(|server| match server.rsplit_once('@') {
+            Some((_, host)) => format!("<redacted>@{host}"),
+            None => server.to_owned(),
+        })
+        .collect();
+    let rest = redacted.join(",");
+    if scheme.is_empty() && !url.contains("://") {
+        rest
+    } else {
+        format!("{scheme}://{rest}")
+    }
+}
+
 /// A connection to NATS with the JetStream context and the names a
 /// shardwire deployment uses.
 #[derive(Clone, Debug)]
@@ -68,7 +88,7 @@ impl Nats {
             .connect(url)
             .await
             .map_err(|error| NatsError::Connect {
-                url: url.to_owned(),
+                url: redact_url(url),
                 reason: error.to_string(),
             })?;
         Ok(Self::with_client(client, layout))
@@ -118,14 +138,28 @@ impl Nats {
             storage: async_nats::jetstream::stream::StorageType::File,
             ..Default::default()
         };
-        match self.jetstream.create_key_value(config).await {
-            Ok(store) => Ok(store),
-            // Made by another node with other settings: use it as it is
-            // rather than fight over its configuration.
+        let store = match self.jetstream.create_key_value(config).await {
+            Ok(store) => store,
+            // Made earlier with other settings.
             Err(create) => self.jetstream.get_key_value(&name).await.map_err(|_| {
                 NatsError::jetstream(format!("the KV bucket `{name}` cannot be opened"), create)
-            }),
+            })?,
+        };
+        // Entries that lapse sooner or later than this process expects
+        // would break the identify window or the leases: every node must
+        // use the same settings.
+        let status = store.status().await.map_err(|error| {
+            NatsError::jetstream(format!("reading the KV bucket `{name}`"), error)
+        })?;
+        if status.max_age() != max_age {
+            return Err(NatsError::Invalid(format!(
+                "the KV bucket `{name}` keeps entries for {:?}, but this process expects {max_age:?}: \
+                 every node must use the same lease TTL and identify window \
+                 (or delete the bucket to start over)",
+                status.max_age()
+            )));
         }
+        Ok(store)
     }
 
     /// Opens (creating if needed) the events stream: every subject under

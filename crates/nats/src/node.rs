@@ -30,6 +30,8 @@ pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Publishes awaiting JetStream's acknowledgement, across the node's
 /// shards; more stop the intake until acknowledgements come.
 const MAX_IN_FLIGHT: usize = 4096;
+/// How long one publish may wait for room in the client's buffer.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often acknowledged seqs are written to the session store.
 const SESSION_FLUSH: Duration = Duration::from_millis(250);
 /// Events a shard hands to the node before its reading pauses.
@@ -81,7 +83,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("token", &self.token)
             .field("intents", &self.intents)
             .field("api_base", &self.api_base)
-            .field("nats_url", &self.nats_url)
+            .field("nats_url", &crate::redact_url(&self.nats_url))
             .field("layout", &self.layout)
             .field("node_id", &self.node_id)
             .field("capacity", &self.capacity)
@@ -143,6 +145,9 @@ pub enum NodeError {
     /// A setting that cannot work.
     #[error("invalid node setting: {0}")]
     Invalid(String),
+    /// The node's task panicked (a bug: please report it).
+    #[error("the node's task failed: {0}")]
+    Crashed(String),
     /// A shard stopped for good (a refused token, invalid intents, …):
     /// every shard of the bot would, so the node stops.
     #[error("shard {shard} stopped for good: {error}")]
@@ -263,8 +268,11 @@ impl Node {
             next_generation: 0,
             events_tx,
             in_flight: FuturesOrdered::new(),
+            queued: 0,
             unheld_ticks: HashMap::new(),
             owned_tx,
+            gateway,
+            limit_checked: Instant::now(),
             config,
         };
         let task = tokio::spawn(runner.run(events_rx, commands, stop_rx));
@@ -318,7 +326,11 @@ impl Node {
 
     async fn wait_task(&mut self) -> Result<(), NodeError> {
         match self.task.take() {
-            Some(task) => task.await.unwrap_or(Ok(())),
+            Some(task) => match task.await {
+                Ok(result) => result,
+                Err(error) if error.is_cancelled() => Ok(()),
+                Err(error) => Err(NodeError::Crashed(error.to_string())),
+            },
             None => Ok(()),
         }
     }
@@ -332,6 +344,28 @@ struct Outgoing {
     resume_url: Arc<str>,
     subject: String,
     payload: Bytes,
+    /// JetStream can never take it (over the server's `max_payload`): it is
+    /// logged and passed over.
+    skipped: bool,
+}
+
+impl Outgoing {
+    /// The session to resume from once this event is stored.
+    fn session(&self) -> Session {
+        Session {
+            session_id: self.session_id.to_string(),
+            seq: self.seq,
+            resume_url: self.resume_url.to_string(),
+        }
+    }
+}
+
+/// Why a publish did not go through.
+enum Failure {
+    /// NATS is away or slow: publish again.
+    Retry(String),
+    /// It can never be stored.
+    Permanent(String),
 }
 
 /// What an acknowledgement future resolves to.
@@ -340,7 +374,7 @@ struct Acked {
     generation: u64,
     attempt: u32,
     seq: u64,
-    ok: bool,
+    outcome: Result<(), Failure>,
 }
 
 type AckFuture = Pin<Box<dyn Future<Output = Acked> + Send>>;
@@ -378,8 +412,12 @@ struct Runner {
     next_generation: u64,
     events_tx: mpsc::Sender<(u32, u64, ShardEvent)>,
     in_flight: FuturesOrdered<AckFuture>,
+    /// Events held in the slots until JetStream has them, across shards.
+    queued: usize,
     unheld_ticks: HashMap<u32, u32>,
     owned_tx: watch::Sender<Vec<u32>>,
+    gateway: Arc<Gateway>,
+    limit_checked: Instant,
 }
 
 impl Runner {
@@ -410,7 +448,7 @@ impl Runner {
                 _ = tick.tick() => self.tick().await,
                 _ = flush.tick() => self.flush_sessions().await,
                 Some(acked) = self.in_flight.next(), if !self.in_flight.is_empty() => self.on_acked(acked),
-                Some((shard, generation, event)) = events.recv(), if self.in_flight.len() < MAX_IN_FLIGHT => {
+                Some((shard, generation, event)) = events.recv(), if self.queued < MAX_IN_FLIGHT => {
                     if let Err(error) = self.on_event(shard, generation, event).await {
                         break Err(error);
                     }
@@ -422,40 +460,79 @@ impl Runner {
         result
     }
 
-    /// Renews, announces, claims.
+    /// Renews, announces, refreshes the session start limit, claims. The
+    /// leases come first, each renewal bounded in time, so nothing else
+    /// delays noticing one that is about to lapse.
     async fn tick(&mut self) {
-        if let Err(error) = self.leases.announce().await {
-            tracing::warn!(%error, "cannot announce the node");
-        }
-        let renew_after = self.config.lease_ttl / 3;
+        self.drop_stale_leases();
+        let ttl = self.config.lease_ttl;
         let ranges: Vec<u32> = self.held.keys().copied().collect();
         for range in ranges {
             let Some(mut lease) = self.held.get(&range).cloned() else {
                 continue;
             };
-            if lease.renewed_at.elapsed() >= renew_after {
-                match self.leases.renew(&mut lease).await {
-                    Ok(()) => {
-                        self.held.insert(range, lease);
-                    }
-                    Err(NatsError::Fenced { .. }) => {
-                        tracing::warn!(range, "lease lost to another node");
-                        self.lose(range);
-                        continue;
-                    }
-                    Err(error) => tracing::warn!(range, %error, "cannot renew a lease"),
-                }
+            if lease.renewed_at.elapsed() < ttl / 3 {
+                continue;
             }
-            if let Some(lease) = self.held.get(&range)
-                && !self.leases.is_fresh(lease)
-            {
-                tracing::warn!(range, "lease about to lapse unrenewed; stopping its shards");
-                self.lose(range);
+            match tokio::time::timeout(ttl / 4, self.leases.renew(&mut lease)).await {
+                Ok(Ok(())) => {
+                    self.held.insert(range, lease);
+                }
+                Ok(Err(NatsError::Fenced { .. })) => {
+                    tracing::warn!(range, "lease lost to another node");
+                    self.lose(range);
+                }
+                Ok(Err(error)) => tracing::warn!(range, %error, "cannot renew a lease"),
+                Err(_) => tracing::warn!(range, "no answer to a lease renewal in time"),
             }
         }
+        self.drop_stale_leases();
+        if let Err(error) = self.leases.announce().await {
+            tracing::warn!(%error, "cannot announce the node");
+        }
         self.retry_publishes().await;
+        self.refresh_limit().await;
         if let Err(error) = self.claim().await {
             tracing::warn!(%error, "cannot claim shards");
+        }
+    }
+
+    /// Stops the shards of every lease that may lapse before it is renewed.
+    fn drop_stale_leases(&mut self) {
+        let stale: Vec<u32> = self
+            .held
+            .iter()
+            .filter(|(_, lease)| !self.leases.is_fresh(lease))
+            .map(|(range, _)| *range)
+            .collect();
+        for range in stale {
+            tracing::warn!(range, "lease about to lapse unrenewed; stopping its shards");
+            self.lose(range);
+        }
+    }
+
+    /// Once a minute, stores the day's session starts anew if Discord's
+    /// reset has passed.
+    async fn refresh_limit(&mut self) {
+        if self.limit_checked.elapsed() < Duration::from_secs(60) {
+            return;
+        }
+        self.limit_checked = Instant::now();
+        if !matches!(self.queue.remaining().await, Ok(None)) {
+            return;
+        }
+        match self.gateway.refresh().await {
+            Ok(info) => {
+                let limit = &info.session_start_limit;
+                if let Err(error) = self
+                    .queue
+                    .seed_limit(limit.remaining, limit.reset_after)
+                    .await
+                {
+                    tracing::warn!(%error, "cannot store the session start limit");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot refresh /gateway/bot"),
         }
     }
 
@@ -584,6 +661,7 @@ impl Runner {
         self.held.remove(&range);
         for shard in self.range_shards(range) {
             if let Some(slot) = self.slots.remove(&shard) {
+                self.queued -= slot.in_flight.len();
                 slot.forward.abort();
                 drop(slot.shard);
             }
@@ -633,20 +711,17 @@ impl Runner {
                     resume_url,
                     subject: event_subject(&self.config.layout, shard, &event_type),
                     payload: Bytes::from(json.into_bytes()),
+                    skipped: false,
                 };
                 slot.in_flight.push_back(outgoing.clone());
+                self.queued += 1;
                 if !slot.needs_retry {
                     let (generation, attempt) = (slot.generation, slot.attempt);
                     match publish(&self.nats, &outgoing).await {
                         Ok(ack) => self
                             .in_flight
                             .push_back(ack_future(shard, generation, attempt, seq, ack)),
-                        Err(error) => {
-                            tracing::warn!(shard, %error, "cannot publish; retrying");
-                            if let Some(slot) = self.slots.get_mut(&shard) {
-                                slot.needs_retry = true;
-                            }
-                        }
+                        Err(failure) => self.failed(shard, seq, failure),
                     }
                 }
             }
@@ -664,29 +739,68 @@ impl Runner {
         let Some(slot) = self
             .slots
             .get_mut(&acked.shard)
-            .filter(|s| s.generation == acked.generation && s.attempt == acked.attempt)
+            .filter(|s| s.generation == acked.generation)
         else {
             return;
         };
-        if slot.needs_retry {
-            return;
+        match acked.outcome {
+            // Stored, whichever attempt published it: if it is the oldest
+            // one waiting, the stored seq moves on.
+            Ok(()) => {
+                if slot
+                    .in_flight
+                    .front()
+                    .is_some_and(|front| front.seq == acked.seq)
+                {
+                    if let Some(done) = slot.in_flight.pop_front() {
+                        self.queued -= 1;
+                        slot.acked = Some(done.session());
+                        slot.dirty = true;
+                    }
+                    self.settle(acked.shard);
+                }
+            }
+            Err(failure) if acked.attempt == slot.attempt => {
+                self.failed(acked.shard, acked.seq, failure);
+            }
+            Err(_) => {}
         }
-        if !acked.ok {
-            slot.needs_retry = true;
+    }
+
+    /// A publish failed: a permanent failure passes the event over, any
+    /// other has everything in flight published again on the next tick.
+    fn failed(&mut self, shard: u32, seq: u64, failure: Failure) {
+        let Some(slot) = self.slots.get_mut(&shard) else {
             return;
+        };
+        match failure {
+            Failure::Retry(reason) => {
+                if !slot.needs_retry {
+                    tracing::warn!(shard, seq, %reason, "publish failed; retrying");
+                }
+                slot.needs_retry = true;
+            }
+            Failure::Permanent(reason) => {
+                tracing::error!(shard, seq, %reason, "JetStream cannot take this event; it is skipped");
+                if let Some(item) = slot.in_flight.iter_mut().find(|item| item.seq == seq) {
+                    item.skipped = true;
+                }
+                self.settle(shard);
+            }
         }
-        if slot
-            .in_flight
-            .front()
-            .is_some_and(|front| front.seq == acked.seq)
-            && let Some(done) = slot.in_flight.pop_front()
-        {
-            slot.acked = Some(Session {
-                session_id: done.session_id.to_string(),
-                seq: done.seq,
-                resume_url: done.resume_url.to_string(),
-            });
-            slot.dirty = true;
+    }
+
+    /// Passes over the skipped events at the front, as if stored.
+    fn settle(&mut self, shard: u32) {
+        let Some(slot) = self.slots.get_mut(&shard) else {
+            return;
+        };
+        while slot.in_flight.front().is_some_and(|front| front.skipped) {
+            if let Some(item) = slot.in_flight.pop_front() {
+                self.queued -= 1;
+                slot.acked = Some(item.session());
+                slot.dirty = true;
+            }
         }
     }
 
@@ -706,18 +820,23 @@ impl Runner {
             slot.attempt += 1;
             slot.needs_retry = false;
             let (generation, attempt) = (slot.generation, slot.attempt);
-            let outgoing: Vec<Outgoing> = slot.in_flight.iter().cloned().collect();
+            let outgoing: Vec<Outgoing> = slot
+                .in_flight
+                .iter()
+                .filter(|item| !item.skipped)
+                .cloned()
+                .collect();
             for item in outgoing {
                 match publish(&self.nats, &item).await {
                     Ok(ack) => self
                         .in_flight
                         .push_back(ack_future(shard, generation, attempt, item.seq, ack)),
-                    Err(error) => {
-                        tracing::warn!(shard, %error, "cannot publish; retrying");
-                        if let Some(slot) = self.slots.get_mut(&shard) {
-                            slot.needs_retry = true;
+                    Err(failure) => {
+                        let retry = matches!(failure, Failure::Retry(_));
+                        self.failed(shard, item.seq, failure);
+                        if retry {
+                            break;
                         }
-                        break;
                     }
                 }
             }
@@ -797,20 +916,32 @@ impl Runner {
             }
             tokio::select! {
                 Some(acked) = self.in_flight.next(), if !self.in_flight.is_empty() => self.on_acked(acked),
-                Some((shard, generation, event)) = events.recv(), if self.in_flight.len() < MAX_IN_FLIGHT => {
+                Some((shard, generation, event)) = events.recv(), if self.queued < MAX_IN_FLIGHT => {
                     let _ = self.on_event(shard, generation, event).await;
                 }
                 () = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
         }
-        self.flush_sessions().await;
-        let held = std::mem::take(&mut self.held);
-        for (_, lease) in held {
-            if let Err(error) = self.leases.release(lease).await {
-                tracing::warn!(%error, "cannot release a lease; it lapses by itself");
+        // With NATS away, each of these would wait for its own timeout:
+        // bound them together. What is not done lapses by itself.
+        let hand_over = async {
+            self.flush_sessions().await;
+            let held = std::mem::take(&mut self.held);
+            for (_, lease) in held {
+                if let Err(error) = self.leases.release(lease).await {
+                    tracing::warn!(%error, "cannot release a lease; it lapses by itself");
+                }
             }
+            let _ = self.leases.withdraw().await;
+        };
+        if tokio::time::timeout(Duration::from_secs(10), hand_over)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "NATS did not answer while handing over; the leases lapse by themselves"
+            );
         }
-        let _ = self.leases.withdraw().await;
         for slot in self.slots.values() {
             slot.forward.abort();
         }
@@ -820,16 +951,33 @@ impl Runner {
     }
 }
 
-async fn publish(nats: &Nats, outgoing: &Outgoing) -> Result<PublishAckFuture, NatsError> {
+async fn publish(nats: &Nats, outgoing: &Outgoing) -> Result<PublishAckFuture, Failure> {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(
         async_nats::header::NATS_MESSAGE_ID,
         message_id(&outgoing.session_id, outgoing.seq).as_str(),
     );
-    nats.jetstream()
-        .publish_with_headers(outgoing.subject.clone(), headers, outgoing.payload.clone())
-        .await
-        .map_err(|error| NatsError::jetstream("publishing an event", error))
+    let send = nats.jetstream().publish_with_headers(
+        outgoing.subject.clone(),
+        headers,
+        outgoing.payload.clone(),
+    );
+    // While NATS is away the client's buffer fills; the node must not
+    // wait on it forever (its leases need attention meanwhile).
+    match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
+        Ok(sent) => sent.map_err(classify),
+        Err(_) => Err(Failure::Retry(format!(
+            "not sent within {PUBLISH_TIMEOUT:?}"
+        ))),
+    }
+}
+
+fn classify(error: async_nats::jetstream::context::PublishError) -> Failure {
+    use async_nats::jetstream::context::PublishErrorKind;
+    match error.kind() {
+        PublishErrorKind::MaxPayloadExceeded => Failure::Permanent(error.to_string()),
+        _ => Failure::Retry(error.to_string()),
+    }
 }
 
 fn ack_future(
@@ -840,19 +988,12 @@ fn ack_future(
     ack: PublishAckFuture,
 ) -> AckFuture {
     Box::pin(async move {
-        let ok = match ack.await {
-            Ok(_) => true,
-            Err(error) => {
-                tracing::warn!(shard, seq, %error, "JetStream did not acknowledge an event");
-                false
-            }
-        };
         Acked {
             shard,
             generation,
             attempt,
             seq,
-            ok,
+            outcome: ack.await.map(|_| ()).map_err(classify),
         }
     })
 }

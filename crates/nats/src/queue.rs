@@ -30,9 +30,12 @@ struct Limit {
 /// Identify is sent, so the gateway sees identifies of one bucket at least
 /// a window apart.
 ///
-/// Each turn also takes one of the day's session starts from a shared
+/// Each turn first takes one of the day's session starts from a shared
 /// counter (compare-and-swap); when none is left, turns are refused with
-/// [`IdentifyRefused::DailyLimitExhausted`] until Discord's reset.
+/// [`IdentifyRefused::DailyLimitExhausted`] until Discord's reset. After the
+/// reset time the stored count no longer guards until a node stores the
+/// new one ([`NatsQueue::seed_limit`]; a [`crate::Node`] does so on its
+/// next tick).
 ///
 /// While NATS does not answer, a waiting shard keeps waiting (retrying with
 /// a backoff): it never identifies unguarded.
@@ -177,10 +180,10 @@ impl NatsQueue {
                 return Ok(Ok(()));
             }
             let Some(limit) = limit else {
-                return Err(NatsError::Corrupt {
-                    key: LIMIT_KEY.into(),
-                    reason: "not a session start limit".into(),
-                });
+                // Deleted or unreadable: the next node to read
+                // `/gateway/bot` stores a count again.
+                tracing::warn!("the stored session start limit is unreadable; not counting");
+                return Ok(Ok(()));
             };
             let now = now_ms();
             if limit.reset_at_ms <= now {
@@ -204,25 +207,28 @@ impl NatsQueue {
     }
 
     async fn turn(&self, shard_id: u32) -> Result<(), IdentifyRefused> {
-        let bucket = shard_id % self.max_concurrency;
+        // The session start first: the bucket's key, taken last, times the
+        // window from just before the Identify goes out.
         let mut retry = POLL;
         loop {
-            match self.try_bucket(bucket).await {
-                Ok(true) => break,
-                Ok(false) => tokio::time::sleep(POLL).await,
+            match self.take_start().await {
+                Ok(Ok(())) => break,
+                Ok(Err(refused)) => return Err(refused),
                 Err(error) => {
-                    tracing::warn!(shard = shard_id, %error, "identify queue: NATS did not answer; waiting");
+                    tracing::warn!(shard = shard_id, %error, "identify queue: cannot count the session start; waiting");
                     tokio::time::sleep(retry).await;
                     retry = (retry * 2).min(MAX_RETRY);
                 }
             }
         }
+        let bucket = shard_id % self.max_concurrency;
         let mut retry = POLL;
         loop {
-            match self.take_start().await {
-                Ok(answer) => return answer,
+            match self.try_bucket(bucket).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => tokio::time::sleep(POLL).await,
                 Err(error) => {
-                    tracing::warn!(shard = shard_id, %error, "identify queue: cannot count the session start; waiting");
+                    tracing::warn!(shard = shard_id, %error, "identify queue: NATS did not answer; waiting");
                     tokio::time::sleep(retry).await;
                     retry = (retry * 2).min(MAX_RETRY);
                 }

@@ -24,51 +24,70 @@ impl SessionStore {
     }
 
     /// A shard's stored session and the revision to write over (0 when the
-    /// shard has none).
+    /// shard never had one).
     ///
     /// # Errors
     ///
     /// [`NatsError::JetStream`] when the store does not answer;
     /// [`NatsError::Corrupt`] for a value that is not a resumable session.
     pub async fn load(&self, shard: u32) -> Result<(Option<Session>, u64), NatsError> {
+        let (session, revision) = self.read(shard).await?;
+        Ok((
+            session.map_err(|reason| NatsError::Corrupt {
+                key: key(shard),
+                reason,
+            })?,
+            revision,
+        ))
+    }
+
+    /// The stored session (or why it is unusable) and its revision.
+    async fn read(&self, shard: u32) -> Result<(Result<Option<Session>, String>, u64), NatsError> {
         let entry = self
             .store
             .entry(key(shard))
             .await
             .map_err(|error| NatsError::jetstream("reading a session", error))?;
         let Some(entry) = entry else {
-            return Ok((None, 0));
+            return Ok((Ok(None), 0));
         };
         if matches!(entry.operation, Operation::Delete | Operation::Purge) {
-            return Ok((None, entry.revision));
+            return Ok((Ok(None), entry.revision));
         }
-        let session: Session =
-            serde_json::from_slice(&entry.value).map_err(|error| NatsError::Corrupt {
-                key: key(shard),
-                reason: error.to_string(),
-            })?;
-        session.check().map_err(|reason| NatsError::Corrupt {
-            key: key(shard),
-            reason,
-        })?;
-        Ok((Some(session), entry.revision))
+        let session = serde_json::from_slice::<Session>(&entry.value)
+            .map_err(|error| error.to_string())
+            .and_then(|session| session.check().map(|()| Some(session)));
+        Ok((session, entry.revision))
     }
 
-    /// Takes a shard's session over: reads it and writes it back, so every
-    /// earlier writer is fenced out. Returns the session and the revision
-    /// to write over next.
+    /// Takes a shard's session over: reads it and writes it back (or, when
+    /// there is none, a deletion marker), so every earlier writer is fenced
+    /// out. Returns the session and the revision to write over next. A
+    /// stored value that is not a resumable session is logged and replaced:
+    /// the shard then identifies.
     ///
     /// # Errors
     ///
-    /// As [`SessionStore::load`].
+    /// [`NatsError::JetStream`] when the store does not answer or another
+    /// writer keeps writing.
     pub async fn take(&self, shard: u32) -> Result<(Option<Session>, u64), NatsError> {
         for _ in 0..10 {
-            let (session, revision) = self.load(shard).await?;
-            let Some(session) = session else {
-                return Ok((None, revision));
+            let (session, revision) = self.read(shard).await?;
+            let session = session.unwrap_or_else(|reason| {
+                tracing::warn!(shard, %reason, "the stored session is unusable; the shard identifies");
+                None
+            });
+            let written = match &session {
+                Some(session) => self.store(shard, session, revision).await.map(Some),
+                None => self.mark_empty(shard, revision).await.map(|()| None),
             };
-            match self.store(shard, &session, revision).await {
-                Ok(revision) => return Ok((Some(session), revision)),
+            match written {
+                Ok(Some(revision)) => return Ok((session, revision)),
+                Ok(None) => {
+                    // The marker's revision is what to write over next.
+                    let (_, revision) = self.read(shard).await?;
+                    return Ok((None, revision));
+                }
                 // The last owner wrote meanwhile: read its newer value.
                 Err(NatsError::Fenced { .. }) => {}
                 Err(error) => return Err(error),
@@ -78,6 +97,27 @@ impl SessionStore {
             format!("taking the session of shard {shard}"),
             "another writer kept writing it",
         ))
+    }
+
+    /// Writes a deletion marker over `revision`.
+    async fn mark_empty(&self, shard: u32, revision: u64) -> Result<(), NatsError> {
+        match self
+            .store
+            .delete_expect_revision(key(shard), Some(revision))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(error)
+                if error.kind()
+                    == async_nats::jetstream::kv::DeleteErrorKind::WrongLastRevision =>
+            {
+                Err(NatsError::Fenced {
+                    key: key(shard),
+                    expected: revision,
+                })
+            }
+            Err(error) => Err(NatsError::jetstream("fencing a session", error)),
+        }
     }
 
     /// Writes a shard's session over `revision`; returns the new revision.
@@ -115,7 +155,7 @@ impl SessionStore {
     pub async fn agree_total(&self, total: u32) -> Result<u32, NatsError> {
         if self
             .store
-            .update(TOTAL_KEY, total.to_string().into(), 0)
+            .create(TOTAL_KEY, total.to_string().into())
             .await
             .is_ok()
         {

@@ -156,6 +156,31 @@ async fn a_lease_is_exclusive_renewable_and_fenced_once_it_lapses() {
     // A release hands the range over at once.
     b.release(taken).await.unwrap();
     assert!(a.claim(0).await.unwrap().is_some());
+    // A renewal whose answer was lost leaves a stale revision behind: the
+    // lease is still recognised as a's own.
+    let mut current = a.claim(1).await.unwrap().unwrap();
+    let mut stale = current.clone();
+    a.renew(&mut current).await.unwrap();
+    a.renew(&mut stale).await.unwrap();
+    assert_eq!(stale.revision, current.revision);
+    // So is a claim of a's own range.
+    assert_eq!(
+        a.claim(1).await.unwrap().map(|l| l.revision),
+        Some(stale.revision)
+    );
+    assert!(b.claim(1).await.unwrap().is_none());
+    // Every node must agree on the TTL: a bucket made for 1 s is refused
+    // to a process that expects 2 s.
+    match common::connect(&server)
+        .await
+        .leases(Duration::from_secs(2), "node-c")
+        .await
+    {
+        Err(NatsError::Invalid(message)) => {
+            assert!(message.contains("same lease TTL"), "{message}")
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
     // Announcements.
     a.announce().await.unwrap();
     b.announce().await.unwrap();
@@ -193,6 +218,14 @@ async fn sessions_are_written_by_compare_and_swap_and_taken_over() {
     ));
     let newer = new.store(3, &later, taken_revision).await.unwrap();
     assert_eq!(old.load(3).await.unwrap(), (Some(later), newer));
+    // Taking a shard with no session fences a late writer too.
+    let (none, fence) = new.take(4).await.unwrap();
+    assert_eq!(none, None);
+    assert!(matches!(
+        old.store(4, &session, 0).await,
+        Err(NatsError::Fenced { .. })
+    ));
+    assert!(new.store(4, &session, fence).await.is_ok());
     // The shard count: the first node's stands.
     assert_eq!(old.agree_total(8).await.unwrap(), 8);
     assert_eq!(new.agree_total(16).await.unwrap(), 8);
@@ -227,6 +260,13 @@ async fn a_stored_value_that_is_not_a_session_is_an_error_not_a_resume() {
         Err(NatsError::Corrupt { reason, .. }) => assert!(reason.contains("empty"), "{reason}"),
         other => panic!("expected Corrupt, got {other:?}"),
     }
+    // A new owner does not stay stuck on it: the shard identifies and the
+    // value is replaced.
+    let (taken, revision) = sessions.take(5).await.unwrap();
+    assert_eq!(taken, None);
+    let fresh = Session::new("new".into(), 1, "ws://127.0.0.1:1".into()).unwrap();
+    sessions.store(5, &fresh, revision).await.unwrap();
+    assert_eq!(sessions.load(5).await.unwrap().0, Some(fresh));
 }
 
 #[tokio::test]
