@@ -23,7 +23,11 @@ pub fn split(data: &[u8]) -> Option<Input<'_>> {
     }
     let (seed, body) = rest.split_at(8);
     let seed = u64::from_le_bytes(seed.try_into().ok()?);
-    Some(Input { round_trip: mode % 2 == 1, rng: Rng::new(seed), body })
+    Some(Input {
+        round_trip: mode % 2 == 1,
+        rng: Rng::new(seed),
+        body,
+    })
 }
 
 /// Cuts `bytes` into up to five pieces at random points (1 to 3 byte tails
@@ -32,7 +36,9 @@ pub fn pieces<'a>(rng: &mut Rng, bytes: &'a [u8]) -> Vec<&'a [u8]> {
     if bytes.len() < 2 {
         return vec![bytes];
     }
-    let mut cuts: Vec<usize> = (0..rng.below(5)).map(|_| 1 + rng.below(bytes.len() as u64 - 1) as usize).collect();
+    let mut cuts: Vec<usize> = (0..rng.below(5))
+        .map(|_| 1 + rng.below(bytes.len() as u64 - 1) as usize)
+        .collect();
     // A cut right after bytes `00 00 ff ff` inside a payload makes the
     // pieces so far look like a whole payload: the protocol itself cannot
     // tell them apart, so a conforming sender never cuts there.

@@ -31,7 +31,10 @@ fn read_all(rng: &mut Rng, frames: &mut FrameBuffer, bytes: &[u8]) -> (Vec<Vec<u
         }
         let spare = frames.spare();
         assert!(!spare.is_empty());
-        let n = spare.len().min(1 + rng.below(5000) as usize).min(bytes.len() - at);
+        let n = spare
+            .len()
+            .min(1 + rng.below(5000) as usize)
+            .min(bytes.len() - at);
         spare[..n].copy_from_slice(&bytes[at..at + n]);
         frames.filled(n);
         at += n;
@@ -39,7 +42,9 @@ fn read_all(rng: &mut Rng, frames: &mut FrameBuffer, bytes: &[u8]) -> (Vec<Vec<u
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some(mut input) = common::split(data) else { return };
+    let Some(mut input) = common::split(data) else {
+        return;
+    };
     let mut frames = FrameBuffer::new(common::LIMIT);
     if input.round_trip {
         let mut bytes = Vec::new();
@@ -47,9 +52,17 @@ fuzz_target!(|data: &[u8]| {
         for message in input.body.split(|&b| b == b'\n') {
             let parts = 1 + input.rng.below(3) as usize;
             let step = message.len().div_ceil(parts).max(1);
-            let chunks: Vec<&[u8]> = if message.is_empty() { vec![message] } else { message.chunks(step).collect() };
+            let chunks: Vec<&[u8]> = if message.is_empty() {
+                vec![message]
+            } else {
+                message.chunks(step).collect()
+            };
             for (i, chunk) in chunks.iter().enumerate() {
-                bytes.extend(frame(i + 1 == chunks.len(), if i == 0 { 2 } else { 0 }, chunk));
+                bytes.extend(frame(
+                    i + 1 == chunks.len(),
+                    if i == 0 { 2 } else { 0 },
+                    chunk,
+                ));
                 if i + 1 < chunks.len() && input.rng.below(2) == 0 {
                     bytes.extend(frame(true, 9, b"ping"));
                     expect.push(b"ping".to_vec());

@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
         let inside = data
             .checked_sub(base)
             .is_some_and(|offset| offset + payload.data().len() <= json.len());
-        assert!(inside || payload.data() == "null", "d is neither in the payload nor null");
+        assert!(
+            inside || payload.data() == "null",
+            "d is neither in the payload nor null"
+        );
         for parser in [TypedParser::SerdeJson, TypedParser::SonicRs] {
             let _ = payload.decode_with(&EventFilter::all(), parser);
         }
@@ -34,9 +37,15 @@ fuzz_target!(|data: &[u8]| {
     if count(b"-0") > 0 || count(b"\"op\"") > 1 || count(b"\"s\"") > 1 || count(b"\"t\"") > 1 {
         return;
     }
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else { return };
-    let Some(object) = value.as_object() else { return };
-    let Some(op) = object.get("op").and_then(serde_json::Value::as_u64) else { return };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let Some(object) = value.as_object() else {
+        return;
+    };
+    let Some(op) = object.get("op").and_then(serde_json::Value::as_u64) else {
+        return;
+    };
     if op > 255 {
         return;
     }
@@ -58,7 +67,10 @@ fuzz_target!(|data: &[u8]| {
     // rejected those; a duplicate key makes serde_json keep the last value,
     // as the scan does.
     let payload = scanned.unwrap_or_else(|error| {
-        panic!("serde_json accepts {:?} but the scan says {error}", String::from_utf8_lossy(data))
+        panic!(
+            "serde_json accepts {:?} but the scan says {error}",
+            String::from_utf8_lossy(data)
+        )
     });
     assert_eq!(u64::from(payload.op()), op);
     assert_eq!(payload.seq(), seq);

@@ -10,7 +10,9 @@ use shardwire_codec::{Compression, Decoder, MessageKind};
 mod common;
 
 fuzz_target!(|data: &[u8]| {
-    let Some(mut input) = common::split(data) else { return };
+    let Some(mut input) = common::split(data) else {
+        return;
+    };
     let mut decoder = Decoder::with_limit(Compression::ZlibStream, common::LIMIT);
     if input.round_trip {
         let mut encoder = ZlibStreamEncoder::new();
@@ -20,7 +22,9 @@ fuzz_target!(|data: &[u8]| {
             let message = encoder.encode(payload);
             let pieces = common::pieces(&mut input.rng, &message);
             for (index, piece) in pieces.iter().enumerate() {
-                let result = decoder.push_raw(piece, MessageKind::Binary).expect("a real stream decodes");
+                let result = decoder
+                    .push_raw(piece, MessageKind::Binary)
+                    .expect("a real stream decodes");
                 if index + 1 == pieces.len() {
                     assert_eq!(result, Some(payload), "round trip differs");
                     // Sleeping between payloads changes nothing.

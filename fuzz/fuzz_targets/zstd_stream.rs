@@ -9,7 +9,9 @@ use shardwire_codec::{Compression, Decoder, MessageKind};
 mod common;
 
 fuzz_target!(|data: &[u8]| {
-    let Some(mut input) = common::split(data) else { return };
+    let Some(mut input) = common::split(data) else {
+        return;
+    };
     let mut decoder = Decoder::with_limit(Compression::ZstdStream, common::LIMIT);
     if input.round_trip {
         let mut encoder = ZstdStreamEncoder::new().expect("zstd context");
@@ -17,7 +19,9 @@ fuzz_target!(|data: &[u8]| {
         // no bytes at all, so there would be no message to decode).
         for payload in input.body.split(|&b| b == b'\n').filter(|p| !p.is_empty()) {
             let message = encoder.encode(payload).expect("zstd encodes");
-            let result = decoder.push_raw(&message, MessageKind::Binary).expect("a real stream decodes");
+            let result = decoder
+                .push_raw(&message, MessageKind::Binary)
+                .expect("a real stream decodes");
             assert_eq!(result, Some(payload), "round trip differs");
         }
     } else {

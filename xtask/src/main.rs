@@ -23,7 +23,13 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 
-const FUZZ_TARGETS: &[&str] = &["zlib_stream", "zstd_stream", "scan_decode", "frames"];
+const FUZZ_TARGETS: &[&str] = &[
+    "zlib_stream",
+    "zstd_stream",
+    "scan_decode",
+    "frames",
+    "nats_values",
+];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -99,7 +105,23 @@ fn write_seeds(target: &str, dir: &Path) -> Result<()> {
     let corpus = Corpus::small_events(64, 5);
     let payloads = corpus.payloads();
     let mut seeds: Vec<Vec<u8>> = Vec::new();
-    if target == "scan_decode" {
+    if target == "nats_values" {
+        // Mode byte, then a message id, an event subject or a session.
+        for (mode, text) in [
+            (0u8, "3f2a9c0e1b7d:42"),
+            (0, "a:b:7"),
+            (1, "shardwire.events.3.MESSAGE_CREATE"),
+            (1, "shardwire.events.0.GUILD_CREATE"),
+            (
+                2,
+                r#"{"session_id":"3f2a9c0e1b7d","seq":42,"resume_url":"wss://gateway.discord.gg"}"#,
+            ),
+        ] {
+            let mut seed = vec![mode];
+            seed.extend_from_slice(text.as_bytes());
+            seeds.push(seed);
+        }
+    } else if target == "scan_decode" {
         seeds.extend(payloads.iter().cloned());
         for control in [
             &br#"{"t":null,"s":null,"op":10,"d":{"heartbeat_interval":41250}}"#[..],

@@ -58,8 +58,19 @@ impl Delivery {
         self.message.info().map_or(1, |info| info.delivered)
     }
 
+    /// Its sequence number in the stream: one stored event has one, however
+    /// often it is delivered (a resume's replays were dropped before they
+    /// got one).
+    #[must_use]
+    pub fn stream_sequence(&self) -> u64 {
+        self.message.info().map_or(0, |info| info.stream_sequence)
+    }
+
     /// Acknowledges it: JetStream will not deliver it to this consumer
-    /// again.
+    /// again. An acknowledgement is not confirmed: one lost on its way (the
+    /// server restarting, say) lets the event come again, so a worker that
+    /// must not act twice remembers `(session_id, seq)` or uses
+    /// [`Delivery::ack_confirmed`].
     ///
     /// # Errors
     ///
@@ -67,6 +78,20 @@ impl Delivery {
     pub async fn ack(&self) -> Result<(), NatsError> {
         self.message
             .ack()
+            .await
+            .map_err(|error| NatsError::jetstream("acknowledging an event", error))
+    }
+
+    /// Acknowledges it and waits for the server to confirm (a round trip):
+    /// once this returns `Ok`, the event will not come again.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`] when the server did not confirm; the event
+    /// may then come again.
+    pub async fn ack_confirmed(&self) -> Result<(), NatsError> {
+        self.message
+            .double_ack()
             .await
             .map_err(|error| NatsError::jetstream("acknowledging an event", error))
     }

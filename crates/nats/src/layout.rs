@@ -106,14 +106,18 @@ pub fn message_id(session_id: &str, seq: u64) -> String {
     format!("{session_id}:{seq}")
 }
 
-/// Splits a message id back into session and seq.
-pub(crate) fn parse_message_id(id: &str) -> Option<(&str, u64)> {
+/// Splits a message id back into session and seq: the inverse of
+/// [`message_id`].
+#[must_use]
+pub fn parse_message_id(id: &str) -> Option<(&str, u64)> {
     let (session, seq) = id.rsplit_once(':')?;
     Some((session, seq.parse().ok()?))
 }
 
-/// Splits an event subject into shard and event name.
-pub(crate) fn parse_event_subject<'a>(layout: &Layout, subject: &'a str) -> Option<(u32, &'a str)> {
+/// Splits an event subject into shard and event name: the inverse of
+/// [`event_subject`].
+#[must_use]
+pub fn parse_event_subject<'a>(layout: &Layout, subject: &'a str) -> Option<(u32, &'a str)> {
     let rest = subject
         .strip_prefix(layout.prefix.as_str())?
         .strip_prefix(".events.")?;

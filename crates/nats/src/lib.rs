@@ -38,12 +38,12 @@ mod sessions;
 
 pub use crate::consumer::{Delivery, EventConsumer};
 pub use crate::error::NatsError;
-pub use crate::layout::{Layout, event_subject, message_id};
+pub use crate::layout::{Layout, event_subject, message_id, parse_event_subject, parse_message_id};
 pub use crate::lease::{Lease, Leases};
 pub use crate::node::{Node, NodeConfig, NodeError};
 pub use crate::queue::NatsQueue;
 pub use crate::server::{LocalServer, ServerError};
-pub use crate::sessions::SessionStore;
+pub use crate::sessions::{SessionStore, parse_session};
 
 /// A NATS URL without the credentials it may carry (`user:pass@`,
 /// `token@`), for logs, errors and `Debug` output.

@@ -115,15 +115,7 @@ impl LocalServer {
                 unique()
             ));
             std::fs::create_dir_all(&dir).map_err(|error| fail(error.to_string()))?;
-            let child = Command::new(binary)
-                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-                .arg(&dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|error| fail(error.to_string()))?;
+            let child = spawn(binary, port, &dir).map_err(|error| fail(error.to_string()))?;
             let mut server = Self {
                 child,
                 port,
@@ -157,6 +149,31 @@ impl LocalServer {
         }
     }
 
+    /// Kills the server (as a crash would), keeping its storage.
+    pub async fn stop(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Starts it again on the same port and storage, after
+    /// [`LocalServer::stop`]: streams, KV buckets and consumers survive.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Start`] when it does not come back.
+    pub async fn restart(&mut self) -> Result<(), ServerError> {
+        let _ = self.child.kill().await;
+        let binary = self.binary.clone();
+        let fail = move |reason: String| ServerError::Start {
+            path: binary,
+            reason,
+        };
+        match spawn(&self.binary, self.port, &self.dir) {
+            Ok(child) => self.child = child,
+            Err(error) => return Err(fail(error.to_string())),
+        }
+        self.wait_ready().await.map_err(fail)
+    }
+
     /// Its URL, `nats://127.0.0.1:<port>`.
     #[must_use]
     pub fn url(&self) -> String {
@@ -175,6 +192,17 @@ impl Drop for LocalServer {
         let _ = self.child.start_kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn spawn(binary: &Path, port: u16, dir: &Path) -> std::io::Result<Child> {
+    Command::new(binary)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
 }
 
 fn free_port() -> std::io::Result<u16> {

@@ -54,10 +54,7 @@ impl SessionStore {
         if matches!(entry.operation, Operation::Delete | Operation::Purge) {
             return Ok((Ok(None), entry.revision));
         }
-        let session = serde_json::from_slice::<Session>(&entry.value)
-            .map_err(|error| error.to_string())
-            .and_then(|session| session.check().map(|()| Some(session)));
-        Ok((session, entry.revision))
+        Ok((parse_session(&entry.value).map(Some), entry.revision))
     }
 
     /// Takes a shard's session over: reads it and writes it back (or, when
@@ -176,6 +173,18 @@ impl SessionStore {
                 reason: "not a shard count".into(),
             })
     }
+}
+
+/// A stored session, read back: the JSON [`SessionStore`] writes, checked
+/// to be resumable.
+///
+/// # Errors
+///
+/// Why it is not a resumable session.
+pub fn parse_session(value: &[u8]) -> Result<Session, String> {
+    let session: Session = serde_json::from_slice(value).map_err(|error| error.to_string())?;
+    session.check()?;
+    Ok(session)
 }
 
 fn key(shard: u32) -> String {

@@ -24,6 +24,8 @@ const WINDOW: Duration = Duration::from_secs(1);
 struct Seen {
     counts: HashMap<(String, u64), u32>,
     payloads: Vec<(u32, String, serde_json::Value)>,
+    stored: std::collections::HashSet<u64>,
+    redelivered: u64,
 }
 
 fn node_config(sim: &Sim, nats_url: &str, id: &str) -> NodeConfig {
@@ -69,19 +71,39 @@ fn check_exactly_once(sim: &Sim, seen: &Seen, skipped: &(String, u64)) -> Result
     Ok(total)
 }
 
+/// A sim of `shards` at max_concurrency 2, sending `rate` events per
+/// second per session.
+async fn sim(shards: u32, rate: f64) -> Sim {
+    Sim::builder()
+        .shards(shards)
+        .max_concurrency(2)
+        .identify_window(WINDOW)
+        .event_rate(rate)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Waits up to 15 s for [`check_exactly_once`] to hold; returns the
+/// events it counted.
+async fn wait_exactly_once(sim: &Sim, seen: &Mutex<Seen>, skipped: &(String, u64)) -> u64 {
+    let mut last = Err(String::new());
+    for _ in 0..150 {
+        last = check_exactly_once(sim, &seen.lock().unwrap(), skipped);
+        if last.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_publishes_every_dispatch_once_takes_commands_and_hands_over_on_shutdown() {
     let Some(server) = common::server().await else {
         return;
     };
-    let sim = Sim::builder()
-        .shards(4)
-        .max_concurrency(2)
-        .identify_window(WINDOW)
-        .event_rate(20.0)
-        .start()
-        .await
-        .unwrap();
+    let sim = sim(4, 20.0).await;
     let mut a = Node::start(node_config(&sim, &server.url(), "node-a"))
         .await
         .unwrap();
@@ -236,15 +258,7 @@ async fn a_node_publishes_every_dispatch_once_takes_commands_and_hands_over_on_s
         .into_iter()
         .map(|s| (s.session_id, s.seq))
         .collect();
-    let mut last = Err(String::new());
-    for _ in 0..100 {
-        last = check_exactly_once(&sim, &seen.lock().unwrap(), &skipped);
-        if last.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let events = last.unwrap();
+    let events = wait_exactly_once(&sim, &seen, &skipped).await;
     let observations = sim.observations();
     assert_eq!(snapshot.len(), 4, "one session per shard, never a new one");
     assert_eq!(
@@ -312,4 +326,83 @@ async fn a_node_refuses_settings_that_cannot_work_and_hides_the_token() {
         other => panic!("expected a connection error, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_costs_no_event_and_no_identify() {
+    let Some(mut server) = common::server().await else {
+        return;
+    };
+    let sim = sim(2, 50.0).await;
+    let mut config = node_config(&sim, &server.url(), "node-a");
+    config.range_size = 1;
+    // Leases outlive the outage: the node keeps its shards and publishes
+    // again what NATS did not take.
+    config.lease_ttl = Duration::from_secs(12);
+    let node = Node::start(config).await.unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let url = server.url();
+    let worker = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            // The worker outlives the outage too: it opens its durable
+            // consumer again whenever the pull fails.
+            loop {
+                let Ok(nats) = shardwire_nats::Nats::connect(&url, Default::default()).await else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                let Ok(mut consumer) = nats.consumer("outage-worker", None).await else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                while let Some(Ok(delivery)) = consumer.next().await {
+                    // An acknowledgement lost in the outage lets an event
+                    // come again: one stored event keeps its stream
+                    // sequence, so count stored copies, not deliveries.
+                    {
+                        let mut seen = seen.lock().unwrap();
+                        if seen.stored.insert(delivery.stream_sequence()) {
+                            *seen
+                                .counts
+                                .entry((delivery.session_id.clone(), delivery.seq))
+                                .or_default() += 1;
+                        } else {
+                            seen.redelivered += 1;
+                        }
+                    }
+                    if delivery.ack().await.is_err() {
+                        break;
+                    }
+                }
+            }
+        })
+    };
+    wait_for("events from both shards", Duration::from_secs(15), || {
+        sim.sessions().len() == 2 && seen.lock().unwrap().counts.len() > 50
+    })
+    .await;
+    server.stop().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.restart().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = wait_exactly_once(&sim, &seen, &(String::new(), 0)).await;
+    let observations = sim.observations();
+    assert_eq!(
+        observations.identifies.len(),
+        2,
+        "no identify for the outage"
+    );
+    assert!(
+        observations.violations.is_empty(),
+        "{:?}",
+        observations.violations
+    );
+    assert_eq!(node.shards(), [0, 1]);
+    println!(
+        "{events} events exactly once across a 2 s NATS outage ({} redelivered to the worker)",
+        seen.lock().unwrap().redelivered
+    );
+    node.shutdown().await.unwrap();
+    worker.abort();
 }
