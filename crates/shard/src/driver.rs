@@ -171,7 +171,8 @@ impl EventSink {
 /// Dropping the handle stops the task after closing the connection with a
 /// resumable code.
 pub struct Shard {
-    control: mpsc::UnboundedSender<Control>,
+    /// The control channel to the shard's task, and its id.
+    sender: ShardSender,
     /// `None` when the events go to an [`EventSink`].
     events: Option<mpsc::Receiver<(u32, ShardEvent)>>,
     /// The session as of the last event this handle returned.
@@ -180,13 +181,12 @@ pub struct Shard {
     /// [`Shard::start`]).
     typing: EventFilter,
     status: Arc<Mutex<Status>>,
-    shard_id: u32,
 }
 
 impl std::fmt::Debug for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shard")
-            .field("shard_id", &self.shard_id)
+            .field("shard_id", &self.sender.shard_id)
             .field("state", &self.status())
             .finish_non_exhaustive()
     }
@@ -324,12 +324,11 @@ impl Shard {
         };
         tokio::spawn(tracing::Instrument::instrument(task.run(control_rx), span));
         Self {
-            control,
+            sender: ShardSender { control, shard_id },
             events: None,
             consumed: None,
             typing: EventFilter::none(),
             status,
-            shard_id,
         }
     }
 
@@ -351,7 +350,7 @@ impl Shard {
     /// [`SendError`] when the command does not encode, the queue is full,
     /// the shard is fatally closed or its task has ended.
     pub async fn send(&self, command: Command) -> Result<(), SendError> {
-        self.sender().send(command).await
+        self.sender.send(command).await
     }
 
     /// Sends a raw JSON payload (`{"op": …, "d": …}`) for which the codec
@@ -362,7 +361,7 @@ impl Shard {
     /// [`SendError::InvalidRaw`] when it is not a JSON object with an
     /// integer `op` or is over 4096 bytes; as [`Shard::send`] otherwise.
     pub async fn send_raw(&self, json: impl Into<Vec<u8>>) -> Result<(), SendError> {
-        self.sender().send_raw(json).await
+        self.sender.send_raw(json).await
     }
 
     /// A handle that sends commands on this shard from another task: it
@@ -370,38 +369,35 @@ impl Shard {
     /// has ended, its sends fail with [`SendError::Stopped`]).
     #[must_use]
     pub fn sender(&self) -> ShardSender {
-        ShardSender {
-            control: self.control.clone(),
-            shard_id: self.shard_id,
-        }
+        self.sender.clone()
     }
 
     /// Connects again after a [`Shard::disconnect`].
     pub fn connect(&self) {
-        let _ = self.control.send(Control::Connect);
+        let _ = self.sender.control.send(Control::Connect);
     }
 
     /// Closes with `code` and stays disconnected.
     pub fn disconnect(&self, code: u16) {
-        let _ = self.control.send(Control::Disconnect(code));
+        let _ = self.sender.control.send(Control::Disconnect(code));
     }
 
     /// Closes with a resumable code and resumes on a new connection.
     pub fn reconnect(&self) {
-        let _ = self.control.send(Control::Reconnect);
+        let _ = self.sender.control.send(Control::Reconnect);
     }
 
     /// Drops the session and identifies anew on a fresh connection to the
     /// original URL. Events until the new READY are not recovered.
     pub fn reinstantiate(&self) {
-        let _ = self.control.send(Control::Reinstantiate);
+        let _ = self.sender.control.send(Control::Reinstantiate);
     }
 
     /// Starts a new session (see [`ShardMachine::identify`]): like
     /// [`Shard::reinstantiate`], but keeps a connection that has not
     /// authenticated yet, and connects a disconnected shard.
     pub fn identify(&self) {
-        let _ = self.control.send(Control::Identify);
+        let _ = self.sender.control.send(Control::Identify);
     }
 
     /// Resumes the session, connecting if disconnected (see
@@ -413,7 +409,7 @@ impl Shard {
     /// task has ended.
     pub async fn resume(&self) -> Result<(), ResumeError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        if self.control.send(Control::Resume(reply)).is_err() {
+        if self.sender.control.send(Control::Resume(reply)).is_err() {
             return Err(ResumeError::Stopped);
         }
         answer.await.unwrap_or(Err(ResumeError::Stopped))
@@ -421,7 +417,7 @@ impl Shard {
 
     /// Sends a heartbeat now.
     pub fn heartbeat(&self) {
-        let _ = self.control.send(Control::Heartbeat);
+        let _ = self.sender.control.send(Control::Heartbeat);
     }
 
     /// The shard's state.
@@ -471,7 +467,7 @@ impl Shard {
     /// This shard's id.
     #[must_use]
     pub fn id(&self) -> u32 {
-        self.shard_id
+        self.sender.shard_id
     }
 }
 
