@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream::context::PublishAckFuture;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
+use futures_util::stream::{FuturesOrdered, SelectAll};
 use shardwire_cluster::{Configure, DEFAULT_API_BASE, Gateway, GatewayError, IDENTIFY_WINDOW};
 use shardwire_codec::{Compression, Token};
 use shardwire_shard::{
@@ -243,7 +243,6 @@ impl Node {
             .map_err(|error| NatsError::jetstream("subscribing to commands", error))?;
         let (stop, stop_rx) = watch::channel(false);
         let (owned_tx, owned) = watch::channel(Vec::new());
-        let (events_tx, events_rx) = mpsc::channel(SHARD_BUFFER);
         let ranges = total.div_ceil(config.range_size);
         let node_id = config.node_id.clone();
         tracing::info!(
@@ -266,7 +265,7 @@ impl Node {
             held: BTreeMap::new(),
             slots: HashMap::new(),
             next_generation: 0,
-            events_tx,
+            events: SelectAll::new(),
             in_flight: FuturesOrdered::new(),
             queued: 0,
             unheld_ticks: HashMap::new(),
@@ -275,7 +274,7 @@ impl Node {
             limit_checked: Instant::now(),
             config,
         };
-        let task = tokio::spawn(runner.run(events_rx, commands, stop_rx));
+        let task = tokio::spawn(runner.run(commands, stop_rx));
         Ok(Self {
             stop,
             owned,
@@ -379,10 +378,12 @@ struct Acked {
 
 type AckFuture = Pin<Box<dyn Future<Output = Acked> + Send>>;
 
+/// One shard's events as `(shard, generation, event)`.
+type ShardEvents = Pin<Box<dyn futures_util::Stream<Item = (u32, u64, ShardEvent)> + Send>>;
+
 /// One shard this node runs.
 struct Slot {
     shard: Option<Shard>,
-    forward: JoinHandle<()>,
     generation: u64,
     /// The session the next dispatches belong to.
     session: Option<(Arc<str>, Arc<str>)>,
@@ -410,7 +411,9 @@ struct Runner {
     held: BTreeMap<u32, Lease>,
     slots: HashMap<u32, Slot>,
     next_generation: u64,
-    events_tx: mpsc::Sender<(u32, u64, ShardEvent)>,
+    /// Every shard's events, tagged with its slot's generation: a stream
+    /// ends when its shard's task has ended and delivered everything.
+    events: SelectAll<ShardEvents>,
     in_flight: FuturesOrdered<AckFuture>,
     /// Events held in the slots until JetStream has them, across shards.
     queued: usize,
@@ -423,7 +426,6 @@ struct Runner {
 impl Runner {
     async fn run(
         mut self,
-        mut events: mpsc::Receiver<(u32, u64, ShardEvent)>,
         mut commands: async_nats::Subscriber,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), NodeError> {
@@ -448,7 +450,7 @@ impl Runner {
                 _ = tick.tick() => self.tick().await,
                 _ = flush.tick() => self.flush_sessions().await,
                 Some(acked) = self.in_flight.next(), if !self.in_flight.is_empty() => self.on_acked(acked),
-                Some((shard, generation, event)) = events.recv(), if self.queued < MAX_IN_FLIGHT => {
+                Some((shard, generation, event)) = self.events.next(), if self.takes_events() => {
                     if let Err(error) = self.on_event(shard, generation, event).await {
                         break Err(error);
                     }
@@ -456,7 +458,7 @@ impl Runner {
                 Some(message) = commands.next() => self.on_command(message),
             }
         };
-        self.stop(&mut events).await;
+        self.stop().await;
         result
     }
 
@@ -560,7 +562,7 @@ impl Runner {
         // Start from a place of this node's own, so nodes claiming at once
         // tend to ask for different ranges.
         let offset = stable_hash(&self.config.node_id) % u64::from(self.ranges.max(1));
-        let mut order = unheld.clone();
+        let mut order = unheld;
         order.sort_by_key(|range| {
             (u64::from(*range) + u64::from(self.ranges) - offset) % u64::from(self.ranges)
         });
@@ -615,17 +617,16 @@ impl Runner {
         }
         let generation = self.next_generation;
         self.next_generation += 1;
-        let (tx, mut rx) = mpsc::channel(SHARD_BUFFER);
+        let (tx, rx) = mpsc::channel(SHARD_BUFFER);
         let queue: Arc<dyn IdentifyQueue> = self.queue.clone();
         let shard = Shard::start_with_sink(shard_config, queue, EventSink::new(tx));
-        let node = self.events_tx.clone();
-        let forward = tokio::spawn(async move {
-            while let Some((id, event)) = rx.recv().await {
-                if node.send((id, generation, event)).await.is_err() {
-                    break;
-                }
-            }
-        });
+        self.events.push(Box::pin(futures_util::stream::unfold(
+            rx,
+            move |mut rx| async move {
+                let (id, event) = rx.recv().await?;
+                Some(((id, generation, event), rx))
+            },
+        )));
         tracing::info!(
             shard = id,
             resume = session.is_some(),
@@ -636,14 +637,8 @@ impl Runner {
             id,
             Slot {
                 shard: Some(shard),
-                forward,
                 generation,
-                session: session.as_ref().map(|s| {
-                    (
-                        Arc::from(s.session_id.as_str()),
-                        Arc::from(s.resume_url.as_str()),
-                    )
-                }),
+                session: session.as_ref().map(tag),
                 acked: session,
                 revision,
                 dirty: false,
@@ -662,11 +657,16 @@ impl Runner {
         for shard in self.range_shards(range) {
             if let Some(slot) = self.slots.remove(&shard) {
                 self.queued -= slot.in_flight.len();
-                slot.forward.abort();
                 drop(slot.shard);
             }
         }
         self.publish_owned();
+    }
+
+    /// Whether to take the next event: a shard is running, and JetStream
+    /// has not fallen too far behind.
+    fn takes_events(&self) -> bool {
+        !self.events.is_empty() && self.queued < MAX_IN_FLIGHT
     }
 
     fn publish_owned(&self) {
@@ -689,12 +689,7 @@ impl Runner {
             return Ok(());
         };
         match event {
-            ShardEvent::Ready { session } => {
-                slot.session = Some((
-                    Arc::from(session.session_id.as_str()),
-                    Arc::from(session.resume_url.as_str()),
-                ));
-            }
+            ShardEvent::Ready { session } => slot.session = Some(tag(&session)),
             ShardEvent::Dispatch {
                 seq,
                 event_type,
@@ -717,12 +712,7 @@ impl Runner {
                 self.queued += 1;
                 if !slot.needs_retry {
                     let (generation, attempt) = (slot.generation, slot.attempt);
-                    match publish(&self.nats, &outgoing).await {
-                        Ok(ack) => self
-                            .in_flight
-                            .push_back(ack_future(shard, generation, attempt, seq, ack)),
-                        Err(failure) => self.failed(shard, seq, failure),
-                    }
+                    self.send_event(shard, generation, attempt, &outgoing).await;
                 }
             }
             ShardEvent::Fatal(error) => {
@@ -804,16 +794,42 @@ impl Runner {
         }
     }
 
+    /// Publishes one event and queues its acknowledgement; `false` when the
+    /// shard must publish again later (the failure is recorded).
+    async fn send_event(
+        &mut self,
+        shard: u32,
+        generation: u64,
+        attempt: u32,
+        item: &Outgoing,
+    ) -> bool {
+        match publish(&self.nats, item).await {
+            Ok(ack) => {
+                self.in_flight
+                    .push_back(ack_future(shard, generation, attempt, item.seq, ack));
+                true
+            }
+            Err(failure) => {
+                let retry = matches!(failure, Failure::Retry(_));
+                self.failed(shard, item.seq, failure);
+                !retry
+            }
+        }
+    }
+
+    /// The ids of the shards whose slot is in this state.
+    fn shards_where(&self, state: impl Fn(&Slot) -> bool) -> Vec<u32> {
+        self.slots
+            .iter()
+            .filter(|(_, slot)| state(slot))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Publishes again, in order, everything a shard has in flight after a
     /// publish failed (JetStream drops what it already stored).
     async fn retry_publishes(&mut self) {
-        let shards: Vec<u32> = self
-            .slots
-            .iter()
-            .filter(|(_, slot)| slot.needs_retry)
-            .map(|(id, _)| *id)
-            .collect();
-        for shard in shards {
+        for shard in self.shards_where(|slot| slot.needs_retry) {
             let Some(slot) = self.slots.get_mut(&shard) else {
                 continue;
             };
@@ -827,17 +843,8 @@ impl Runner {
                 .cloned()
                 .collect();
             for item in outgoing {
-                match publish(&self.nats, &item).await {
-                    Ok(ack) => self
-                        .in_flight
-                        .push_back(ack_future(shard, generation, attempt, item.seq, ack)),
-                    Err(failure) => {
-                        let retry = matches!(failure, Failure::Retry(_));
-                        self.failed(shard, item.seq, failure);
-                        if retry {
-                            break;
-                        }
-                    }
+                if !self.send_event(shard, generation, attempt, &item).await {
+                    break;
                 }
             }
         }
@@ -845,13 +852,7 @@ impl Runner {
 
     /// Writes the acknowledged seqs to the session store.
     async fn flush_sessions(&mut self) {
-        let dirty: Vec<u32> = self
-            .slots
-            .iter()
-            .filter(|(_, slot)| slot.dirty)
-            .map(|(id, _)| *id)
-            .collect();
-        for shard in dirty {
+        for shard in self.shards_where(|slot| slot.dirty) {
             let Some(slot) = self.slots.get_mut(&shard) else {
                 continue;
             };
@@ -903,20 +904,19 @@ impl Runner {
 
     /// Graceful stop: closes the shards resumably, publishes what they had
     /// delivered, stores the sessions, releases the leases.
-    async fn stop(&mut self, events: &mut mpsc::Receiver<(u32, u64, ShardEvent)>) {
+    async fn stop(&mut self) {
         for slot in self.slots.values_mut() {
             drop(slot.shard.take());
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let forwarding = self.slots.values().any(|slot| !slot.forward.is_finished());
-            let settled = !forwarding && events.is_empty() && self.in_flight.is_empty();
+            let settled = self.events.is_empty() && self.in_flight.is_empty();
             if settled || Instant::now() >= deadline {
                 break;
             }
             tokio::select! {
                 Some(acked) = self.in_flight.next(), if !self.in_flight.is_empty() => self.on_acked(acked),
-                Some((shard, generation, event)) = events.recv(), if self.queued < MAX_IN_FLIGHT => {
+                Some((shard, generation, event)) = self.events.next(), if self.takes_events() => {
                     let _ = self.on_event(shard, generation, event).await;
                 }
                 () = tokio::time::sleep(Duration::from_millis(20)) => {}
@@ -941,9 +941,6 @@ impl Runner {
             tracing::warn!(
                 "NATS did not answer while handing over; the leases lapse by themselves"
             );
-        }
-        for slot in self.slots.values() {
-            slot.forward.abort();
         }
         self.slots.clear();
         self.publish_owned();
@@ -996,6 +993,15 @@ fn ack_future(
             outcome: ack.await.map(|_| ()).map_err(classify),
         }
     })
+}
+
+/// What each published event carries of its session: the id (for the
+/// message id) and the resume URL (for the stored session).
+fn tag(session: &Session) -> (Arc<str>, Arc<str>) {
+    (
+        Arc::from(session.session_id.as_str()),
+        Arc::from(session.resume_url.as_str()),
+    )
 }
 
 /// FNV-1a: a hash that is the same in every process.
