@@ -16,9 +16,10 @@ pub const IDENTIFY_WINDOW: Duration = Duration::from_secs(5);
 /// shard identify per [`IDENTIFY_WINDOW`], in the order they asked (a fair
 /// lock per bucket). The gateway measures the window between identifies as
 /// they arrive, which is later than the turn by however long the shard took
-/// to send; so a bucket waits the window plus a margin of 5% (250 ms of
-/// Discord's 5 s) before its next turn. Buckets run side by side, so N shards at concurrency M
-/// finish in `(⌈N/M⌉ − 1) × 5 s` plus network time. Every turn given takes
+/// to send; so a bucket waits the window plus a margin of 1% (50 ms of
+/// Discord's 5 s, at least 5 ms) before its next turn. Buckets run side by
+/// side, so N shards at concurrency M finish in `(⌈N/M⌉ − 1) × 5.05 s` plus
+/// network time. Every turn given takes
 /// one of the day's session starts; when none is left, turns are refused.
 #[derive(Clone, Debug)]
 pub struct LocalQueue {
@@ -106,7 +107,28 @@ impl IdentifyQueue for LocalQueue {
     }
 }
 
-/// The margin a bucket adds to the window: 5%.
+/// The margin a bucket adds to the window: 1%, and at least 5 ms (but never
+/// over 5%, so a tiny test window keeps a tiny margin). It covers the time
+/// from the turn to the identify's arrival, which differs between two
+/// connections by the send and the network; twilight-gateway and
+/// discord.js add none.
 fn margin(window: Duration) -> Duration {
-    window / 20
+    (window / 100)
+        .max(Duration::from_millis(5))
+        .min(window / 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_margin_is_one_percent_at_least_5_ms_at_most_five_percent() {
+        let ms = Duration::from_millis;
+        assert_eq!(margin(IDENTIFY_WINDOW), ms(50));
+        assert_eq!(margin(ms(1000)), ms(10));
+        assert_eq!(margin(ms(200)), ms(5));
+        assert_eq!(margin(ms(40)), ms(2));
+        assert_eq!(margin(Duration::ZERO), Duration::ZERO);
+    }
 }
