@@ -598,8 +598,10 @@ async fn run(command: Command) -> Result<serde_json::Value> {
         } => {
             let baseline = status_kib("VmRSS")?;
             let (ready_after, keep) = idle(client, &gateway, &token, shards).await?;
-            // Let buffers settle, then read.
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Let buffers settle (shardwire's shards hibernate 0.5 to 1 s
+            // after their last message, and hand the memory back 0.25 s
+            // later), then read.
+            tokio::time::sleep(Duration::from_secs(2)).await;
             let rss = status_kib("VmRSS")?;
             let trimmed = trimmed_rss_kib()?;
             drop(keep);

@@ -177,6 +177,19 @@ impl FrameBuffer {
         }
     }
 
+    /// Appends bytes that were read elsewhere (a quiet connection's reader
+    /// reads into a small buffer of its own, so that it holds no receive
+    /// buffer while it waits), growing as [`spare`](Self::spare) does.
+    pub fn extend_from_slice(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let spare = self.spare();
+            let n = spare.len().min(bytes.len());
+            spare[..n].copy_from_slice(&bytes[..n]);
+            self.filled(n);
+            bytes = &bytes[n..];
+        }
+    }
+
     /// Room to read into, at the end of the received bytes. Report what was
     /// read with [`filled`](Self::filled).
     pub fn spare(&mut self) -> &mut [u8] {

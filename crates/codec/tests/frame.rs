@@ -18,9 +18,33 @@ enum Got {
     Error(FrameError),
 }
 
+/// Puts bytes into the buffer as a reader does; returns how many it took.
+type Put = fn(&mut FrameBuffer, &[u8]) -> usize;
+
+/// Reads into the buffer's spare room, as much as fits.
+fn read_in(frames: &mut FrameBuffer, bytes: &[u8]) -> usize {
+    let spare = frames.spare();
+    assert!(!spare.is_empty());
+    let n = spare.len().min(bytes.len());
+    spare[..n].copy_from_slice(&bytes[..n]);
+    frames.filled(n);
+    n
+}
+
+/// Copies bytes read elsewhere in, all of them.
+fn extend(frames: &mut FrameBuffer, bytes: &[u8]) -> usize {
+    frames.extend_from_slice(bytes);
+    bytes.len()
+}
+
 /// Feeds `bytes` in pieces of at most `piece` bytes; collects every frame
 /// up to the first error.
 fn feed(frames: &mut FrameBuffer, bytes: &[u8], piece: usize) -> Vec<Got> {
+    feed_with(frames, bytes, piece, read_in)
+}
+
+/// [`feed`], putting the bytes in with `put`.
+fn feed_with(frames: &mut FrameBuffer, bytes: &[u8], piece: usize, put: Put) -> Vec<Got> {
     let mut got = Vec::new();
     let mut at = 0;
     loop {
@@ -55,12 +79,8 @@ fn feed(frames: &mut FrameBuffer, bytes: &[u8], piece: usize) -> Vec<Got> {
         if at == bytes.len() {
             return got;
         }
-        let spare = frames.spare();
-        assert!(!spare.is_empty());
-        let n = spare.len().min(piece).min(bytes.len() - at);
-        spare[..n].copy_from_slice(&bytes[at..at + n]);
-        frames.filled(n);
-        at += n;
+        let n = piece.min(bytes.len() - at);
+        at += put(frames, &bytes[at..at + n]);
     }
 }
 
@@ -234,5 +254,28 @@ fn random_streams_cut_anywhere_come_out_whole() {
         let mut frames = FrameBuffer::new(LIMIT);
         assert_eq!(feed(&mut frames, &bytes, piece), expect);
         assert_eq!(frames.buffered(), 0);
+        // Copied in from elsewhere (a quiet connection's first read), in
+        // pieces up to twice the largest read buffer.
+        let piece = 1 + rng.below(128 * 1024) as usize;
+        let mut frames = FrameBuffer::new(LIMIT);
+        assert_eq!(feed_with(&mut frames, &bytes, piece, extend), expect);
+        assert_eq!(frames.buffered(), 0);
     }
+}
+
+#[test]
+fn bytes_copied_in_make_the_same_frames_as_bytes_read_in() {
+    let payload: Vec<u8> = (0..100_000u32).map(|b| (b % 251) as u8).collect();
+    let bytes = [frame(true, 2, &payload), frame(true, 1, b"{}")].concat();
+    let expect = vec![Got::Binary(payload), Got::Text(b"{}".to_vec())];
+    for piece in pieces() {
+        let mut frames = FrameBuffer::new(LIMIT);
+        assert_eq!(frames.capacity(), 0);
+        assert_eq!(feed_with(&mut frames, &bytes, piece, extend), expect);
+        assert_eq!(frames.buffered(), 0);
+    }
+    // Nothing copied, nothing allocated.
+    let mut frames = FrameBuffer::new(LIMIT);
+    frames.extend_from_slice(&[]);
+    assert_eq!(frames.capacity(), 0);
 }

@@ -45,6 +45,9 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// so the consumer frees events while the allocator still has them cached;
 /// enough that a task sharing the runtime with a fast sender keeps up.
 const HANDOVER_BATCH: usize = 64;
+/// The first read of a connection that holds no receive buffer: enough for
+/// a Hello or a heartbeat ACK, and the rest waits for the next read.
+const QUIET_READ: usize = 1024;
 /// The channel between the shard's task and its handle.
 const EVENT_BUFFER: usize = 1024;
 /// Events held for a consumer that lags. The shard keeps reading (it must
@@ -93,7 +96,11 @@ impl Pending {
 
 /// What the user asks of the shard task.
 enum Control {
-    Send(Command, tokio::sync::oneshot::Sender<Result<(), SendError>>),
+    /// Boxed: the control channel's blocks hold 32 of these per shard.
+    Send(
+        Box<Command>,
+        tokio::sync::oneshot::Sender<Result<(), SendError>>,
+    ),
     SendRaw(Vec<u8>, tokio::sync::oneshot::Sender<Result<(), SendError>>),
     Disconnect(u16),
     Reconnect,
@@ -215,7 +222,11 @@ impl ShardSender {
     /// As [`Shard::send`].
     pub async fn send(&self, command: Command) -> Result<(), SendError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        if self.control.send(Control::Send(command, reply)).is_err() {
+        if self
+            .control
+            .send(Control::Send(Box::new(command), reply))
+            .is_err()
+        {
             return Err(SendError::Stopped);
         }
         answer.await.unwrap_or(Err(SendError::Stopped))
@@ -308,8 +319,10 @@ impl Shard {
         }));
         let span = tracing::info_span!("shard", id = config.shard_id, count = config.shard_count);
         let max_pending_bytes = config.max_pending_bytes;
+        let release_memory = config.release_memory;
         let task = Task {
             max_pending_bytes,
+            release_memory,
             machine: ShardMachine::new(config),
             queue,
             status: status.clone(),
@@ -502,6 +515,22 @@ impl Reader {
         if self.frames.has_frame() {
             return Poll::Ready(Ok(true));
         }
+        // A connection that holds no receive buffer (a new or hibernating
+        // one) waits with a small one on the stack, and takes a buffer only
+        // when bytes come: an idle shard holds none.
+        if self.frames.capacity() == 0 {
+            let mut first = [0u8; QUIET_READ];
+            let mut buf = ReadBuf::new(&mut first);
+            return match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => {
+                    let read = buf.filled();
+                    self.frames.extend_from_slice(read);
+                    Poll::Ready(Ok(!read.is_empty()))
+                }
+                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+                Poll::Pending => Poll::Pending,
+            };
+        }
         let mut buf = ReadBuf::new(self.frames.spare());
         match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) => {
@@ -546,6 +575,8 @@ struct Task {
     /// Events the consumer has not taken yet.
     pending: Pending,
     max_pending_bytes: usize,
+    /// See [`ShardConfig::release_memory`].
+    release_memory: bool,
     delivered: Delivered,
     /// The machine's next deadline, and the timer set for it.
     timer: Pin<Box<tokio::time::Sleep>>,
@@ -667,13 +698,17 @@ impl Task {
                     }
                 }
                 Wake::Timer => {
+                    let was_hibernating = self.machine.is_hibernating();
                     self.machine.handle_timeout(now());
                     // A hibernating connection keeps no receive buffer
-                    // either.
-                    if self.machine.is_hibernating()
-                        && let Some(reader) = self.socket.as_mut().and_then(|s| s.reader.as_mut())
-                    {
-                        reader.frames.shrink();
+                    // either, and what it freed goes back to the system.
+                    if self.machine.is_hibernating() && !was_hibernating {
+                        if let Some(reader) = self.socket.as_mut().and_then(|s| s.reader.as_mut()) {
+                            reader.frames.shrink();
+                        }
+                        if self.release_memory {
+                            crate::memory::hibernated();
+                        }
                     }
                 }
                 Wake::Control(request) => self.control(request),
@@ -801,7 +836,10 @@ impl Task {
                 match order {
                     Order::Connect { url } => {
                         tracing::debug!(url = url.split('?').next().unwrap_or(""), "connecting");
-                        match tokio::time::timeout(CONNECT_TIMEOUT, connect(&url)).await {
+                        // Boxed: the task's future would otherwise hold room
+                        // for the handshake's state for its whole life.
+                        let connecting = Box::pin(connect(&url));
+                        match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
                             Ok(Ok(socket)) => {
                                 self.socket = Some(socket);
                                 self.machine.handle_connected(now());

@@ -27,6 +27,7 @@
 
 mod driver;
 mod machine;
+mod memory;
 mod net;
 mod policy;
 mod queue;

@@ -82,6 +82,12 @@ pub struct ShardConfig {
     /// the cost of a decompression of at most 32 KiB. 10 s by default;
     /// `None` keeps it awake.
     pub hibernate_after: Option<Duration>,
+    /// When a connection hibernates, the tokio driver asks the allocator to
+    /// hand the freed memory back to the system (glibc's `malloc_trim`, at
+    /// most once per 250 ms for the whole process, on tokio's blocking
+    /// pool; nothing elsewhere). Without it, memory that idle connections
+    /// freed stays in the process's heap until reused. On by default.
+    pub release_memory: bool,
 }
 
 impl ShardConfig {
@@ -119,6 +125,7 @@ impl ShardConfig {
             raw_messages: false,
             max_pending_bytes: 64 * 1024 * 1024,
             hibernate_after: Some(Duration::from_secs(10)),
+            release_memory: true,
         }
     }
 }
