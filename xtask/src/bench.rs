@@ -458,7 +458,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             (
                 "rss_kib",
                 "",
-                "all connected at once: memory freed by hibernation stays in glibc's heap until reused",
+                "as it is, all connected at once (shardwire's hibernating shards hand freed pages back: `release_memory`)",
             ),
             (
                 "trimmed_rss_kib",
