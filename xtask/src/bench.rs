@@ -390,13 +390,14 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
                 note,
             });
         }
-        report["runs"]["floor"] = json!(floor_runs);
         report["runs"][format!("e2e_{shards}")] = json!(
             runs.iter()
                 .map(|(n, t, r)| json!({"client": n, "typed": t, "report": r}))
                 .collect::<Vec<_>>()
         );
     }
+
+    report["runs"]["floor"] = json!(floor_runs);
 
     // 3. Memory of idle shards.
     eprintln!("{} idle shards…", plan.idle_shards);

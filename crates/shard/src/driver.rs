@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -521,26 +521,15 @@ impl Reader {
         if self.frames.capacity() == 0 {
             let mut first = [0u8; QUIET_READ];
             let mut buf = ReadBuf::new(&mut first);
-            return match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) => {
-                    let read = buf.filled();
-                    self.frames.extend_from_slice(read);
-                    Poll::Ready(Ok(!read.is_empty()))
-                }
-                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-                Poll::Pending => Poll::Pending,
-            };
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+            self.frames.extend_from_slice(buf.filled());
+            return Poll::Ready(Ok(!buf.filled().is_empty()));
         }
         let mut buf = ReadBuf::new(self.frames.spare());
-        match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(())) => {
-                let read = buf.filled().len();
-                self.frames.filled(read);
-                Poll::Ready(Ok(read > 0))
-            }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => Poll::Pending,
-        }
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+        let read = buf.filled().len();
+        self.frames.filled(read);
+        Poll::Ready(Ok(read > 0))
     }
 }
 
