@@ -11,6 +11,7 @@
 //! machine's orders and frames and forwards events to the [`Shard`] handle
 //! in order, with no task spawned per event.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,8 @@ use tokio::io::{AsyncRead, ReadBuf, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::batch::{Batch, Queued};
+
 use crate::{
     Endpoint, IdentifyQueue, IdentifyRefused, Order, ResumeError, SendError, Session, ShardConfig,
     ShardEvent, ShardMachine, ShardState,
@@ -41,14 +44,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// above it are refused by the WebSocket layer.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// Events handed to the consumer at a time while a read is taken apart,
-/// before the task lets it run. Far fewer than a read brings in (hundreds),
-/// so the consumer frees events while the allocator still has them cached;
-/// enough that a task sharing the runtime with a fast sender keeps up.
+/// before the task lets it run, or fewer when their JSON reaches
+/// [`HANDOVER_BYTES`]. Far fewer than a read brings in (hundreds), so the
+/// consumer takes events while they are still in the core's cache; enough
+/// that a task sharing the runtime with a fast sender keeps up.
 const HANDOVER_BATCH: usize = 64;
+/// The JSON handed to the consumer at a time. Every busy shard on a thread
+/// hands over this much before a consumer's turn comes round, so it is
+/// kept small: with 16 busy shards, 64 KiB batches were about 15% slower
+/// per event than 16 KiB ones (`cargo xtask bench`, 16 shards).
+const HANDOVER_BYTES: usize = 16 * 1024;
 /// The first read of a connection that holds no receive buffer: enough for
 /// a Hello or a heartbeat ACK, and the rest waits for the next read.
 const QUIET_READ: usize = 1024;
-/// The channel between the shard's task and its handle.
+/// Events in the channel between the shard's task and its handle, under
+/// load: it holds `EVENT_BUFFER / HANDOVER_BATCH` batches.
 const EVENT_BUFFER: usize = 1024;
 /// Events held for a consumer that lags. The shard keeps reading (it must
 /// see heartbeat ACKs, or it would take its own connection for a zombie)
@@ -58,39 +68,75 @@ const EVENT_BUFFER: usize = 1024;
 /// into a zombie connection and a resume (which loses nothing).
 const PENDING_LIMIT: usize = 100_000;
 
-/// Events the consumer has not taken yet, oldest first, and their size.
+/// Events the consumer has not taken yet, oldest first, in batches, and
+/// their size: the bytes of their JSON, the bulk of them.
 #[derive(Default)]
 struct Pending {
-    events: std::collections::VecDeque<ShardEvent>,
+    batches: VecDeque<Batch>,
+    len: usize,
     bytes: usize,
 }
 
 impl Pending {
-    /// What an event weighs: its JSON, the bulk of it.
-    fn weight(event: &ShardEvent) -> usize {
-        match event {
-            ShardEvent::Dispatch { json, .. } | ShardEvent::Message { json } => json.len(),
-            _ => 0,
+    /// Adds one event, to the last batch.
+    fn push_back(&mut self, event: ShardEvent) {
+        if self.batches.is_empty() {
+            self.batches.push_back(Batch::default());
+        }
+        if let Some(batch) = self.batches.back_mut() {
+            let before = batch.weight();
+            batch.push(event);
+            self.bytes += batch.weight() - before;
+            self.len += 1;
         }
     }
 
-    fn push_back(&mut self, event: ShardEvent) {
-        self.bytes += Self::weight(&event);
-        self.events.push_back(event);
+    /// Adds a batch of events.
+    fn push_batch(&mut self, batch: Batch) {
+        self.len += batch.len();
+        self.bytes += batch.weight();
+        self.batches.push_back(batch);
     }
 
+    /// Takes the first event. The last batch stays when it empties, for
+    /// the next events.
     fn pop_front(&mut self) -> Option<ShardEvent> {
-        let event = self.events.pop_front()?;
-        self.bytes -= Self::weight(&event);
-        Some(event)
+        loop {
+            let batch = self.batches.front_mut()?;
+            let before = batch.weight();
+            if let Some(event) = batch.pop() {
+                self.len -= 1;
+                self.bytes -= before - batch.weight();
+                if batch.len() == 0 && self.batches.len() > 1 {
+                    self.batches.pop_front();
+                }
+                return Some(event);
+            }
+            if self.batches.len() == 1 {
+                return None;
+            }
+            self.batches.pop_front();
+        }
+    }
+
+    /// Takes the first batch that holds events, whole.
+    fn pop_batch(&mut self) -> Option<Batch> {
+        while let Some(batch) = self.batches.pop_front() {
+            if batch.len() > 0 {
+                self.len -= batch.len();
+                self.bytes -= batch.weight();
+                return Some(batch);
+            }
+        }
+        None
     }
 
     fn len(&self) -> usize {
-        self.events.len()
+        self.len
     }
 
     fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.len == 0
     }
 }
 
@@ -181,7 +227,9 @@ pub struct Shard {
     /// The control channel to the shard's task, and its id.
     sender: ShardSender,
     /// `None` when the events go to an [`EventSink`].
-    events: Option<mpsc::Receiver<(u32, ShardEvent)>>,
+    events: Option<mpsc::Receiver<Batch>>,
+    /// The batch being handed out.
+    batch: Batch,
     /// The session as of the last event this handle returned.
     consumed: Option<Session>,
     /// The dispatches this handle types as it returns them (see
@@ -267,16 +315,18 @@ impl Shard {
     /// runtime.
     ///
     /// The dispatches [`ShardConfig::typed_events`] asks for are
-    /// deserialized as this handle returns them, on the consumer's task:
-    /// each typed event is then built and dropped by the same task, one at a
-    /// time, which the allocator handles best (and the shard's task only
-    /// reads, inflates and scans).
+    /// deserialized as this handle returns them, on the consumer's task,
+    /// and each dispatch's JSON becomes a `String` of its own there too (the
+    /// shard's task hands over batches that share one buffer): each event
+    /// is then built and dropped by the same task, one at a time, which the
+    /// allocator handles best, and the shard's task only reads, inflates
+    /// and scans.
     #[must_use]
     pub fn start(mut config: ShardConfig, queue: Arc<dyn IdentifyQueue>) -> Self {
-        let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
+        let (events_tx, events) = mpsc::channel(EVENT_BUFFER / HANDOVER_BATCH);
         let consumed = config.session.clone();
         let typing = std::mem::replace(&mut config.typed_events, EventFilter::none());
-        let mut shard = Self::start_with_sink(config, queue, EventSink::new(events_tx));
+        let mut shard = Self::spawn(config, queue, Output::Handle(events_tx));
         shard.events = Some(events);
         shard.consumed = consumed;
         shard.typing = typing;
@@ -308,6 +358,10 @@ impl Shard {
         queue: Arc<dyn IdentifyQueue>,
         sink: EventSink,
     ) -> Self {
+        Self::spawn(config, queue, Output::Sink(sink.tx, sink.tap))
+    }
+
+    fn spawn(config: ShardConfig, queue: Arc<dyn IdentifyQueue>, out: Output) -> Self {
         let shard_id = config.shard_id;
         let (control, control_rx) = mpsc::unbounded_channel();
         let status = Arc::new(Mutex::new(Status {
@@ -326,8 +380,7 @@ impl Shard {
             machine: ShardMachine::new(config),
             queue,
             status: status.clone(),
-            events: sink.tx,
-            tap: sink.tap,
+            out,
             socket: None,
             turn: None,
             pending: Pending::default(),
@@ -339,6 +392,7 @@ impl Shard {
         Self {
             sender: ShardSender { control, shard_id },
             events: None,
+            batch: Batch::default(),
             consumed: None,
             typing: EventFilter::none(),
             status,
@@ -348,11 +402,12 @@ impl Shard {
     /// The next event; `None` once the shard's task has ended, or always
     /// for a shard started with [`Shard::start_with_sink`].
     pub async fn next_event(&mut self) -> Option<ShardEvent> {
-        let event = match &mut self.events {
-            Some(events) => events.recv().await.map(|(_, event)| event),
-            None => None,
-        };
-        event.map(|event| self.hand_out(event))
+        loop {
+            if let Some(event) = self.batch.pop() {
+                return Some(self.hand_out(event));
+            }
+            self.batch = self.events.as_mut()?.recv().await?;
+        }
     }
 
     /// Sends a command: now if the session is ready and the rate limit
@@ -489,14 +544,18 @@ impl futures_core::Stream for Shard {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ShardEvent>> {
         let this = &mut *self;
-        let event = match &mut this.events {
-            Some(events) => match events.poll_recv(cx) {
-                Poll::Ready(event) => event.map(|(_, event)| event),
-                Poll::Pending => return Poll::Pending,
-            },
-            None => None,
-        };
-        Poll::Ready(event.map(|event| this.hand_out(event)))
+        loop {
+            if let Some(event) = this.batch.pop() {
+                return Poll::Ready(Some(this.hand_out(event)));
+            }
+            let Some(events) = &mut this.events else {
+                return Poll::Ready(None);
+            };
+            match ready!(events.poll_recv(cx)) {
+                Some(batch) => this.batch = batch,
+                None => return Poll::Ready(None),
+            }
+        }
     }
 }
 
@@ -557,8 +616,7 @@ struct Task {
     machine: ShardMachine,
     queue: Arc<dyn IdentifyQueue>,
     status: Arc<Mutex<Status>>,
-    events: mpsc::Sender<(u32, ShardEvent)>,
-    tap: Option<Tap>,
+    out: Output,
     socket: Option<Socket>,
     turn: Option<Turn>,
     /// Events the consumer has not taken yet.
@@ -570,6 +628,43 @@ struct Task {
     /// The machine's next deadline, and the timer set for it.
     timer: Pin<Box<tokio::time::Sleep>>,
     timer_at: Option<Instant>,
+}
+
+/// Where a shard's task sends its events.
+enum Output {
+    /// The [`Shard`] handle's own channel, in batches (see [`Batch`]): the
+    /// handle makes each event's JSON its own as it returns the event.
+    Handle(mpsc::Sender<Batch>),
+    /// An [`EventSink`]: one event at a time, each through the tap first.
+    Sink(mpsc::Sender<(u32, ShardEvent)>, Option<Tap>),
+}
+
+/// Waits for room in the consumer's channel, then hands it the first batch
+/// (or event, for a sink). `Err` when the consumer is gone. Cancel-safe:
+/// nothing is taken from `pending` before there is room.
+async fn deliver(
+    out: &Output,
+    pending: &mut Pending,
+    delivered: &mut Delivered,
+    shard: u32,
+) -> Result<(), ()> {
+    match out {
+        Output::Handle(tx) => {
+            let permit = tx.reserve().await.map_err(drop)?;
+            if let Some(batch) = pending.pop_batch() {
+                delivered.note_batch(&batch);
+                permit.send(batch);
+            }
+        }
+        Output::Sink(tx, _) => {
+            let permit = tx.reserve().await.map_err(drop)?;
+            if let Some(event) = pending.pop_front() {
+                delivered.note(&event);
+                permit.send((shard, event));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What was handed to the consumer since the status last saw it: the
@@ -591,6 +686,15 @@ impl Delivered {
             }
             ShardEvent::Dispatch { seq, .. } => self.seq = Some(*seq),
             _ => {}
+        }
+    }
+
+    fn note_batch(&mut self, batch: &Batch) {
+        for event in batch.iter() {
+            match event {
+                Queued::Event(event) => self.note(event),
+                Queued::Dispatch { seq, .. } => self.seq = Some(*seq),
+            }
         }
     }
 
@@ -618,6 +722,7 @@ impl Task {
         self.machine.connect(now());
         loop {
             self.flush().await;
+            self.collect();
             let deadline = self.machine.poll_timeout().map(Instant::from_std);
             // One timer for the task's life, moved only when the deadline
             // does: a new timer per message would register with the time
@@ -649,19 +754,16 @@ impl Task {
                         None => std::future::pending().await,
                     }
                 };
-                let pending = &mut self.pending;
-                let delivered = &mut self.delivered;
-                let shard = self.machine.shard_id();
+                let delivering = deliver(
+                    &self.out,
+                    &mut self.pending,
+                    &mut self.delivered,
+                    self.machine.shard_id(),
+                );
                 tokio::select! {
-                    permit = self.events.reserve(), if has_pending => match permit {
-                        Ok(permit) => {
-                            if let Some(event) = pending.pop_front() {
-                                delivered.note(&event);
-                                permit.send((shard, event));
-                            }
-                            Wake::Delivered
-                        }
-                        Err(_) => Wake::ConsumerGone,
+                    delivered = delivering, if has_pending => match delivered {
+                        Ok(()) => Wake::Delivered,
+                        Err(()) => Wake::ConsumerGone,
                     },
                     read = readable, if reading => Wake::Readable(read.unwrap_or(false)),
                     result = turn => Wake::Turn(result),
@@ -723,15 +825,53 @@ impl Task {
     fn hand_over(&mut self) {
         let shard = self.machine.shard_id();
         while !self.pending.is_empty() {
-            let Ok(permit) = self.events.try_reserve() else {
-                break;
-            };
-            if let Some(event) = self.pending.pop_front() {
-                self.delivered.note(&event);
-                permit.send((shard, event));
+            match &self.out {
+                Output::Handle(tx) => {
+                    let Ok(permit) = tx.try_reserve() else {
+                        break;
+                    };
+                    let Some(batch) = self.pending.pop_batch() else {
+                        break;
+                    };
+                    self.delivered.note_batch(&batch);
+                    permit.send(batch);
+                }
+                Output::Sink(tx, _) => {
+                    let Ok(permit) = tx.try_reserve() else {
+                        break;
+                    };
+                    if let Some(event) = self.pending.pop_front() {
+                        self.delivered.note(&event);
+                        permit.send((shard, event));
+                    }
+                }
             }
         }
         self.delivered.publish(&self.status);
+    }
+
+    /// Moves the machine's events to `pending` as one batch (a sink's
+    /// events go there one by one as the machine makes them, see
+    /// [`Task::flush`]).
+    fn collect(&mut self) {
+        if matches!(self.out, Output::Handle(_))
+            && let Some(batch) = self.machine.take_batch()
+        {
+            self.pending.push_batch(batch);
+        }
+    }
+
+    /// Whether a batch's worth of events waits for the consumer.
+    fn batch_ready(&self) -> bool {
+        match self.out {
+            Output::Handle(_) => {
+                let (events, bytes) = self.machine.queued();
+                events >= HANDOVER_BATCH || bytes >= HANDOVER_BYTES
+            }
+            Output::Sink(..) => {
+                self.pending.len() >= HANDOVER_BATCH || self.pending.bytes >= HANDOVER_BYTES
+            }
+        }
     }
 
     /// Hands every whole frame in the receive buffer to the machine, each
@@ -774,7 +914,8 @@ impl Task {
             // takes nothing is not waited for, and a deadline that passed (a
             // heartbeat) sends the task back to its loop; the rest of the
             // buffer is still there.
-            if self.pending.len() >= HANDOVER_BATCH {
+            if self.batch_ready() {
+                self.collect();
                 let before = self.pending.len();
                 self.hand_over();
                 if self.pending.len() < before {
@@ -881,16 +1022,19 @@ impl Task {
                     status.session_at_ready = None;
                 }
             }
-            while let Some(event) = self.machine.poll_event() {
-                progressed = true;
-                let event = match &self.tap {
-                    Some(tap) => match tap(self.machine.shard_id(), event) {
-                        Some(event) => event,
-                        None => continue,
-                    },
-                    None => event,
-                };
-                self.pending.push_back(event);
+            // A sink's events go through the tap as they are made; a
+            // handle's are taken in batches (see `Task::collect`).
+            if let Output::Sink(_, tap) = &self.out {
+                while let Some(event) = self.machine.poll_event() {
+                    let event = match tap {
+                        Some(tap) => match tap(self.machine.shard_id(), event) {
+                            Some(event) => event,
+                            None => continue,
+                        },
+                        None => event,
+                    };
+                    self.pending.push_back(event);
+                }
             }
             if !progressed {
                 return;
@@ -988,6 +1132,29 @@ mod tests {
         pending.pop_front();
         assert!(pending.is_empty());
         assert_eq!(pending.bytes, 0);
+        assert!(pending.pop_front().is_none());
+    }
+
+    #[test]
+    fn pending_batches_go_whole_and_an_emptied_batch_is_never_handed_over() {
+        let mut pending = Pending::default();
+        pending.push_back(ShardEvent::Resumed);
+        assert!(pending.pop_front().is_some());
+        // The emptied batch stays for the next events, but holds none.
+        assert!(pending.is_empty());
+        let mut batch = Batch::default();
+        batch.push(ShardEvent::Message { json: "ab".into() });
+        batch.push(ShardEvent::Message { json: "cde".into() });
+        pending.push_batch(batch);
+        assert_eq!((pending.len(), pending.bytes), (2, 5));
+        let batch = pending.pop_batch().expect("the batch with events");
+        assert_eq!((batch.len(), batch.weight()), (2, 5));
+        assert_eq!((pending.len(), pending.bytes), (0, 0));
+        // One event joins the last batch.
+        pending.push_back(ShardEvent::Resumed);
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending.pop_front(), Some(ShardEvent::Resumed));
+        assert!(pending.pop_batch().is_none());
         assert!(pending.pop_front().is_none());
     }
 }

@@ -25,6 +25,7 @@
 //! with 4009) and the shard identifies anew; two ignored driver tests
 //! reproduce it.
 
+mod batch;
 mod driver;
 mod machine;
 mod memory;

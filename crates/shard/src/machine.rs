@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use shardwire_codec::{
@@ -17,6 +18,7 @@ use shardwire_heartbeat::{Due, Heartbeat, Jitter};
 use twilight_model::gateway::Intents;
 use twilight_model::gateway::event::{DispatchEvent, EventType, GatewayEvent};
 
+use crate::batch::{Batch, Queued};
 use crate::{
     AfterClose, Backoff, CommandRateLimiter, FatalError, RESUMABLE_CLOSE, Session, after_close,
 };
@@ -301,7 +303,12 @@ pub struct ShardMachine {
     reconnect_at: Option<Instant>,
     transmits: VecDeque<Vec<u8>>,
     orders: VecDeque<Order>,
-    events: VecDeque<ShardEvent>,
+    /// Events for the user. The JSON of queued dispatches is in `text`.
+    events: VecDeque<Queued>,
+    text: String,
+    /// The size of the last batch taken (see [`ShardMachine::take_batch`]),
+    /// to size the next one's buffers: events, and bytes of text.
+    batch_hint: (usize, usize),
     /// Commands waiting for the session or the rate limit, with opcodes.
     queued: VecDeque<(u8, Vec<u8>)>,
     /// A connection has opened before (the next one is a reconnection).
@@ -354,6 +361,8 @@ impl ShardMachine {
             transmits: VecDeque::new(),
             orders: VecDeque::new(),
             events: VecDeque::new(),
+            text: String::new(),
+            batch_hint: (0, 0),
             queued: VecDeque::new(),
             fatal: None,
             connected_before: false,
@@ -442,7 +451,7 @@ impl ShardMachine {
         }
         self.state = ShardState::WaitingForHello;
         self.hello_deadline = Some(now + self.config.hello_timeout);
-        self.events.push_back(if self.connected_before {
+        self.emit(if self.connected_before {
             ShardEvent::Reconnected
         } else {
             ShardEvent::Connected
@@ -463,27 +472,55 @@ impl ShardMachine {
         if self.hibernate_check.is_none() {
             self.hibernate_check = self.config.hibernate_after.map(|after| now + after);
         }
+        // The payload's JSON goes to the end of `text`; it stays there only
+        // if it becomes a dispatch event.
+        let start = self.text.len();
         let outcome = match self.decoder.push(bytes, kind) {
             Ok(Some(payload)) => {
                 if self.config.raw_messages {
-                    self.events.push_back(ShardEvent::Message {
+                    self.events.push_back(Queued::Event(ShardEvent::Message {
                         json: payload.json().to_owned(),
-                    });
+                    }));
                 }
                 let typed = typed(&self.config.typed_events, &payload);
+                if self.text.capacity() == 0 {
+                    self.text.reserve(self.batch_hint.1);
+                }
+                self.text.push_str(payload.json());
                 Ok(Some(
-                    Scanned::new(&payload, &mut self.names).with_typed(typed),
+                    Scanned::new(&payload, start, &mut self.names).with_typed(typed),
                 ))
             }
             Ok(None) => Ok(None),
             Err(error) => Err(error.requires_reset()),
         };
         match outcome {
-            Ok(Some(payload)) => self.on_payload(now, payload),
+            Ok(Some(payload)) => {
+                self.on_payload(now, payload);
+                let kept = matches!(
+                    self.events.back(),
+                    Some(Queued::Dispatch { json, .. }) if json.start == start
+                );
+                if !kept {
+                    self.text.truncate(start);
+                }
+            }
             Ok(None) | Err(false) => {}
             // The compression context is lost: a fresh connection resumes.
             Err(true) => self.close_ourselves(AfterClose::Resume),
         }
+    }
+
+    /// Queues an event for the user.
+    fn emit(&mut self, event: ShardEvent) {
+        self.queue(Queued::Event(event));
+    }
+
+    fn queue(&mut self, event: Queued) {
+        if self.events.capacity() == 0 {
+            self.events.reserve(self.batch_hint.0);
+        }
+        self.events.push_back(event);
     }
 
     fn on_payload(&mut self, now: Instant, payload: Scanned) {
@@ -492,7 +529,7 @@ impl ShardMachine {
             1 => self.heartbeat.on_request(now),
             7 => self.close_ourselves(AfterClose::Resume),
             9 => {
-                if payload.data().trim() == "true" {
+                if payload.data(&self.text).trim() == "true" {
                     self.close_ourselves(AfterClose::Resume);
                 } else {
                     self.session = None;
@@ -500,29 +537,31 @@ impl ShardMachine {
                     self.close_ourselves(AfterClose::Identify);
                 }
             }
-            10 => self.on_hello(now, payload.data()),
+            10 => {
+                let interval = serde_json::from_str::<serde_json::Value>(payload.data(&self.text))
+                    .ok()
+                    .and_then(|d| {
+                        d.get("heartbeat_interval")
+                            .and_then(serde_json::Value::as_u64)
+                    })
+                    .map(Duration::from_millis);
+                self.on_hello(now, interval);
+            }
             11 => {
                 self.heartbeat.on_ack(now);
                 if let Some(latency) = self.heartbeat.latency().last() {
-                    self.events.push_back(ShardEvent::Heartbeat { latency });
+                    self.emit(ShardEvent::Heartbeat { latency });
                 }
             }
             _ => {}
         }
     }
 
-    fn on_hello(&mut self, now: Instant, data: &str) {
+    fn on_hello(&mut self, now: Instant, interval: Option<Duration>) {
         if self.state != ShardState::WaitingForHello {
             return;
         }
         self.hello_deadline = None;
-        let interval = serde_json::from_str::<serde_json::Value>(data)
-            .ok()
-            .and_then(|d| {
-                d.get("heartbeat_interval")
-                    .and_then(serde_json::Value::as_u64)
-            })
-            .map(Duration::from_millis);
         let jitter = self.jitter.next_jitter();
         // A Hello without a usable interval: try a fresh connection.
         let Some(interval) = interval else {
@@ -590,7 +629,8 @@ impl ShardMachine {
         }
         match payload.event_type.as_deref() {
             Some("READY") => {
-                let d: serde_json::Value = serde_json::from_str(payload.data()).unwrap_or_default();
+                let d: serde_json::Value =
+                    serde_json::from_str(payload.data(&self.text)).unwrap_or_default();
                 let session_id = d
                     .get("session_id")
                     .and_then(serde_json::Value::as_str)
@@ -603,7 +643,7 @@ impl ShardMachine {
                     Ok(session) => {
                         self.session = Some(session.clone());
                         self.become_active(now);
-                        self.events.push_back(ShardEvent::Ready { session });
+                        self.emit(ShardEvent::Ready { session });
                     }
                     // A READY without a usable session: start over.
                     Err(_) => self.close_ourselves(AfterClose::Identify),
@@ -611,10 +651,11 @@ impl ShardMachine {
             }
             Some("RESUMED") => {
                 self.become_active(now);
-                self.events.push_back(ShardEvent::Resumed);
+                self.emit(ShardEvent::Resumed);
             }
             Some("RATE_LIMITED") => {
-                let d: serde_json::Value = serde_json::from_str(payload.data()).unwrap_or_default();
+                let d: serde_json::Value =
+                    serde_json::from_str(payload.data(&self.text)).unwrap_or_default();
                 let opcode = d.get("opcode").and_then(serde_json::Value::as_u64);
                 let retry_after = d.get("retry_after").and_then(serde_json::Value::as_f64);
                 if let (Some(opcode), Some(retry_after)) = (opcode, retry_after)
@@ -622,7 +663,7 @@ impl ShardMachine {
                     && retry_after.is_finite()
                     && retry_after >= 0.0
                 {
-                    self.events.push_back(ShardEvent::RateLimited {
+                    self.emit(ShardEvent::RateLimited {
                         opcode,
                         retry_after: Duration::from_secs_f64(retry_after),
                     });
@@ -630,7 +671,7 @@ impl ShardMachine {
             }
             _ => {}
         }
-        self.events.push_back(ShardEvent::Dispatch {
+        self.queue(Queued::Dispatch {
             seq,
             event_type: payload.event_type.unwrap_or_default(),
             json: payload.json,
@@ -690,7 +731,7 @@ impl ShardMachine {
     /// Hands a frame to the driver and tells the user.
     fn transmit(&mut self, opcode: u8, bytes: Vec<u8>) {
         self.transmits.push_back(bytes);
-        self.events.push_back(ShardEvent::Sent { opcode });
+        self.emit(ShardEvent::Sent { opcode });
     }
 
     /// Sends a raw JSON payload under the same queue and rate limit as
@@ -869,7 +910,7 @@ impl ShardMachine {
         self.hello_deadline = None;
         self.ready_deadline = None;
         if !was_connecting {
-            self.events.push_back(ShardEvent::Disconnected {
+            self.emit(ShardEvent::Disconnected {
                 code,
                 reason: reason.to_owned(),
             });
@@ -918,7 +959,7 @@ impl ShardMachine {
         self.heartbeat.stop();
         self.queued.clear();
         self.fatal = Some(error.clone());
-        self.events.push_back(ShardEvent::Fatal(error));
+        self.emit(ShardEvent::Fatal(error));
     }
 
     /// A deadline from [`ShardMachine::poll_timeout`] passed.
@@ -929,6 +970,10 @@ impl ShardMachine {
             if let (Some(after), Some(last)) = (self.config.hibernate_after, self.last_message_at) {
                 if now.saturating_duration_since(last) >= after {
                     self.decoder.hibernate();
+                    if self.events.is_empty() {
+                        self.text = String::new();
+                        self.events = VecDeque::new();
+                    }
                 } else {
                     self.hibernate_check = Some(last + after);
                 }
@@ -1005,18 +1050,55 @@ impl ShardMachine {
 
     /// The next event for the user.
     pub fn poll_event(&mut self) -> Option<ShardEvent> {
-        self.events.pop_front()
+        let event = self.events.pop_front()?.into_event(&self.text);
+        if self.events.is_empty() {
+            // Nothing points into the text any more.
+            self.text.clear();
+            if self.text.capacity() > RETAINED_TEXT {
+                self.text = String::new();
+            }
+        }
+        Some(event)
+    }
+
+    /// Events queued for the user, and the bytes of their dispatches' JSON.
+    pub(crate) fn queued(&self) -> (usize, usize) {
+        (self.events.len(), self.text.len())
+    }
+
+    /// Every queued event at once, with the JSON of their dispatches in one
+    /// buffer (see [`Batch`]); `None` when there is none. The machine keeps
+    /// no buffer afterwards until the next event.
+    pub(crate) fn take_batch(&mut self) -> Option<Batch> {
+        if self.events.is_empty() {
+            return None;
+        }
+        let events = std::mem::take(&mut self.events);
+        let text = std::mem::take(&mut self.text);
+        self.batch_hint = (
+            events.len().min(MAX_BATCH_HINT.0),
+            text.len().min(MAX_BATCH_HINT.1),
+        );
+        Some(Batch::new(text, events))
     }
 }
 
-/// What the machine keeps of a scanned payload.
-/// The payload is copied once; `d` is a range into it (`None`: absent).
+/// The text [`ShardMachine::poll_event`] keeps for the next events once all
+/// are taken: a burst's worth of small ones.
+const RETAINED_TEXT: usize = 64 * 1024;
+/// The largest buffers a batch is given up front (events, bytes of text);
+/// a larger one grows as it fills.
+const MAX_BATCH_HINT: (usize, usize) = (256, 256 * 1024);
+
+/// What the machine keeps of a scanned payload, whose JSON was copied to
+/// the end of the machine's `text`: `json` is its range there, and `d` a
+/// range within it (`None`: absent).
 struct Scanned {
     op: u8,
     seq: Option<u64>,
     event_type: Option<Cow<'static, str>>,
-    data: Option<std::ops::Range<usize>>,
-    json: String,
+    data: Option<Range<usize>>,
+    json: Range<usize>,
     typed: Option<Box<DispatchEvent>>,
 }
 
@@ -1048,9 +1130,13 @@ impl Scanned {
         self
     }
 
-    /// The raw JSON of `d` (`null` when absent), as [`Payload::data`].
-    fn data(&self) -> &str {
-        self.data.clone().map_or("null", |range| &self.json[range])
+    /// The raw JSON of `d` (`null` when absent), as [`Payload::data`], out
+    /// of the machine's `text`.
+    fn data<'t>(&self, text: &'t str) -> &'t str {
+        self.data
+            .clone()
+            .and_then(|range| text.get(range))
+            .unwrap_or("null")
     }
 }
 
@@ -1080,20 +1166,21 @@ impl Names {
 }
 
 impl Scanned {
-    fn new(payload: &Payload<'_>, names: &mut Names) -> Self {
+    /// `at`: where the payload's JSON starts in the machine's `text`.
+    fn new(payload: &Payload<'_>, at: usize, names: &mut Names) -> Self {
         let json = payload.json();
         let data = payload.data();
         // `d` is a slice of the payload unless it was absent.
         let start = (data.as_ptr() as usize).checked_sub(json.as_ptr() as usize);
         let data = start
             .filter(|start| start + data.len() <= json.len())
-            .map(|start| start..start + data.len());
+            .map(|start| at + start..at + start + data.len());
         Self {
             op: payload.op(),
             seq: payload.seq(),
             event_type: payload.event_type().map(|name| names.get(name)),
             data,
-            json: json.to_owned(),
+            json: at..at + json.len(),
             typed: None,
         }
     }

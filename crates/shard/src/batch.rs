@@ -1,0 +1,267 @@
+//! Events on their way from a shard's machine to its consumer.
+//!
+//! The JSON of the dispatches in a batch shares one buffer, and each
+//! dispatch's own `String` is made only when the consumer takes it. A
+//! consumer usually drops an event before it takes the next, so that
+//! allocation and its free follow each other on one task, which the
+//! allocator serves from its per-thread cache. Made on the shard's task
+//! instead, hundreds of them would be alive at once for every busy shard,
+//! interleaved in the heap with other shards' events.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::ops::Range;
+
+use twilight_model::gateway::event::DispatchEvent;
+
+use crate::ShardEvent;
+
+/// One event in a machine's queue or a [`Batch`].
+pub(crate) enum Queued {
+    /// An event as it will be handed out.
+    Event(ShardEvent),
+    /// A dispatch whose JSON is the range `json` of its batch's text.
+    Dispatch {
+        seq: u64,
+        event_type: Cow<'static, str>,
+        json: Range<usize>,
+        event: Option<Box<DispatchEvent>>,
+    },
+}
+
+impl Queued {
+    /// The bytes of JSON it carries: its weight against
+    /// [`ShardConfig::max_pending_bytes`](crate::ShardConfig::max_pending_bytes).
+    pub(crate) fn weight(&self) -> usize {
+        match self {
+            Self::Dispatch { json, .. } => json.len(),
+            Self::Event(ShardEvent::Dispatch { json, .. } | ShardEvent::Message { json }) => {
+                json.len()
+            }
+            Self::Event(_) => 0,
+        }
+    }
+
+    /// The event, its JSON copied out of `text` if it has not been yet.
+    /// A range outside `text` (which no batch makes) gives empty JSON
+    /// rather than a panic.
+    pub(crate) fn into_event(self, text: &str) -> ShardEvent {
+        match self {
+            Self::Event(event) => event,
+            Self::Dispatch {
+                seq,
+                event_type,
+                json,
+                event,
+            } => ShardEvent::Dispatch {
+                seq,
+                event_type,
+                json: text.get(json).unwrap_or_default().to_owned(),
+                event,
+            },
+        }
+    }
+}
+
+/// Events in order, with the JSON of their dispatches in one buffer.
+#[derive(Default)]
+pub(crate) struct Batch {
+    text: String,
+    events: VecDeque<Queued>,
+    /// The sum of the events' weights.
+    weight: usize,
+}
+
+impl Batch {
+    /// The events of a machine's queue and the text their ranges point into.
+    pub(crate) fn new(text: String, events: VecDeque<Queued>) -> Self {
+        let weight = events.iter().map(Queued::weight).sum();
+        Self {
+            text,
+            events,
+            weight,
+        }
+    }
+
+    /// Events left.
+    pub(crate) fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Bytes of JSON left (see [`Queued::weight`]).
+    pub(crate) fn weight(&self) -> usize {
+        self.weight
+    }
+
+    /// The events left, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Queued> {
+        self.events.iter()
+    }
+
+    /// Adds an event that carries its own JSON.
+    pub(crate) fn push(&mut self, event: ShardEvent) {
+        let event = Queued::Event(event);
+        self.weight += event.weight();
+        self.events.push_back(event);
+    }
+
+    /// Takes the first event, making its JSON its own.
+    pub(crate) fn pop(&mut self) -> Option<ShardEvent> {
+        let event = self.events.pop_front()?;
+        self.weight -= event.weight();
+        let event = event.into_event(&self.text);
+        if self.events.is_empty() {
+            // Nothing points into the text any more.
+            self.text = String::new();
+        }
+        Some(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dispatch(seq: u64, json: Range<usize>) -> Queued {
+        Queued::Dispatch {
+            seq,
+            event_type: Cow::Borrowed("MESSAGE_CREATE"),
+            json,
+            event: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_hands_out_its_events_in_order_each_with_its_own_json() {
+        let text = String::from(r#"{"op":0,"s":1}{"op":0,"s":2}"#);
+        let events = VecDeque::from([
+            dispatch(1, 0..14),
+            Queued::Event(ShardEvent::Resumed),
+            dispatch(2, 14..28),
+        ]);
+        let mut batch = Batch::new(text, events);
+        batch.push(ShardEvent::Message { json: "abc".into() });
+        assert_eq!((batch.len(), batch.weight()), (4, 31));
+        let jsons: Vec<String> = std::iter::from_fn(|| batch.pop())
+            .map(|event| match event {
+                ShardEvent::Dispatch { seq, json, .. } => format!("{seq}:{json}"),
+                ShardEvent::Message { json } => format!("message:{json}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            jsons,
+            [
+                r#"1:{"op":0,"s":1}"#,
+                "Resumed",
+                r#"2:{"op":0,"s":2}"#,
+                "message:abc"
+            ]
+        );
+        assert_eq!((batch.len(), batch.weight()), (0, 0));
+        assert_eq!(batch.text.capacity(), 0, "an empty batch keeps no text");
+        assert!(batch.pop().is_none());
+    }
+
+    /// A machine on an uncompressed connection, past READY.
+    fn ready_machine() -> (crate::ShardMachine, std::time::Instant) {
+        use shardwire_codec::{Compression, MessageKind, Token};
+        let mut config = crate::ShardConfig::new(
+            Token::new("batch-test-token"),
+            twilight_model::gateway::Intents::GUILDS,
+            0,
+            1,
+            "wss://gateway.example",
+        );
+        config.compression = Compression::None;
+        let mut machine = crate::ShardMachine::new(config);
+        let now = std::time::Instant::now();
+        machine.connect(now);
+        machine.handle_connected(now);
+        let hello = br#"{"t":null,"s":null,"op":10,"d":{"heartbeat_interval":41250}}"#;
+        machine.handle_message(now, hello, MessageKind::Text);
+        machine.handle_identify_turn(now);
+        let ready = br#"{"t":"READY","s":1,"op":0,"d":{"session_id":"s","resume_gateway_url":"wss://r.example","v":10}}"#;
+        machine.handle_message(now, ready, MessageKind::Text);
+        assert_eq!(machine.state(), crate::ShardState::Active);
+        while machine.poll_event().is_some() {}
+        (machine, now)
+    }
+
+    fn message(seq: u64) -> String {
+        format!(r#"{{"t":"MESSAGE_CREATE","s":{seq},"op":0,"d":{{"content":"m{seq}"}}}}"#)
+    }
+
+    #[test]
+    fn a_machine_batch_holds_exactly_the_dispatches_json() {
+        use shardwire_codec::MessageKind;
+        let (mut machine, now) = ready_machine();
+        assert!(machine.take_batch().is_none(), "nothing queued");
+        let mut sent = Vec::new();
+        for seq in 2..6 {
+            let json = message(seq);
+            machine.handle_message(now, json.as_bytes(), MessageKind::Text);
+            sent.push(json);
+            // Payloads that are not events leave nothing behind: an ACK, a
+            // heartbeat request and a dispatch without `s`.
+            machine.handle_message(now, br#"{"op":11,"d":null}"#, MessageKind::Text);
+            machine.handle_message(now, br#"{"op":1,"d":null}"#, MessageKind::Text);
+            machine.handle_message(
+                now,
+                br#"{"t":"X","s":null,"op":0,"d":{}}"#,
+                MessageKind::Text,
+            );
+        }
+        assert_eq!(
+            machine.queued().1,
+            sent.iter().map(String::len).sum::<usize>()
+        );
+        let mut batch = machine.take_batch().expect("a batch");
+        assert_eq!(machine.queued(), (0, 0));
+        assert_eq!(batch.weight(), batch.text.len());
+        let jsons: Vec<String> = std::iter::from_fn(|| batch.pop())
+            .filter_map(|event| match event {
+                ShardEvent::Dispatch { json, .. } => Some(json),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(jsons, sent);
+    }
+
+    #[test]
+    fn events_polled_one_by_one_and_taken_in_a_batch_stay_in_order() {
+        use shardwire_codec::MessageKind;
+        let (mut machine, now) = ready_machine();
+        for seq in 2..5 {
+            machine.handle_message(now, message(seq).as_bytes(), MessageKind::Text);
+        }
+        let seq_of = |event: Option<ShardEvent>| match event {
+            Some(ShardEvent::Dispatch { seq, json, .. }) => {
+                assert_eq!(json, message(seq));
+                seq
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(seq_of(machine.poll_event()), 2);
+        let mut batch = machine.take_batch().expect("a batch");
+        machine.handle_message(now, message(5).as_bytes(), MessageKind::Text);
+        assert_eq!(seq_of(batch.pop()), 3);
+        assert_eq!(seq_of(machine.poll_event()), 5);
+        assert_eq!(seq_of(batch.pop()), 4);
+        assert!(batch.pop().is_none() && machine.poll_event().is_none());
+        assert_eq!(
+            machine.session().map(|session| session.seq),
+            Some(5),
+            "the session follows what the machine received"
+        );
+    }
+
+    #[test]
+    fn a_range_outside_the_text_gives_empty_json_not_a_panic() {
+        let mut batch = Batch::new("{}".into(), VecDeque::from([dispatch(1, 1..9)]));
+        match batch.pop() {
+            Some(ShardEvent::Dispatch { json, .. }) => assert_eq!(json, ""),
+            other => panic!("{other:?}"),
+        }
+    }
+}
