@@ -229,6 +229,25 @@ mod tests {
     }
 
     #[test]
+    fn a_small_batch_after_a_large_one_keeps_no_spare_room() {
+        use shardwire_codec::MessageKind;
+        let (mut machine, now) = ready_machine();
+        for seq in 2..200 {
+            machine.handle_message(now, message(seq).as_bytes(), MessageKind::Text);
+        }
+        let large = machine.take_batch().expect("a batch");
+        assert!(large.text.len() > 8 * 1024);
+        machine.handle_message(now, message(200).as_bytes(), MessageKind::Text);
+        let small = machine.take_batch().expect("a batch");
+        assert!(
+            small.text.capacity() <= 2 * small.text.len() + 1024,
+            "{} bytes of room for {}",
+            small.text.capacity(),
+            small.text.len()
+        );
+    }
+
+    #[test]
     fn events_polled_one_by_one_and_taken_in_a_batch_stay_in_order() {
         use shardwire_codec::MessageKind;
         let (mut machine, now) = ready_machine();

@@ -1074,7 +1074,12 @@ impl ShardMachine {
             return None;
         }
         let events = std::mem::take(&mut self.events);
-        let text = std::mem::take(&mut self.text);
+        let mut text = std::mem::take(&mut self.text);
+        // A batch taken early (a quiet moment) holds little of the room
+        // reserved for it; a consumer that lags may keep many such.
+        if text.capacity() > 2 * text.len() + 1024 {
+            text.shrink_to_fit();
+        }
         self.batch_hint = (
             events.len().min(MAX_BATCH_HINT.0),
             text.len().min(MAX_BATCH_HINT.1),
