@@ -352,15 +352,20 @@ impl Command {
         self.validate()?;
         let start = out.len();
         let op = self.opcode();
+        // serde_json, not sonic-rs: sonic-rs's string writer loads 32 bytes
+        // at a time past the end of short strings (it only checks for a page
+        // boundary), which AddressSanitizer reports as an out-of-bounds
+        // read; the `shard_machine` fuzz target found it in the Identify.
+        // Commands are few and small: speed does not matter here.
         let written = match self {
-            Self::Heartbeat { seq } => sonic_rs::to_writer(&mut *out, &Frame { op, d: seq }),
-            Self::Identify(d) => sonic_rs::to_writer(&mut *out, &Frame { op, d }),
-            Self::UpdatePresence(d) => sonic_rs::to_writer(&mut *out, &Frame { op, d }),
-            Self::UpdateVoiceState(d) => sonic_rs::to_writer(&mut *out, &Frame { op, d }),
-            Self::Resume(d) => sonic_rs::to_writer(&mut *out, &Frame { op, d }),
-            Self::RequestGuildMembers(d) => sonic_rs::to_writer(&mut *out, &Frame { op, d }),
-            Self::RequestSoundboardSounds(d) => sonic_rs::to_writer(&mut *out, &Frame { op, d }),
-            Self::RequestChannelInfo(d) => sonic_rs::to_writer(&mut *out, &Frame { op, d }),
+            Self::Heartbeat { seq } => serde_json::to_writer(&mut *out, &Frame { op, d: seq }),
+            Self::Identify(d) => serde_json::to_writer(&mut *out, &Frame { op, d }),
+            Self::UpdatePresence(d) => serde_json::to_writer(&mut *out, &Frame { op, d }),
+            Self::UpdateVoiceState(d) => serde_json::to_writer(&mut *out, &Frame { op, d }),
+            Self::Resume(d) => serde_json::to_writer(&mut *out, &Frame { op, d }),
+            Self::RequestGuildMembers(d) => serde_json::to_writer(&mut *out, &Frame { op, d }),
+            Self::RequestSoundboardSounds(d) => serde_json::to_writer(&mut *out, &Frame { op, d }),
+            Self::RequestChannelInfo(d) => serde_json::to_writer(&mut *out, &Frame { op, d }),
         };
         if let Err(error) = written {
             out.truncate(start);
