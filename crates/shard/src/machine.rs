@@ -462,10 +462,9 @@ impl ShardMachine {
     /// The driver received one WebSocket message.
     pub fn handle_message(&mut self, now: Instant, bytes: &[u8], kind: MessageKind) {
         self.clock = Some(now);
-        if matches!(
-            self.state,
-            ShardState::Disconnected | ShardState::FatallyClosed | ShardState::Connecting
-        ) {
+        // Only an open connection has messages: one that straggles in after
+        // the close (or before the open) is not acted on.
+        if !self.connection_open() || self.state == ShardState::Connecting {
             return;
         }
         self.last_message_at = Some(now);
@@ -877,13 +876,16 @@ impl ShardMachine {
 
     /// Asks the driver to close with a resumable code, then do `next`.
     fn close_ourselves(&mut self, next: AfterClose) {
+        // A connection being closed waits for nothing more, even when a
+        // close is already on its way: a deadline left in the past would
+        // make the driver's timer fire without end.
+        self.heartbeat.stop();
+        self.hello_deadline = None;
+        self.ready_deadline = None;
         if self.after_our_close.is_some() {
             return;
         }
         self.after_our_close = Some(next);
-        self.heartbeat.stop();
-        self.hello_deadline = None;
-        self.ready_deadline = None;
         self.orders.push_back(Order::Close {
             code: RESUMABLE_CLOSE,
         });
@@ -902,6 +904,9 @@ impl ShardMachine {
             self.state,
             ShardState::Disconnected | ShardState::FatallyClosed | ShardState::Reconnecting
         ) {
+            // No connection to close: a close we asked for is moot, and
+            // must not hold up the next connection's own.
+            self.after_our_close = None;
             return;
         }
         let was_connecting = self.state == ShardState::Connecting;

@@ -855,3 +855,42 @@ fn event_names_are_borrowed_when_known_and_kept_when_new() {
     assert!(matches!(names[0], std::borrow::Cow::Borrowed(_)));
     assert!(matches!(names[1], std::borrow::Cow::Owned(_)));
 }
+
+#[test]
+fn a_message_after_the_close_changes_nothing_and_the_next_hello_timeout_still_fires() {
+    // Found by the `shard_machine` fuzz target: an op 7 that straggled in
+    // after the close asked for a second close, which no connection would
+    // answer; the next connection's Hello timeout then closed nothing and
+    // stayed due for ever, so a driver's timer fired without end.
+    let mut h = Harness::new(config());
+    h.start();
+    h.events();
+    h.shard.handle_close(h.now, Some(4000));
+    assert_eq!(h.shard.state(), ShardState::Reconnecting);
+    h.server(&json!({"op": 7, "d": null}));
+    h.dispatch("MESSAGE_CREATE", json!({"content": "late"}));
+    assert!(h.orders().is_empty(), "a closed connection closes nothing");
+    assert!(
+        !h.events()
+            .iter()
+            .any(|e| matches!(e, ShardEvent::Dispatch { .. })),
+        "a message after the close is not an event"
+    );
+    let at = h.shard.poll_timeout().expect("a reconnect deadline");
+    h.now = h.now.max(at);
+    h.run_timers();
+    h.expect_connect();
+    h.shard.handle_connected(h.now);
+    // No Hello comes: the timeout closes the connection, once, and nothing
+    // stays due.
+    let hello_due = h.shard.poll_timeout().expect("a Hello deadline");
+    h.now = hello_due;
+    h.shard.handle_timeout(h.now);
+    h.expect_own_close();
+    assert!(
+        h.shard.poll_timeout().is_none_or(|at| at > h.now),
+        "a deadline stayed due"
+    );
+    h.shard.handle_close(h.now, Some(RESUMABLE_CLOSE));
+    assert_eq!(h.shard.state(), ShardState::Reconnecting);
+}
