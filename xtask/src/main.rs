@@ -29,6 +29,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "scan_decode",
     "frames",
     "nats_values",
+    "shard_machine",
 ];
 
 fn main() -> Result<()> {
@@ -119,6 +120,28 @@ fn write_seeds(target: &str, dir: &Path) -> Result<()> {
         ] {
             let mut seed = vec![mode];
             seed.extend_from_slice(text.as_bytes());
+            seeds.push(seed);
+        }
+    } else if target == "shard_machine" {
+        // Messages separated by 0xFF: a Hello, a READY, dispatches, and
+        // the control payloads between them.
+        let control: [&[u8]; 6] = [
+            br#"{"t":null,"s":null,"op":10,"d":{"heartbeat_interval":41250}}"#,
+            br#"{"t":"READY","s":1,"op":0,"d":{"session_id":"s","resume_gateway_url":"wss://r.example","v":10}}"#,
+            br#"{"op":11,"d":null}"#,
+            br#"{"op":1,"d":null}"#,
+            br#"{"op":9,"d":true}"#,
+            br#"{"op":7,"d":null}"#,
+        ];
+        for (index, group) in payloads.chunks(8).enumerate() {
+            let mut seed = Vec::new();
+            let mut messages: Vec<&[u8]> = control[..2].to_vec();
+            messages.extend(group.iter().map(Vec::as_slice));
+            messages.insert(3, control[2 + index % 4]);
+            for message in messages {
+                seed.extend_from_slice(message);
+                seed.push(0xFF);
+            }
             seeds.push(seed);
         }
     } else if target == "scan_decode" {
