@@ -248,6 +248,38 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_that_never_empties_does_not_keep_the_json_of_taken_events() {
+        use shardwire_codec::MessageKind;
+        let (mut machine, now) = ready_machine();
+        let mut expected = 2;
+        for seq in 2..5000 {
+            machine.handle_message(now, message(seq).as_bytes(), MessageKind::Text);
+            // One event stays queued: the queue never empties.
+            if seq > 2 {
+                match machine.poll_event() {
+                    Some(ShardEvent::Dispatch { seq, json, .. }) => {
+                        assert_eq!((seq, json), (expected, message(expected)));
+                        expected += 1;
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert!(
+                machine.queued().1 <= 2 * 64 * 1024 + 1024,
+                "{} bytes of text for one queued event",
+                machine.queued().1
+            );
+        }
+        let mut batch = machine.take_batch().expect("the last event");
+        match batch.pop() {
+            Some(ShardEvent::Dispatch { seq, json, .. }) => {
+                assert_eq!((seq, json), (4999, message(4999)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn events_polled_one_by_one_and_taken_in_a_batch_stay_in_order() {
         use shardwire_codec::MessageKind;
         let (mut machine, now) = ready_machine();

@@ -482,7 +482,7 @@ impl ShardMachine {
                     }));
                 }
                 let typed = typed(&self.config.typed_events, &payload);
-                if self.text.capacity() == 0 {
+                if self.text.capacity() == 0 && payload.op() == 0 {
                     self.text.reserve(self.batch_hint.1);
                 }
                 self.text.push_str(payload.json());
@@ -1062,11 +1062,39 @@ impl ShardMachine {
             if self.text.capacity() > RETAINED_TEXT {
                 self.text = String::new();
             }
+        } else {
+            self.compact();
         }
         Some(event)
     }
 
-    /// Events queued for the user, and the bytes of their dispatches' JSON.
+    /// Drops the JSON of dispatches already taken once it is most of the
+    /// text, so that a queue which never quite empties (a driver that takes
+    /// events a little slower than they come) does not keep all of it.
+    fn compact(&mut self) {
+        let taken = self
+            .events
+            .iter()
+            .find_map(|event| match event {
+                Queued::Dispatch { json, .. } => Some(json.start),
+                Queued::Event(_) => None,
+            })
+            .unwrap_or(self.text.len());
+        if taken < RETAINED_TEXT || taken * 2 < self.text.len() {
+            return;
+        }
+        self.text.drain(..taken);
+        for event in &mut self.events {
+            if let Queued::Dispatch { json, .. } = event {
+                *json = json.start - taken..json.end - taken;
+            }
+        }
+    }
+
+    /// Events queued for the user, and the bytes of JSON held for them: that
+    /// of their dispatches, plus that of dispatches already taken by
+    /// [`poll_event`](Self::poll_event) while others stayed queued (see
+    /// `compact`).
     pub(crate) fn queued(&self) -> (usize, usize) {
         (self.events.len(), self.text.len())
     }
