@@ -51,8 +51,10 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 const HANDOVER_BATCH: usize = 64;
 /// The JSON handed to the consumer at a time. Every busy shard on a thread
 /// hands over this much before a consumer's turn comes round, so it is
-/// kept small: with 16 busy shards, 64 KiB batches were about 15% slower
-/// per event than 16 KiB ones (`cargo xtask bench`, 16 shards).
+/// kept small: with 16 busy shards on one thread, alternating runs against
+/// one simulator cost 3.69 s of CPU per million events with batches of 64
+/// events (about 42 KiB of JSON), 2.98 s with 16 events and 2.77 s with
+/// 16 KiB (README, "Benchmarks").
 const HANDOVER_BYTES: usize = 16 * 1024;
 /// The first read of a connection that holds no receive buffer: enough for
 /// a Hello or a heartbeat ACK, and the rest waits for the next read.
@@ -129,6 +131,33 @@ impl Pending {
             }
         }
         None
+    }
+
+    /// Sends the first batch through `permit`, noting what it delivers;
+    /// `false` when there was none.
+    fn send_batch(&mut self, permit: mpsc::Permit<'_, Batch>, delivered: &mut Delivered) -> bool {
+        let Some(batch) = self.pop_batch() else {
+            return false;
+        };
+        delivered.note_batch(&batch);
+        permit.send(batch);
+        true
+    }
+
+    /// Sends the first event, tagged with `shard`, through `permit`, noting
+    /// what it delivers; `false` when there was none.
+    fn send_event(
+        &mut self,
+        permit: mpsc::Permit<'_, (u32, ShardEvent)>,
+        delivered: &mut Delivered,
+        shard: u32,
+    ) -> bool {
+        let Some(event) = self.pop_front() else {
+            return false;
+        };
+        delivered.note(&event);
+        permit.send((shard, event));
+        true
     }
 
     fn len(&self) -> usize {
@@ -650,18 +679,10 @@ async fn deliver(
 ) -> Result<(), ()> {
     match out {
         Output::Handle(tx) => {
-            let permit = tx.reserve().await.map_err(drop)?;
-            if let Some(batch) = pending.pop_batch() {
-                delivered.note_batch(&batch);
-                permit.send(batch);
-            }
+            pending.send_batch(tx.reserve().await.map_err(drop)?, delivered);
         }
         Output::Sink(tx, _) => {
-            let permit = tx.reserve().await.map_err(drop)?;
-            if let Some(event) = pending.pop_front() {
-                delivered.note(&event);
-                permit.send((shard, event));
-            }
+            pending.send_event(tx.reserve().await.map_err(drop)?, delivered, shard);
         }
     }
     Ok(())
@@ -825,26 +846,16 @@ impl Task {
     fn hand_over(&mut self) {
         let shard = self.machine.shard_id();
         while !self.pending.is_empty() {
-            match &self.out {
-                Output::Handle(tx) => {
-                    let Ok(permit) = tx.try_reserve() else {
-                        break;
-                    };
-                    let Some(batch) = self.pending.pop_batch() else {
-                        break;
-                    };
-                    self.delivered.note_batch(&batch);
-                    permit.send(batch);
-                }
-                Output::Sink(tx, _) => {
-                    let Ok(permit) = tx.try_reserve() else {
-                        break;
-                    };
-                    if let Some(event) = self.pending.pop_front() {
-                        self.delivered.note(&event);
-                        permit.send((shard, event));
-                    }
-                }
+            let sent = match &self.out {
+                Output::Handle(tx) => tx
+                    .try_reserve()
+                    .is_ok_and(|permit| self.pending.send_batch(permit, &mut self.delivered)),
+                Output::Sink(tx, _) => tx.try_reserve().is_ok_and(|permit| {
+                    self.pending.send_event(permit, &mut self.delivered, shard)
+                }),
+            };
+            if !sent {
+                break;
             }
         }
         self.delivered.publish(&self.status);
