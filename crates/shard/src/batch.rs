@@ -248,6 +248,32 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_somewhat_larger_than_the_last_never_grows_its_text() {
+        use shardwire_codec::MessageKind;
+        let (mut machine, now) = ready_machine();
+        for seq in 2..100 {
+            machine.handle_message(now, message(seq).as_bytes(), MessageKind::Text);
+        }
+        let last = machine.take_batch().expect("a batch").text.len();
+        // Batches are cut once they pass their limit, so the next one often
+        // holds a little more: it must fit in the room it is given at once,
+        // never copying its text to grow.
+        let mut seq = 100;
+        machine.handle_message(now, message(seq).as_bytes(), MessageKind::Text);
+        let room = machine.text_capacity();
+        while machine.queued().1 < last + last * 2 / 5 {
+            seq += 1;
+            machine.handle_message(now, message(seq).as_bytes(), MessageKind::Text);
+            assert_eq!(
+                machine.text_capacity(),
+                room,
+                "the text grew at {} bytes, after a batch of {last}",
+                machine.queued().1
+            );
+        }
+    }
+
+    #[test]
     fn a_queue_that_never_empties_does_not_keep_the_json_of_taken_events() {
         use shardwire_codec::MessageKind;
         let (mut machine, now) = ready_machine();

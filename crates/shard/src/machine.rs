@@ -483,7 +483,7 @@ impl ShardMachine {
                 }
                 let typed = typed(&self.config.typed_events, &payload);
                 if self.text.capacity() == 0 && payload.op() == 0 {
-                    self.text.reserve(self.batch_hint.1);
+                    self.text.reserve(with_headroom(self.batch_hint.1));
                 }
                 self.text.push_str(payload.json());
                 Ok(Some(
@@ -517,7 +517,7 @@ impl ShardMachine {
 
     fn queue(&mut self, event: Queued) {
         if self.events.capacity() == 0 {
-            self.events.reserve(self.batch_hint.0);
+            self.events.reserve(with_headroom(self.batch_hint.0));
         }
         self.events.push_back(event);
     }
@@ -1099,6 +1099,12 @@ impl ShardMachine {
         (self.events.len(), self.text.len())
     }
 
+    /// The room of the text buffer, for tests of its sizing.
+    #[cfg(test)]
+    pub(crate) fn text_capacity(&self) -> usize {
+        self.text.capacity()
+    }
+
     /// Every queued event at once, with the JSON of their dispatches in one
     /// buffer (see [`Batch`]); `None` when there is none. The machine keeps
     /// no buffer afterwards until the next event.
@@ -1119,6 +1125,13 @@ impl ShardMachine {
         );
         Some(Batch::new(text, events))
     }
+}
+
+/// The room given up front to a batch like the last one: half again as
+/// much, since a batch is cut only once it has passed its limit, and one
+/// that outgrows its room copies everything it holds to grow.
+fn with_headroom(last: usize) -> usize {
+    last.saturating_add(last / 2)
 }
 
 /// The text [`ShardMachine::poll_event`] keeps for the next events once all
