@@ -15,8 +15,10 @@ use crate::CodecError;
 /// of the object after checking only that it starts and ends like one JSON
 /// value. Its inside is validated when it is decoded (a typed decode that
 /// finds more fields after `d` scans the payload again strictly, so nothing is
-/// lost), or on demand with [`Payload::scan_strict`]. Any other field order
-/// is scanned strictly from the start.
+/// lost), or on demand with [`Payload::scan_strict`]. A payload exactly as
+/// Discord writes it (`{"t":…,"s":…,"op":…,"d":…}`, no white space) is read
+/// by a short fixed path; any other field order or spacing is scanned in
+/// general, strictly from the start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Payload<'a> {
     op: u8,
@@ -58,61 +60,24 @@ impl<'a> Payload<'a> {
     }
 
     fn scan_with(json: &'a [u8], strict: bool) -> Result<Self, CodecError> {
-        let mut cursor = Cursor { json, pos: 0 };
-        let mut op = None;
-        let mut seq = None;
-        let mut event_type = None;
-        let mut data: Option<(usize, usize)> = None;
-        let (mut seen_s, mut seen_t, mut lazy) = (false, false, false);
-
-        cursor.skip_ws();
-        cursor.expect(b'{')?;
-        cursor.skip_ws();
-        if cursor.peek() == Some(b'}') {
-            cursor.pos += 1;
+        // Discord's own field order first, cheaply; anything else (and a
+        // strict scan) goes through the general scan.
+        let fast = if strict {
+            None
         } else {
-            loop {
-                cursor.skip_ws();
-                let key = cursor.key()?;
-                cursor.skip_ws();
-                cursor.expect(b':')?;
-                cursor.skip_ws();
-                match key {
-                    b"op" => op = Some(cursor.integer("op")?),
-                    b"s" => {
-                        seq = cursor.nullable_integer("s")?;
-                        seen_s = true;
-                    }
-                    b"t" => {
-                        event_type = cursor.nullable_name()?;
-                        seen_t = true;
-                    }
-                    b"d" if !strict && op.is_some() && seen_s && seen_t => {
-                        if let Some(span) = cursor.rest_as_last_value() {
-                            data = Some(span);
-                            lazy = true;
-                            break;
-                        }
-                        data = Some(cursor.skip_value()?);
-                    }
-                    b"d" => data = Some(cursor.skip_value()?),
-                    _ => {
-                        cursor.skip_value()?;
-                    }
-                }
-                cursor.skip_ws();
-                match cursor.next() {
-                    Some(b',') => {}
-                    Some(b'}') => break,
-                    _ => return Err(cursor.invalid("expected `,` or `}` after a field")),
-                }
-            }
-        }
-        cursor.skip_ws();
-        if cursor.pos != json.len() {
-            return Err(cursor.invalid("trailing characters after the payload"));
-        }
-
+            Cursor::discord_order(json)
+        };
+        let envelope = match fast {
+            Some(envelope) => envelope,
+            None => Cursor::envelope(json, strict)?,
+        };
+        let Envelope {
+            op,
+            seq,
+            event_type,
+            data,
+            lazy,
+        } = envelope;
         let op = op.ok_or(CodecError::MissingOp)?;
         let op = u8::try_from(op).map_err(|_| CodecError::InvalidJson {
             detail: format!("`op` {op} is out of range"),
@@ -175,14 +140,124 @@ impl<'a> Payload<'a> {
     }
 }
 
+/// What a scan finds: spans are byte ranges of the payload.
+#[cfg_attr(test, derive(Debug, PartialEq, Eq))]
+struct Envelope {
+    op: Option<u64>,
+    seq: Option<u64>,
+    event_type: Option<(usize, usize)>,
+    data: Option<(usize, usize)>,
+    /// Whether `d` was taken without validating its inside.
+    lazy: bool,
+}
+
 struct Cursor<'a> {
     json: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Cursor<'a> {
+    /// The envelope of a payload in the order Discord sends it, exactly
+    /// `{"t":…,"s":…,"op":…,"d":…}` with no white space before `d`, `d`
+    /// taken lazily as the rest. `None` for anything else (the caller then
+    /// scans in general, which gives the same envelope for what this
+    /// accepts, and the right error for what it does not).
+    fn discord_order(json: &'a [u8]) -> Option<Envelope> {
+        let mut cursor = Cursor { json, pos: 0 };
+        cursor.eat(br#"{"t":"#)?;
+        let event_type = cursor.nullable_name().ok()?;
+        cursor.eat(br#","s":"#)?;
+        let seq = cursor.nullable_integer("s").ok()?;
+        cursor.eat(br#","op":"#)?;
+        let op = cursor.integer("op").ok()?;
+        cursor.eat(br#","d":"#)?;
+        let data = cursor.rest_as_last_value()?;
+        cursor.skip_ws();
+        (cursor.pos == json.len()).then_some(Envelope {
+            op: Some(op),
+            seq,
+            event_type,
+            data: Some(data),
+            lazy: true,
+        })
+    }
+
+    /// The envelope of a payload in any field order, `d` scanned lazily
+    /// when it comes last and `strict` is off.
+    fn envelope(json: &'a [u8], strict: bool) -> Result<Envelope, CodecError> {
+        let mut cursor = Cursor { json, pos: 0 };
+        let mut op = None;
+        let mut seq = None;
+        let mut event_type = None;
+        let mut data: Option<(usize, usize)> = None;
+        let (mut seen_s, mut seen_t, mut lazy) = (false, false, false);
+
+        cursor.skip_ws();
+        cursor.expect(b'{')?;
+        cursor.skip_ws();
+        if cursor.peek() == Some(b'}') {
+            cursor.pos += 1;
+        } else {
+            loop {
+                cursor.skip_ws();
+                let key = cursor.key()?;
+                cursor.skip_ws();
+                cursor.expect(b':')?;
+                cursor.skip_ws();
+                match key {
+                    b"op" => op = Some(cursor.integer("op")?),
+                    b"s" => {
+                        seq = cursor.nullable_integer("s")?;
+                        seen_s = true;
+                    }
+                    b"t" => {
+                        event_type = cursor.nullable_name()?;
+                        seen_t = true;
+                    }
+                    b"d" if !strict && op.is_some() && seen_s && seen_t => {
+                        if let Some(span) = cursor.rest_as_last_value() {
+                            data = Some(span);
+                            lazy = true;
+                            break;
+                        }
+                        data = Some(cursor.skip_value()?);
+                    }
+                    b"d" => data = Some(cursor.skip_value()?),
+                    _ => {
+                        cursor.skip_value()?;
+                    }
+                }
+                cursor.skip_ws();
+                match cursor.next() {
+                    Some(b',') => {}
+                    Some(b'}') => break,
+                    _ => return Err(cursor.invalid("expected `,` or `}` after a field")),
+                }
+            }
+        }
+        cursor.skip_ws();
+        if cursor.pos != json.len() {
+            return Err(cursor.invalid("trailing characters after the payload"));
+        }
+
+        Ok(Envelope {
+            op,
+            seq,
+            event_type,
+            data,
+            lazy,
+        })
+    }
+
     fn peek(&self) -> Option<u8> {
         self.json.get(self.pos).copied()
+    }
+
+    /// Moves past `expected` if the input goes on with it.
+    fn eat(&mut self, expected: &[u8]) -> Option<()> {
+        let rest = self.json.get(self.pos..)?;
+        rest.starts_with(expected)
+            .then(|| self.pos += expected.len())
     }
 
     fn next(&mut self) -> Option<u8> {
@@ -358,4 +433,82 @@ impl<'a> Cursor<'a> {
 
 fn memchr2(a: u8, b: u8, haystack: &[u8]) -> Option<usize> {
     haystack.iter().position(|&byte| byte == a || byte == b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Payloads in Discord's order, and the bytes an edit may bring in.
+    const BASES: [&[u8]; 4] = [
+        br#"{"t":"MESSAGE_CREATE","s":42,"op":0,"d":{"id":"1","content":"hi"}}"#,
+        br#"{"t":null,"s":null,"op":11,"d":null}"#,
+        br#"{"t":"X","s":0,"op":0,"d":[1,2]}"#,
+        br#"{"t":"READY","s":1,"op":0,"d":"x"} "#,
+    ];
+    const BYTES: &[u8] = b"{}[]\":,0129-.eE tnulx\\\n\x01\xff";
+
+    fn edits(base: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = vec![base.to_vec()];
+        for at in 0..=base.len() {
+            for &byte in BYTES {
+                let mut inserted = base.to_vec();
+                inserted.insert(at, byte);
+                out.push(inserted);
+                if at < base.len() {
+                    let mut replaced = base.to_vec();
+                    replaced[at] = byte;
+                    out.push(replaced);
+                }
+            }
+            if at < base.len() {
+                let mut removed = base.to_vec();
+                removed.remove(at);
+                out.push(removed);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn discords_order_reads_exactly_what_the_general_scan_reads() {
+        let mut fast = 0;
+        for base in BASES {
+            for input in edits(base) {
+                let Some(envelope) = Cursor::discord_order(&input) else {
+                    continue;
+                };
+                fast += 1;
+                let general = Cursor::envelope(&input, false).unwrap_or_else(|error| {
+                    panic!(
+                        "{}: fast {envelope:?}, general {error}",
+                        input.escape_ascii()
+                    )
+                });
+                assert_eq!(envelope, general, "{}", input.escape_ascii());
+            }
+        }
+        // The fast path took the bases and many of their edits (values
+        // changed within the rules), so the comparison above is not empty.
+        assert!(fast > 200, "the fast path read only {fast} inputs");
+    }
+
+    #[test]
+    fn anything_else_is_left_to_the_general_scan() {
+        for input in [
+            &br#"{"op":0,"t":"X","s":1,"d":{}}"#[..],
+            br#"{ "t":"X","s":1,"op":0,"d":{}}"#,
+            br#"{"t":"X","s":01,"op":0,"d":{}}"#,
+            br#"{"t":"X","s":1,"op":0,"d":{},"x":1}"#,
+            br#"{"t":"X","s":1,"op":-0,"d":{}}"#,
+            br#"{"t":"X","s":1,"op":0}"#,
+        ] {
+            assert_eq!(
+                Cursor::discord_order(input),
+                None,
+                "{}",
+                input.escape_ascii()
+            );
+        }
+    }
 }
