@@ -705,7 +705,8 @@ impl Runner {
                     session_id,
                     resume_url,
                     subject: event_subject(&self.config.layout, shard, &event_type),
-                    payload: Bytes::from(json.into_bytes()),
+                    // No copy: the bytes share the JSON's buffer.
+                    payload: Bytes::from_owner(json),
                     skipped: false,
                 };
                 slot.in_flight.push_back(outgoing.clone());

@@ -1,20 +1,17 @@
 //! Events on their way from a shard's machine to its consumer.
 //!
 //! The JSON of the dispatches in a batch shares one buffer, and each
-//! dispatch's own `String` is made only when the consumer takes it. A
-//! consumer usually drops an event before it takes the next, so that
-//! allocation and its free follow each other on one task, which the
-//! allocator serves from its per-thread cache. Made on the shard's task
-//! instead, hundreds of them would be alive at once for every busy shard,
-//! interleaved in the heap with other shards' events.
+//! dispatch's [`Json`] is a handle into it: handing events out costs no
+//! allocation or copy each. The buffer is freed with the last handle.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::Arc;
 
 use twilight_model::gateway::event::DispatchEvent;
 
-use crate::ShardEvent;
+use crate::{Json, ShardEvent};
 
 /// One event in a machine's queue or a [`Batch`].
 pub(crate) enum Queued {
@@ -42,10 +39,20 @@ impl Queued {
         }
     }
 
-    /// The event, its JSON copied out of `text` if it has not been yet.
-    /// A range outside `text` (which no batch makes) gives empty JSON
-    /// rather than a panic.
-    pub(crate) fn into_event(self, text: &str) -> ShardEvent {
+    /// The event, its JSON a handle into the shared `text` if it has none
+    /// of its own yet. A range outside `text` (which no batch makes) gives
+    /// empty JSON rather than a panic.
+    pub(crate) fn into_event(self, text: &Arc<String>) -> ShardEvent {
+        self.make_event(|range| Json::shared(text, range))
+    }
+
+    /// The event, its JSON copied out of `text` if it has none of its own
+    /// yet: for a buffer that is not shared (the machine's own).
+    pub(crate) fn into_copied_event(self, text: &str) -> ShardEvent {
+        self.make_event(|range| Json::from(text.get(range).unwrap_or_default()))
+    }
+
+    fn make_event(self, json_of: impl FnOnce(Range<usize>) -> Json) -> ShardEvent {
         match self {
             Self::Event(event) => event,
             Self::Dispatch {
@@ -56,7 +63,7 @@ impl Queued {
             } => ShardEvent::Dispatch {
                 seq,
                 event_type,
-                json: text.get(json).unwrap_or_default().to_owned(),
+                json: json_of(json),
                 event,
             },
         }
@@ -66,7 +73,7 @@ impl Queued {
 /// Events in order, with the JSON of their dispatches in one buffer.
 #[derive(Default)]
 pub(crate) struct Batch {
-    text: String,
+    text: Arc<String>,
     events: VecDeque<Queued>,
     /// The sum of the events' weights.
     weight: usize,
@@ -77,7 +84,7 @@ impl Batch {
     pub(crate) fn new(text: String, events: VecDeque<Queued>) -> Self {
         let weight = events.iter().map(Queued::weight).sum();
         Self {
-            text,
+            text: Arc::new(text),
             events,
             weight,
         }
@@ -105,14 +112,15 @@ impl Batch {
         self.events.push_back(event);
     }
 
-    /// Takes the first event, making its JSON its own.
+    /// Takes the first event.
     pub(crate) fn pop(&mut self) -> Option<ShardEvent> {
         let event = self.events.pop_front()?;
         self.weight -= event.weight();
         let event = event.into_event(&self.text);
         if self.events.is_empty() {
-            // Nothing points into the text any more.
-            self.text = String::new();
+            // The batch holds the text no longer; the events handed out
+            // free it with the last of them.
+            self.text = Arc::default();
         }
         Some(event)
     }
@@ -219,13 +227,21 @@ mod tests {
         let mut batch = machine.take_batch().expect("a batch");
         assert_eq!(machine.queued(), (0, 0));
         assert_eq!(batch.weight(), batch.text.len());
-        let jsons: Vec<String> = std::iter::from_fn(|| batch.pop())
+        let jsons: Vec<Json> = std::iter::from_fn(|| batch.pop())
             .filter_map(|event| match event {
                 ShardEvent::Dispatch { json, .. } => Some(json),
                 _ => None,
             })
             .collect();
         assert_eq!(jsons, sent);
+        // Handed out without copies: each event's JSON follows the last
+        // one's in the batch's buffer.
+        for pair in jsons.windows(2) {
+            assert_eq!(
+                pair[0].as_ptr().wrapping_add(pair[0].len()),
+                pair[1].as_ptr()
+            );
+        }
     }
 
     #[test]
@@ -284,7 +300,7 @@ mod tests {
             if seq > 2 {
                 match machine.poll_event() {
                     Some(ShardEvent::Dispatch { seq, json, .. }) => {
-                        assert_eq!((seq, json), (expected, message(expected)));
+                        assert_eq!((seq, json.as_str()), (expected, &*message(expected)));
                         expected += 1;
                     }
                     other => panic!("{other:?}"),
@@ -299,7 +315,7 @@ mod tests {
         let mut batch = machine.take_batch().expect("the last event");
         match batch.pop() {
             Some(ShardEvent::Dispatch { seq, json, .. }) => {
-                assert_eq!((seq, json), (4999, message(4999)));
+                assert_eq!((seq, json.as_str()), (4999, &*message(4999)));
             }
             other => panic!("{other:?}"),
         }

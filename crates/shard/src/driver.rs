@@ -344,12 +344,11 @@ impl Shard {
     /// runtime.
     ///
     /// The dispatches [`ShardConfig::typed_events`] asks for are
-    /// deserialized as this handle returns them, on the consumer's task,
-    /// and each dispatch's JSON becomes a `String` of its own there too (the
-    /// shard's task hands over batches that share one buffer): each event
-    /// is then built and dropped by the same task, one at a time, which the
-    /// allocator handles best, and the shard's task only reads, inflates
-    /// and scans.
+    /// deserialized as this handle returns them, on the consumer's task.
+    /// The shard's task hands events over in batches whose JSON shares one
+    /// buffer, and each dispatch's [`Json`](crate::Json) points into it: the
+    /// shard's task only reads, inflates and scans, and no event costs an
+    /// allocation or a copy of its own.
     #[must_use]
     pub fn start(mut config: ShardConfig, queue: Arc<dyn IdentifyQueue>) -> Self {
         let (events_tx, events) = mpsc::channel(EVENT_BUFFER / HANDOVER_BATCH);
@@ -1126,12 +1125,12 @@ mod tests {
         pending.push_back(ShardEvent::Dispatch {
             seq: 1,
             event_type: "MESSAGE_CREATE".into(),
-            json: "x".repeat(100),
+            json: "x".repeat(100).into(),
             event: None,
         });
         pending.push_back(ShardEvent::Resumed);
         pending.push_back(ShardEvent::Message {
-            json: "y".repeat(20),
+            json: "y".repeat(20).into(),
         });
         assert_eq!((pending.len(), pending.bytes), (3, 120));
         assert!(matches!(

@@ -27,6 +27,7 @@
 
 mod batch;
 mod driver;
+mod json;
 mod machine;
 mod memory;
 mod net;
@@ -36,6 +37,7 @@ mod ratelimit;
 mod session;
 
 pub use crate::driver::{EventSink, Shard, ShardSender, Tap};
+pub use crate::json::Json;
 pub use crate::machine::{
     Order, ResumeError, SendError, ShardConfig, ShardEvent, ShardMachine, ShardState,
 };

@@ -20,7 +20,8 @@ use twilight_model::gateway::event::{DispatchEvent, EventType, GatewayEvent};
 
 use crate::batch::{Batch, Queued};
 use crate::{
-    AfterClose, Backoff, CommandRateLimiter, FatalError, RESUMABLE_CLOSE, Session, after_close,
+    AfterClose, Backoff, CommandRateLimiter, FatalError, Json, RESUMABLE_CLOSE, Session,
+    after_close,
 };
 
 /// How a shard connects. Build with [`ShardConfig::new`], then set fields.
@@ -209,7 +210,7 @@ pub enum ShardEvent {
         /// static table; others are owned.
         event_type: Cow<'static, str>,
         /// The whole payload's JSON.
-        json: String,
+        json: Json,
         /// The typed event, if asked for and it deserialized (one that does
         /// not is logged and still comes out raw).
         event: Option<Box<DispatchEvent>>,
@@ -218,7 +219,7 @@ pub enum ShardEvent {
     /// is on; it comes before the events derived from it.
     Message {
         /// The payload's JSON.
-        json: String,
+        json: Json,
     },
     /// A payload was handed to the connection.
     Sent {
@@ -478,7 +479,7 @@ impl ShardMachine {
             Ok(Some(payload)) => {
                 if self.config.raw_messages {
                     self.events.push_back(Queued::Event(ShardEvent::Message {
-                        json: payload.json().to_owned(),
+                        json: Json::from(payload.json()),
                     }));
                 }
                 let typed = typed(&self.config.typed_events, &payload);
@@ -1055,7 +1056,7 @@ impl ShardMachine {
 
     /// The next event for the user.
     pub fn poll_event(&mut self) -> Option<ShardEvent> {
-        let event = self.events.pop_front()?.into_event(&self.text);
+        let event = self.events.pop_front()?.into_copied_event(&self.text);
         if self.events.is_empty() {
             // Nothing points into the text any more.
             self.text.clear();
