@@ -41,4 +41,4 @@ pub use shardwire_shard as shard;
 
 pub use shardwire_cluster::{Cluster, ClusterConfig, ShardSpec};
 pub use shardwire_codec::{Command, Compression, EventFilter, Token};
-pub use shardwire_shard::{Session, Shard, ShardConfig, ShardEvent, ShardState};
+pub use shardwire_shard::{Json, Session, Shard, ShardConfig, ShardEvent, ShardState};
