@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use shardwire_codec::{Compression, MessageKind, Token};
-use shardwire_shard::{Order, ShardConfig, ShardEvent, ShardMachine};
+use shardwire_shard::{Json, Order, ShardConfig, ShardEvent, ShardMachine};
 use twilight_model::gateway::Intents;
 
 fuzz_target!(|data: &[u8]| {
@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();
     shard.connect(now);
     let mut fed: Vec<&[u8]> = Vec::new();
-    let mut dispatched: Vec<String> = Vec::new();
+    let mut dispatched: Vec<Json> = Vec::new();
     for message in data.split(|&byte| byte == 0xFF) {
         now += Duration::from_secs(u64::from(message.first().copied().unwrap_or(0) % 64));
         while shard.poll_timeout().is_some_and(|at| at <= now) {
