@@ -660,8 +660,8 @@ struct Task {
 
 /// Where a shard's task sends its events.
 enum Output {
-    /// The [`Shard`] handle's own channel, in batches (see [`Batch`]): the
-    /// handle makes each event's JSON its own as it returns the event.
+    /// The [`Shard`] handle's own channel, in batches (see [`Batch`]): each
+    /// event the handle returns points into its batch's JSON.
     Handle(mpsc::Sender<Batch>),
     /// An [`EventSink`]: one event at a time, each through the tap first.
     Sink(mpsc::Sender<(u32, ShardEvent)>, Option<Tap>),
