@@ -9,7 +9,8 @@ use crate::{CodecError, Payload};
 #[non_exhaustive]
 pub enum Compression {
     /// No transport compression. Text messages are JSON; binary messages are
-    /// whole zlib streams (payload compression, Identify `compress: true`).
+    /// whole zlib streams (payload compression, Identify `compress: true`),
+    /// or JSON when they do not start with a zlib header.
     None,
     /// `compress=zlib-stream`: one deflate stream for the whole connection.
     #[default]
@@ -55,10 +56,23 @@ impl std::str::FromStr for Compression {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MessageKind {
-    /// A text message: JSON.
+    /// A text message: JSON, whatever the transport compression.
     Text,
-    /// A binary message: compressed bytes.
+    /// A binary message: compressed bytes, or JSON without transport
+    /// compression when it does not start with a zlib header.
     Binary,
+}
+
+/// Whether `message` starts with a zlib header (RFC 1950: deflate with a
+/// window of at most 32 KiB, and a check value that makes the first two
+/// bytes a multiple of 31). No JSON text starts that way.
+fn starts_as_zlib(message: &[u8]) -> bool {
+    match message {
+        [cmf, flg, ..] => {
+            cmf & 0x0f == 8 && cmf >> 4 <= 7 && (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0
+        }
+        _ => false,
+    }
 }
 
 /// The default limit on one payload's decompressed size: 64 MiB.
@@ -285,21 +299,31 @@ impl Decoder {
             self.shrink();
         }
         let limit = self.limit;
+        // A text message is JSON on any transport (compressed bytes are
+        // binary), and so is a binary message without transport compression
+        // unless it starts as a zlib stream does: then it is the payload
+        // itself, with no copy.
+        let plain = match (&self.transport, kind) {
+            (_, MessageKind::Text) => true,
+            (Transport::None(_), MessageKind::Binary) => !starts_as_zlib(message),
+            _ => false,
+        };
+        if plain {
+            if message.len() > limit {
+                return Err(CodecError::PayloadTooLarge {
+                    limit,
+                    reset_required: false,
+                });
+            }
+            return Ok(Some(message));
+        }
         let result = match &mut self.transport {
             Transport::Zlib(stream) => stream.push(message, &mut self.out, limit),
             Transport::Zstd(stream) => stream.push(message, &mut self.out, limit).map(|()| true),
-            Transport::None(payload) => match kind {
-                // Uncompressed text is the payload itself: no copy.
-                MessageKind::Text if message.len() > limit => Err(CodecError::PayloadTooLarge {
-                    limit,
-                    reset_required: false,
-                }),
-                MessageKind::Text => return Ok(Some(message)),
-                MessageKind::Binary => payload
-                    .get_or_insert_with(|| Box::new(ZlibPayload::new()))
-                    .push(message, &mut self.out, limit)
-                    .map(|()| true),
-            },
+            Transport::None(payload) => payload
+                .get_or_insert_with(|| Box::new(ZlibPayload::new()))
+                .push(message, &mut self.out, limit)
+                .map(|()| true),
         };
         match result {
             Ok(true) => {

@@ -164,6 +164,10 @@ fn deserialize_dispatch(
             Ok(event)
         }
         TypedParser::SonicRs => {
+            // sonic-rs recurses without a bound where it skips values, so a
+            // deep `d` would overflow the stack: its depth is checked first.
+            crate::json::skip_value(data.as_bytes(), 0, 0)
+                .map_err(|error| format!("{} at byte {} of `d`", error.what, error.at))?;
             let mut de = sonic_rs::Deserializer::from_str(data);
             let event = seed.deserialize(&mut de).map_err(|e| e.to_string())?;
             de.end().map_err(|e| e.to_string())?;

@@ -39,6 +39,7 @@ mod error;
 mod event;
 pub mod frame;
 mod inflate;
+mod json;
 mod payload;
 mod token;
 
@@ -55,5 +56,6 @@ pub use crate::error::CodecError;
 #[doc(hidden)]
 pub use crate::event::TypedParser;
 pub use crate::event::{Decoded, EventDecodeError, EventFilter};
+pub use crate::json::MAX_DEPTH;
 pub use crate::payload::Payload;
 pub use crate::token::Token;

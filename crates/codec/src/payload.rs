@@ -1,4 +1,7 @@
+use std::borrow::Cow;
+
 use crate::CodecError;
+use crate::json::{self, Syntax};
 
 /// One gateway payload, scanned but not parsed into a tree.
 ///
@@ -19,11 +22,16 @@ use crate::CodecError;
 /// Discord writes it (`{"t":…,"s":…,"op":…,"d":…}`, no white space) is read
 /// by a short fixed path; any other field order or spacing is scanned in
 /// general, strictly from the start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// Field names and `t` may be written with JSON escapes (`"\u006fp"` is
+/// `op`); they are read as what they stand for. No input nests the scan's
+/// own work on the stack, and a payload whose checked part nests deeper than
+/// [`MAX_DEPTH`](crate::MAX_DEPTH) arrays and objects is invalid.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Payload<'a> {
     op: u8,
     seq: Option<u64>,
-    event_type: Option<&'a str>,
+    event_type: Option<Cow<'a, str>>,
     data: &'a str,
     json: &'a str,
     /// Whether `data` was validated as exactly one JSON value.
@@ -92,7 +100,23 @@ impl<'a> Payload<'a> {
                 .map_or(0, |error| error.valid_up_to()),
         })?;
         let data = data.map_or("null", |(start, end)| &text[start..end]);
-        let event_type = event_type.map(|(start, end)| &text[start..end]);
+        let event_type = match event_type {
+            None => None,
+            Some(name) if !name.escaped => Some(Cow::Borrowed(&text[name.start..name.end])),
+            Some(name) => {
+                let decoded = json::unescape(&json[name.start..name.end]).map_err(|what| {
+                    CodecError::InvalidJson {
+                        detail: format!("`t`: {what}"),
+                    }
+                })?;
+                // The escaped text was valid UTF-8, and so is what escapes
+                // stand for.
+                let decoded = String::from_utf8(decoded).map_err(|_| CodecError::InvalidJson {
+                    detail: "`t` is not UTF-8 once unescaped".into(),
+                })?;
+                Some(Cow::Owned(decoded))
+            }
+        };
         Ok(Self {
             op,
             seq,
@@ -115,10 +139,11 @@ impl<'a> Payload<'a> {
         self.seq
     }
 
-    /// The event name (`t`), present on dispatches, such as `MESSAGE_CREATE`.
+    /// The event name (`t`), present on dispatches, such as `MESSAGE_CREATE`:
+    /// what the JSON says, escapes decoded.
     #[must_use]
-    pub fn event_type(&self) -> Option<&'a str> {
-        self.event_type
+    pub fn event_type(&self) -> Option<&str> {
+        self.event_type.as_deref()
     }
 
     /// The raw JSON of `d`, exactly as received (`null` when absent).
@@ -145,10 +170,41 @@ impl<'a> Payload<'a> {
 struct Envelope {
     op: Option<u64>,
     seq: Option<u64>,
-    event_type: Option<(usize, usize)>,
+    event_type: Option<Name>,
     data: Option<(usize, usize)>,
     /// Whether `d` was taken without validating its inside.
     lazy: bool,
+}
+
+/// Where `t`'s text is, between its quotes, and whether it holds escapes.
+#[cfg_attr(test, derive(Debug, PartialEq, Eq))]
+#[derive(Clone, Copy)]
+struct Name {
+    start: usize,
+    end: usize,
+    escaped: bool,
+}
+
+/// An envelope field's name, escapes decoded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Op,
+    Seq,
+    Type,
+    Data,
+    Other,
+}
+
+impl Field {
+    fn of(name: &[u8]) -> Self {
+        match name {
+            b"op" => Self::Op,
+            b"s" => Self::Seq,
+            b"t" => Self::Type,
+            b"d" => Self::Data,
+            _ => Self::Other,
+        }
+    }
 }
 
 struct Cursor<'a> {
@@ -200,21 +256,21 @@ impl<'a> Cursor<'a> {
         } else {
             loop {
                 cursor.skip_ws();
-                let key = cursor.key()?;
+                let field = cursor.field()?;
                 cursor.skip_ws();
                 cursor.expect(b':')?;
                 cursor.skip_ws();
-                match key {
-                    b"op" => op = Some(cursor.integer("op")?),
-                    b"s" => {
+                match field {
+                    Field::Op => op = Some(cursor.integer("op")?),
+                    Field::Seq => {
                         seq = cursor.nullable_integer("s")?;
                         seen_s = true;
                     }
-                    b"t" => {
+                    Field::Type => {
                         event_type = cursor.nullable_name()?;
                         seen_t = true;
                     }
-                    b"d" if !strict && op.is_some() && seen_s && seen_t => {
+                    Field::Data if !strict && op.is_some() && seen_s && seen_t => {
                         if let Some(span) = cursor.rest_as_last_value() {
                             data = Some(span);
                             lazy = true;
@@ -222,8 +278,8 @@ impl<'a> Cursor<'a> {
                         }
                         data = Some(cursor.skip_value()?);
                     }
-                    b"d" => data = Some(cursor.skip_value()?),
-                    _ => {
+                    Field::Data => data = Some(cursor.skip_value()?),
+                    Field::Other => {
                         cursor.skip_value()?;
                     }
                 }
@@ -286,24 +342,23 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// A field name. Names with escapes are skipped correctly and returned
-    /// raw, so they never match `op`, `s`, `t` or `d`.
-    fn key(&mut self) -> Result<&'a [u8], CodecError> {
+    /// A field name of the envelope, escapes decoded.
+    fn field(&mut self) -> Result<Field, CodecError> {
         if self.peek() != Some(b'"') {
             return Err(self.invalid("expected a field name"));
         }
         let start = self.pos + 1;
-        let rest = &self.json[start..];
-        match memchr2(b'"', b'\\', rest) {
-            Some(offset) if rest[offset] == b'"' => {
-                self.pos = start + offset + 1;
-                Ok(&self.json[start..start + offset])
-            }
-            _ => {
-                let (start, end) = self.skip_value()?;
-                Ok(&self.json[start..end])
-            }
+        let name = json::skip_string(self.json, self.pos).map_err(|error| self.syntax(error))?;
+        self.pos = name.end;
+        let raw = &self.json[start..name.end - 1];
+        if !name.escaped {
+            return Ok(Field::of(raw));
         }
+        json::unescape(raw)
+            .map(|decoded| Field::of(&decoded))
+            .map_err(|what| CodecError::InvalidJson {
+                detail: format!("a field name at byte {start}: {what}"),
+            })
     }
 
     /// The fast path for a `d` that ends the payload: takes everything up to
@@ -382,7 +437,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// `t`: null or a string; returns the span between the quotes.
-    fn nullable_name(&mut self) -> Result<Option<(usize, usize)>, CodecError> {
+    fn nullable_name(&mut self) -> Result<Option<Name>, CodecError> {
         if self.literal_null() {
             return Ok(None);
         }
@@ -390,7 +445,7 @@ impl<'a> Cursor<'a> {
             return Err(self.invalid("`t` is not a string"));
         }
         // Event names are short and never escaped: find the closing quote
-        // directly. Anything unusual goes through the validating skip.
+        // directly. Anything unusual goes through the checking skip.
         let start = self.pos + 1;
         let rest = &self.json[start..];
         if let Some(offset) = rest
@@ -399,40 +454,41 @@ impl<'a> Cursor<'a> {
             && rest[offset] == b'"'
         {
             self.pos = start + offset + 1;
-            return Ok(Some((start, start + offset)));
+            return Ok(Some(Name {
+                start,
+                end: start + offset,
+                escaped: false,
+            }));
         }
-        let (start, end) = self.skip_value()?;
-        Ok(Some((start + 1, end - 1)))
+        let name = json::skip_string(self.json, self.pos).map_err(|error| self.syntax(error))?;
+        self.pos = name.end;
+        Ok(Some(Name {
+            start,
+            end: name.end - 1,
+            escaped: name.escaped,
+        }))
     }
 
-    /// Skips one JSON value, validating it, and returns its span.
+    /// Skips one JSON value inside the envelope, checking it, and returns
+    /// its span.
     fn skip_value(&mut self) -> Result<(usize, usize), CodecError> {
-        let rest = &self.json[self.pos..];
-        let value = sonic_rs::get_from_slice(rest, sonic_rs::pointer![]).map_err(|error| {
-            // sonic-rs reports bad UTF-8 as a syntax error; tell them apart
-            // here, on the error path only.
-            match simdutf8::compat::from_utf8(self.json) {
-                Err(bad) => CodecError::InvalidUtf8 {
-                    valid_up_to: bad.valid_up_to(),
-                },
-                Ok(_) => CodecError::InvalidJson {
-                    detail: format!("{error} (in the value at byte {})", self.pos),
-                },
-            }
-        })?;
-        let raw = value.as_raw_str().as_bytes();
-        // `raw` is a sub-slice of `rest`: find where it starts (after any
-        // white space sonic-rs skipped) without unsafe pointer arithmetic.
-        let offset = raw.as_ptr() as usize - rest.as_ptr() as usize;
-        let start = self.pos + offset;
-        let end = start + raw.len();
-        self.pos = end;
-        Ok((start, end))
+        let span = json::skip_value(self.json, self.pos, 1).map_err(|error| self.syntax(error))?;
+        self.pos = span.1;
+        Ok(span)
     }
-}
 
-fn memchr2(a: u8, b: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&byte| byte == a || byte == b)
+    /// The error for bad syntax: bad UTF-8 is told apart here, on the error
+    /// path only, since the whole payload is checked for it later.
+    fn syntax(&self, error: Syntax) -> CodecError {
+        match simdutf8::compat::from_utf8(self.json) {
+            Err(bad) => CodecError::InvalidUtf8 {
+                valid_up_to: bad.valid_up_to(),
+            },
+            Ok(_) => CodecError::InvalidJson {
+                detail: format!("{} at byte {}", error.what, error.at),
+            },
+        }
+    }
 }
 
 #[cfg(test)]

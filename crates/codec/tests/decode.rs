@@ -204,3 +204,37 @@ fn invalid_data_found_lazily_is_a_failed_decode_not_a_crash() {
         Decoded::Failed(_)
     ));
 }
+
+#[test]
+fn deep_data_taken_lazily_fails_to_decode_without_overflowing_the_stack() {
+    let deep = 100_000;
+    let mut generator = EventGenerator::new(5, 1);
+    let mut message = generator.message_create();
+    let d = message.to_string();
+    let nested = format!("{}{}", "[".repeat(deep), "]".repeat(deep));
+    // All of `d` nested, and a real MESSAGE_CREATE with one unknown field
+    // nested (typed decoding skips unknown fields).
+    message["future_field"] = serde_json::Value::Null;
+    let with_field = message.to_string().replace(
+        r#""future_field":null"#,
+        &format!(r#""future_field":{nested}"#),
+    );
+    assert_ne!(with_field, d);
+    for d in [nested.clone(), with_field] {
+        let json = format!(r#"{{"t":"MESSAGE_CREATE","s":3,"op":0,"d":{d}}}"#);
+        // The stack of a tokio worker (typed decoding of a real event takes
+        // more than the scan's small one in a debug build).
+        let outcomes = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                let payload = Payload::scan(json.as_bytes()).unwrap();
+                [TypedParser::SerdeJson, TypedParser::SonicRs]
+                    .map(|parser| payload.decode_with(&EventFilter::all(), parser))
+                    .map(|decoded| matches!(decoded, Decoded::Failed(_)))
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(outcomes, [true, true]);
+    }
+}

@@ -74,10 +74,100 @@ fn skips_unknown_fields_of_any_shape() {
 }
 
 #[test]
-fn keys_with_escapes_are_not_envelope_fields() {
-    // "\u006fp" spells "op" once unescaped; the scan does not treat it as op.
-    check_err(br#"{"\u006fp":1}"#, |e| matches!(e, CodecError::MissingOp));
+fn escapes_in_field_names_and_t_are_decoded() {
+    // "\u006fp" is "op" once unescaped, and so on: JSON says they are the
+    // same names, whatever order or path the scan takes.
+    check(r#"{"\u006fp":1}"#, (1, None, None, "null"));
     check(r#"{"o\"p":5,"op":2}"#, (2, None, None, "null"));
+    check(
+        r#"{"t":"MESSAGE\u005fCREATE","s":4,"op":0,"d":{}}"#,
+        (0, Some(4), Some("MESSAGE_CREATE"), "{}"),
+    );
+    check(
+        r#"{"\u0074":"READ\u0059","\u0073":2,"\u006f\u0070":0,"\u0064":[1]}"#,
+        (0, Some(2), Some("READY"), "[1]"),
+    );
+    check(
+        r#"{"op":0,"s":1,"t":"A\/B\u00e9\ud83d\ude00","d":null}"#,
+        (0, Some(1), Some("A/B\u{e9}\u{1f600}"), "null"),
+    );
+    // A name that cannot be a string of text (a lone surrogate) is invalid,
+    // as serde_json finds too.
+    let invalid = |e: &CodecError| matches!(e, CodecError::InvalidJson { .. });
+    check_err(br#"{"op":0,"t":"A\ud800"}"#, invalid);
+    check_err(br#"{"op":0,"\udc00":1}"#, invalid);
+    check_err(br#"{"op":0,"t":"A\x"}"#, invalid);
+    // Raw control characters are invalid in names as in any string.
+    check_err(b"{\"op\":0,\"a\x01\":1}", invalid);
+    check_err(b"{\"op\":0,\"t\":\"A\x01\"}", invalid);
+}
+
+/// Runs `scan` on a thread with a small stack, as a tokio worker has: no
+/// input may overflow it.
+fn on_small_stack<T: Send + 'static>(scan: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(scan)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn no_nesting_overflows_the_stack_and_depth_is_bounded() {
+    let deep = 100_000;
+    let cases = [
+        // Unclosed, in Discord's order: not plausible as one value, so the
+        // scan checks it (this one overflowed the stack).
+        format!(
+            r#"{{"t":"MESSAGE_CREATE","s":1,"op":0,"d":{}}}"#,
+            "[".repeat(deep)
+        ),
+        format!(
+            r#"{{"t":"MESSAGE_CREATE","s":1,"op":0,"d":{}}}"#,
+            r#"{"a":"#.repeat(deep)
+        ),
+        // Balanced, in another field or order: checked, and too deep.
+        format!(
+            r#"{{"op":0,"x":{}{},"s":1}}"#,
+            "[".repeat(deep),
+            "]".repeat(deep)
+        ),
+        format!(r#"{{"d":{}{},"op":0}}"#, "[".repeat(deep), "]".repeat(deep)),
+    ];
+    for json in cases {
+        for strict in [false, true] {
+            let json = json.clone();
+            let result = on_small_stack(move || {
+                let scanned = if strict {
+                    Payload::scan_strict(json.as_bytes())
+                } else {
+                    Payload::scan(json.as_bytes())
+                };
+                scanned.map(|_| ()).map_err(|error| error.to_string())
+            });
+            let error = result.expect_err("a payload nested 100,000 deep was accepted");
+            assert!(error.contains("nested deeper than 127"), "{error}");
+        }
+    }
+}
+
+#[test]
+fn the_depth_limit_is_the_whole_payloads_and_serde_jsons() {
+    let nested = |levels: usize| {
+        format!(
+            r#"{{"op":0,"d":{}{}}}"#,
+            "[".repeat(levels),
+            "]".repeat(levels)
+        )
+    };
+    // The envelope is one level: `d` may nest MAX_DEPTH - 1 more.
+    let deepest = nested(shardwire_codec::MAX_DEPTH - 1);
+    assert!(Payload::scan_strict(deepest.as_bytes()).is_ok());
+    assert!(serde_json::from_str::<serde_json::Value>(&deepest).is_ok());
+    let too_deep = nested(shardwire_codec::MAX_DEPTH);
+    assert!(Payload::scan_strict(too_deep.as_bytes()).is_err());
+    assert!(serde_json::from_str::<serde_json::Value>(&too_deep).is_err());
 }
 
 #[test]

@@ -527,3 +527,43 @@ fn zlib_stream_hibernates_after_a_payload_of_one_or_two_bytes() {
         }
     }
 }
+
+#[test]
+fn json_in_a_binary_message_without_transport_compression_is_read_as_json() {
+    let json = br#"{"t":"MESSAGE_CREATE","s":5,"op":0,"d":{"content":"hi"}}"#;
+    let mut decoder = Decoder::new(Compression::None);
+    let payload = decoder.push(json, MessageKind::Binary).unwrap().unwrap();
+    assert_eq!((payload.op(), payload.seq()), (0, Some(5)));
+    // A zlib payload on the same connection still inflates.
+    let compressed = zlib_payload(json);
+    let inflated = decoder.push_raw(&compressed, MessageKind::Binary).unwrap();
+    assert_eq!(inflated, Some(&json[..]));
+    // Bytes that are neither are an error for this message alone.
+    let error = decoder
+        .push(b"\x00\x01garbage", MessageKind::Binary)
+        .unwrap_err();
+    assert!(!error.requires_reset(), "{error}");
+}
+
+#[test]
+fn a_text_message_on_a_compressed_transport_is_json_and_keeps_the_stream() {
+    let corpus = Corpus::small_events(4, 3);
+    for compression in [Compression::ZlibStream, Compression::ZstdStream] {
+        let mut decoder = Decoder::new(compression);
+        let mut zlib = ZlibStreamEncoder::new();
+        let mut zstd = ZstdStreamEncoder::new().unwrap();
+        for payload in corpus.payloads() {
+            let text = br#"{"op":11,"d":null}"#;
+            assert_eq!(
+                decoder.push_raw(text, MessageKind::Text).unwrap(),
+                Some(&text[..])
+            );
+            let message = match compression {
+                Compression::ZlibStream => zlib.encode(payload),
+                _ => zstd.encode(payload).unwrap(),
+            };
+            let json = decoder.push_raw(&message, MessageKind::Binary).unwrap();
+            assert_eq!(json, Some(payload.as_slice()), "{compression}");
+        }
+    }
+}
