@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::observe::{PayloadStyle, RestFault};
 use crate::state::Shared;
 use crate::{Sim, SimError, server};
 
@@ -76,6 +77,24 @@ pub struct SimConfig {
     pub split_payloads: bool,
     /// Send messages as several WebSocket frames.
     pub fragment_frames: bool,
+    /// How the JSON of every payload sent is written (field order,
+    /// spacing, escapes).
+    pub payload_style: PayloadStyle,
+    /// Without transport compression, send JSON in binary frames instead of
+    /// text frames.
+    pub binary_json: bool,
+    /// Answer the WebSocket upgrade with a `Sec-WebSocket-Accept` that does
+    /// not match the client's key.
+    pub wrong_accept_key: bool,
+    /// What `GET /gateway/bot` answers to its first authorized requests,
+    /// one fault each, before it answers normally.
+    pub gateway_bot_faults: Vec<RestFault>,
+    /// The gateway URL `/gateway/bot` hands out instead of the simulator's
+    /// own (a URL that can never work, say).
+    pub gateway_url_override: Option<String>,
+    /// The `resume_gateway_url` READY hands out instead of the resume
+    /// listener's (a closed port, or not a URL).
+    pub resume_url_override: Option<String>,
     /// Seed of every random choice.
     pub seed: u64,
     /// Address of the main listener (port 0: any free port).
@@ -101,6 +120,12 @@ impl std::fmt::Debug for SimConfig {
             .field("stamp_events", &self.stamp_events)
             .field("split_payloads", &self.split_payloads)
             .field("fragment_frames", &self.fragment_frames)
+            .field("payload_style", &self.payload_style)
+            .field("binary_json", &self.binary_json)
+            .field("wrong_accept_key", &self.wrong_accept_key)
+            .field("gateway_bot_faults", &self.gateway_bot_faults)
+            .field("gateway_url_override", &self.gateway_url_override)
+            .field("resume_url_override", &self.resume_url_override)
             .field("seed", &self.seed)
             .field("bind", &self.bind)
             .finish()
@@ -126,6 +151,12 @@ impl Default for SimConfig {
             stamp_events: false,
             split_payloads: false,
             fragment_frames: false,
+            payload_style: PayloadStyle::default(),
+            binary_json: false,
+            wrong_accept_key: false,
+            gateway_bot_faults: Vec::new(),
+            gateway_url_override: None,
+            resume_url_override: None,
             seed: 1,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
@@ -183,10 +214,30 @@ impl SimBuilder {
         split_payloads: bool;
         /// Fragment WebSocket messages into several frames.
         fragment_frames: bool;
+        /// How the JSON of every payload is written.
+        payload_style: PayloadStyle;
+        /// JSON in binary frames without transport compression.
+        binary_json: bool;
+        /// A wrong `Sec-WebSocket-Accept` in the upgrade's answer.
+        wrong_accept_key: bool;
+        /// Faulty answers of `/gateway/bot`, one per request, first.
+        gateway_bot_faults: Vec<RestFault>;
         /// Seed of random choices.
         seed: u64;
         /// Main listener address.
         bind: SocketAddr;
+    }
+
+    /// The gateway URL `/gateway/bot` hands out.
+    pub fn gateway_url_override(mut self, url: impl Into<String>) -> Self {
+        self.config.gateway_url_override = Some(url.into());
+        self
+    }
+
+    /// The `resume_gateway_url` READY hands out.
+    pub fn resume_url_override(mut self, url: impl Into<String>) -> Self {
+        self.config.resume_url_override = Some(url.into());
+        self
     }
 
     /// The whole configuration at once.

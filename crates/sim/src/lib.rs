@@ -24,9 +24,11 @@
 mod config;
 mod observe;
 pub mod raw;
+mod rest;
 mod server;
 mod session;
 mod state;
+mod style;
 
 use std::sync::Arc;
 
@@ -35,8 +37,9 @@ use tokio::task::JoinHandle;
 
 pub use crate::config::{KNOWN_INTENTS, PRIVILEGED_INTENTS, SimBuilder, SimConfig};
 pub use crate::observe::{
-    CloseSeen, ClosedBy, ConnectionSeen, Fault, HeartbeatSeen, IdentifySeen, Listener, MessageSeen,
-    Observations, ResumeOutcome, ResumeSeen, Violation, ViolationKind,
+    CloseSeen, ClosedBy, ConnectionSeen, Fault, FieldOrder, HeartbeatSeen, IdentifySeen, Listener,
+    MessageSeen, Observations, PayloadStyle, RestFault, RestSeen, ResumeOutcome, ResumeSeen,
+    Violation, ViolationKind,
 };
 pub use crate::state::Flood;
 

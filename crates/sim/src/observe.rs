@@ -204,10 +204,76 @@ pub struct Observations {
     pub closes: Vec<CloseSeen>,
     /// Broken rules.
     pub violations: Vec<Violation>,
-    /// REST requests to `/gateway/bot` and whether they were authorized.
-    pub gateway_bot_requests: Vec<bool>,
+    /// REST requests to `/gateway/bot`.
+    pub gateway_bot_requests: Vec<RestSeen>,
     /// Messages created through `POST /channels/{id}/messages`.
     pub messages: Vec<MessageSeen>,
+}
+
+/// A REST request the simulator answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RestSeen {
+    /// Whether it carried the right token.
+    pub authorized: bool,
+    /// The HTTP status of the answer.
+    pub status: u16,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+/// A faulty answer of `GET /gateway/bot` (see
+/// [`SimConfig::gateway_bot_faults`](crate::SimConfig::gateway_bot_faults)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RestFault {
+    /// HTTP 429 with a `Retry-After` header (whole seconds, rounded up),
+    /// and `retry_after` in the JSON body too when `in_body`.
+    RateLimited {
+        /// How long to wait.
+        retry_after: Duration,
+        /// Whether the body says so too (in fractional seconds).
+        in_body: bool,
+    },
+    /// This HTTP status, with a short JSON body.
+    Status(u16),
+    /// HTTP 200 with a body of this many bytes of white space.
+    Oversized(usize),
+    /// HTTP 200 with a body that never ends: a byte every `every`, or
+    /// flat out when `None`.
+    Endless {
+        /// The pause between bytes.
+        every: Option<Duration>,
+    },
+}
+
+/// How the simulator writes the JSON of the payloads it sends: all valid
+/// JSON, none of it as Discord writes it. The pre-encoded flood corpus
+/// ([`Fault::Flood`]) is sent as it was encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PayloadStyle {
+    /// The order of `t`, `s`, `op` and `d`.
+    pub order: FieldOrder,
+    /// Pretty-printed: CRLF line breaks and tabs between every token of
+    /// the envelope and of `d`.
+    pub pretty: bool,
+    /// Field names of the envelope and the value of `t` written entirely
+    /// in `\u` escapes (`"\u006f\u0070"` for `op`).
+    pub escaped_names: bool,
+}
+
+/// The order of a payload's envelope fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FieldOrder {
+    /// `t`, `s`, `op`, `d`, as Discord sends them.
+    #[default]
+    Discord,
+    /// `d` first, then `op`, `s`, `t`.
+    DataFirst,
+    /// `op`, `d`, `t`, `s`: `d` neither first nor last.
+    DataInside,
 }
 
 /// A message a client created through the REST API.
@@ -267,5 +333,14 @@ pub enum Fault {
         event_type: String,
         /// Its `d`.
         d: serde_json::Value,
+    },
+    /// Send a dispatch whose `d` is this text, JSON or not (a hostile
+    /// gateway's: nested 100,000 deep, unclosed, …), with the session's
+    /// next seq. It is logged for replay like any dispatch.
+    RawDispatch {
+        /// Its event name, written as is between quotes.
+        event_type: String,
+        /// The text of `d`.
+        d: String,
     },
 }

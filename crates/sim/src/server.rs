@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::Listener;
+use crate::rest::{self, Body, respond};
 use crate::session;
 use crate::state::Shared;
 
@@ -43,18 +44,6 @@ pub(crate) async fn serve(
     }
 }
 
-type Body = Full<Bytes>;
-
-fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        "content-type",
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
 async fn handle(
     mut request: Request<Incoming>,
     kind: Listener,
@@ -62,7 +51,7 @@ async fn handle(
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let path = request.uri().path().to_owned();
     if kind == Listener::Main && path == "/api/v10/gateway/bot" {
-        return Ok(gateway_bot(&request, &shared));
+        return Ok(rest::gateway_bot(&request, &shared));
     }
     if kind == Listener::Main
         && request.method() == hyper::Method::POST
@@ -72,7 +61,7 @@ async fn handle(
             .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
     {
         let channel_id = channel_id.to_owned();
-        return Ok(create_message(request, channel_id, &shared).await);
+        return Ok(rest::create_message(request, channel_id, &shared).await);
     }
     if path != "/" || !fastwebsockets::upgrade::is_upgrade_request(&request) {
         return Ok(respond(
@@ -91,6 +80,7 @@ async fn handle(
             return Ok(respond(StatusCode::BAD_REQUEST, body));
         }
     };
+    let wrong_accept_key = shared.config.wrong_accept_key;
     match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok((response, upgrade)) => {
             tokio::spawn(async move {
@@ -99,8 +89,19 @@ async fn handle(
                     Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
                 }
             });
-            let (parts, _) = response.into_parts();
-            Ok(Response::from_parts(parts, Full::new(Bytes::new())))
+            let (mut parts, _) = response.into_parts();
+            if wrong_accept_key {
+                // A key that answers some other request: a client must
+                // refuse the connection (RFC 6455, 4.1).
+                parts.headers.insert(
+                    "sec-websocket-accept",
+                    hyper::header::HeaderValue::from_static("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+                );
+            }
+            Ok(Response::from_parts(
+                parts,
+                Either::Left(Full::new(Bytes::new())),
+            ))
         }
         Err(error) => Ok(respond(
             StatusCode::BAD_REQUEST,
@@ -134,93 +135,4 @@ fn parse_query(query: &str) -> Result<Compression, String> {
         return Err("this gateway speaks encoding=json".into());
     }
     Ok(compression)
-}
-
-/// Whether the request carries `Authorization: Bot <token>`.
-fn authorized(request: &Request<Incoming>, shared: &Shared) -> bool {
-    let expected = format!("Bot {}", shared.config.token);
-    request
-        .headers()
-        .get("authorization")
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value == expected)
-}
-
-/// The largest message body read.
-const MAX_REST_BODY: usize = 64 * 1024;
-
-/// `POST /channels/{id}/messages`: records the message and answers with it.
-async fn create_message(
-    request: Request<Incoming>,
-    channel_id: String,
-    shared: &Shared,
-) -> Response<Body> {
-    if !authorized(&request, shared) {
-        return respond(
-            StatusCode::UNAUTHORIZED,
-            r#"{"message": "401: Unauthorized", "code": 0}"#,
-        );
-    }
-    let body = http_body_util::Limited::new(request.into_body(), MAX_REST_BODY);
-    let Ok(body) = http_body_util::BodyExt::collect(body).await else {
-        return respond(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            r#"{"message": "Request entity too large", "code": 40005}"#,
-        );
-    };
-    let json: serde_json::Value =
-        serde_json::from_slice(&body.to_bytes()).unwrap_or(serde_json::Value::Null);
-    let Some(content) = json
-        .get("content")
-        .and_then(serde_json::Value::as_str)
-        .filter(|c| !c.is_empty() && c.chars().count() <= 2000)
-    else {
-        return respond(
-            StatusCode::BAD_REQUEST,
-            r#"{"message": "Invalid Form Body: content must be 1 to 2000 characters", "code": 50035}"#,
-        );
-    };
-    let reply_to = json
-        .pointer("/message_reference/message_id")
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_owned);
-    let seen = crate::observe::MessageSeen {
-        channel_id: channel_id.clone(),
-        content: content.to_owned(),
-        reply_to,
-    };
-    let id = shared.observe(|o| {
-        o.messages.push(seen);
-        o.messages.len()
-    });
-    let body = serde_json::json!({
-        "id": format!("{}", (1u64 << 40) + id as u64),
-        "channel_id": channel_id,
-        "content": content,
-        "author": {"id": "1000000000000000001", "username": "shardwire-sim", "discriminator": "0", "bot": true},
-    });
-    respond(StatusCode::OK, body.to_string())
-}
-
-fn gateway_bot(request: &Request<Incoming>, shared: &Shared) -> Response<Body> {
-    let authorized = authorized(request, shared);
-    shared.observe(|o| o.gateway_bot_requests.push(authorized));
-    if !authorized {
-        return respond(
-            StatusCode::UNAUTHORIZED,
-            r#"{"message": "401: Unauthorized", "code": 0}"#,
-        );
-    }
-    let config = &shared.config;
-    let body = serde_json::json!({
-        "url": shared.gateway_url,
-        "shards": config.shards,
-        "session_start_limit": {
-            "total": config.total,
-            "remaining": shared.remaining(),
-            "reset_after": 14_400_000u64,
-            "max_concurrency": config.max_concurrency,
-        }
-    });
-    respond(StatusCode::OK, body.to_string())
 }

@@ -537,7 +537,7 @@ impl Conn {
             "guilds": guild_ids.iter().map(|id| json!({"id": id, "unavailable": true})).collect::<Vec<_>>(),
             "session_type": "normal",
             "session_id": session_id,
-            "resume_gateway_url": self.shared.resume_url,
+            "resume_gateway_url": self.shared.config.resume_url_override.as_deref().unwrap_or(&self.shared.resume_url),
             "shard": [shard_id, shard_count],
             "application": {"id": "1000000000000000001", "flags": 0},
             "_trace": ["shardwire-sim"],
@@ -818,6 +818,9 @@ impl Conn {
             }
             Fault::Flood(count) => self.flood(count).await,
             Fault::Dispatch { event_type, d } => self.dispatch(&event_type, &d).await,
+            Fault::RawDispatch { event_type, d } => {
+                self.dispatch_text(&event_type, d.as_bytes()).await
+            }
         }
     }
 
@@ -863,7 +866,7 @@ impl Conn {
                 payload_compression: false,
             } => {
                 for payload in &flood.payloads {
-                    self.write_unflushed(payload, OpCode::Text).await?;
+                    self.write_unflushed(payload, self.json_opcode()).await?;
                 }
                 self.writer.flush().await.map_err(|_| End::Dropped)
             }
@@ -906,6 +909,12 @@ impl Conn {
     /// Sends a dispatch with the session's next sequence number, and logs it
     /// for replay.
     async fn dispatch(&mut self, name: &str, d: &Value) -> Step {
+        let d = serde_json::to_vec(d).unwrap_or_default();
+        self.dispatch_text(name, &d).await
+    }
+
+    /// As [`Conn::dispatch`], with `d` as text, written as it is.
+    async fn dispatch_text(&mut self, name: &str, d: &[u8]) -> Step {
         let Some(session_id) = self.session_id.clone() else {
             return Ok(());
         };
@@ -917,7 +926,7 @@ impl Conn {
             session.seq += 1;
             let mut payload =
                 format!(r#"{{"t":"{name}","s":{},"op":0,"d":"#, session.seq).into_bytes();
-            let _ = serde_json::to_writer(&mut payload, d);
+            payload.extend_from_slice(d);
             payload.push(b'}');
             let payload: Arc<[u8]> = payload.into();
             session.log.push_back((session.seq, payload.clone()));
@@ -936,6 +945,14 @@ impl Conn {
 
     /// Compresses one payload as the connection asks and writes it.
     async fn send_payload(&mut self, json: &[u8]) -> Step {
+        let styled;
+        let json = match crate::style::restyle(json, self.shared.config.payload_style) {
+            Some(text) => {
+                styled = text;
+                &styled[..]
+            }
+            None => json,
+        };
         let split = self.shared.config.split_payloads;
         match &mut self.outbound {
             Outbound::Zlib(encoder) => {
@@ -963,7 +980,16 @@ impl Conn {
                 let bytes = zlib_payload(json);
                 self.write_message(&bytes, OpCode::Binary).await
             }
-            Outbound::None { .. } => self.write_message(json, OpCode::Text).await,
+            Outbound::None { .. } => self.write_message(json, self.json_opcode()).await,
+        }
+    }
+
+    /// The frame type uncompressed JSON goes in.
+    fn json_opcode(&self) -> OpCode {
+        if self.shared.config.binary_json {
+            OpCode::Binary
+        } else {
+            OpCode::Text
         }
     }
 

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::SimConfig;
-use crate::observe::{Fault, Observations, Violation, ViolationKind};
+use crate::observe::{Fault, Observations, RestFault, Violation, ViolationKind};
 
 /// How many dispatches a session keeps for replay on resume.
 pub(crate) const REPLAY_LOG: usize = 50_000;
@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     live: Mutex<HashMap<u64, LiveConnection>>,
     /// Pre-encoded flood corpora by (first sequence number, count).
     floods: Mutex<HashMap<(u64, u64), Arc<Flood>>>,
+    /// The scripted `/gateway/bot` faults not answered yet.
+    gateway_bot_faults: Mutex<VecDeque<RestFault>>,
 }
 
 /// Events pre-encoded for [`Fault::Flood`](crate::Fault::Flood).
@@ -93,6 +95,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     pub(crate) fn new(config: SimConfig, gateway_url: String, resume_url: String) -> Self {
         let remaining = config.remaining;
+        let gateway_bot_faults = Mutex::new(config.gateway_bot_faults.iter().cloned().collect());
         Self {
             config,
             gateway_url,
@@ -105,7 +108,13 @@ impl Shared {
             remaining: Mutex::new(remaining),
             live: Mutex::new(HashMap::new()),
             floods: Mutex::new(HashMap::new()),
+            gateway_bot_faults,
         }
+    }
+
+    /// The next scripted `/gateway/bot` fault, if any is left.
+    pub(crate) fn next_gateway_bot_fault(&self) -> Option<RestFault> {
+        lock(&self.gateway_bot_faults).pop_front()
     }
 
     /// The flood corpus of `count` events numbered from `first`, built on

@@ -81,9 +81,12 @@ async fn rest_gateway_bot_checks_the_token_and_reports_limits() {
     assert_eq!(body["session_start_limit"]["max_concurrency"], 2);
     assert_eq!(body["session_start_limit"]["remaining"], 900);
     assert_eq!(body["session_start_limit"]["total"], 1000);
+    let seen = sim.observations().gateway_bot_requests;
     assert_eq!(
-        sim.observations().gateway_bot_requests,
-        vec![false, false, false, true]
+        seen.iter()
+            .map(|r| (r.authorized, r.status))
+            .collect::<Vec<_>>(),
+        vec![(false, 401), (false, 401), (false, 401), (true, 200)]
     );
 }
 
