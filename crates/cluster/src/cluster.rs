@@ -263,14 +263,10 @@ impl Cluster {
         let identifying = ids.iter().filter(|id| !sessions.contains_key(id)).count();
         gateway.check_starts(u32::try_from(identifying).unwrap_or(u32::MAX))?;
         let limit = &info.session_start_limit;
-        let queue = config.queue.clone().unwrap_or_else(|| {
-            Arc::new(LocalQueue::with_window(
-                limit.max_concurrency,
-                limit.remaining,
-                Some(limit.reset_after),
-                config.identify_window,
-            ))
-        });
+        let queue = config
+            .queue
+            .clone()
+            .unwrap_or_else(|| Arc::new(LocalQueue::with_window(limit, config.identify_window)));
         let (sink, events) = mpsc::channel(EVENT_BUFFER);
         let mut cluster = Self {
             gateway,

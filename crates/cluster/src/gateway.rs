@@ -10,14 +10,23 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use shardwire_codec::Token;
+use shardwire_shard::{Endpoint, Scheme};
 
 /// Discord's API, version 10.
 pub const DEFAULT_API_BASE: &str = "https://discord.com/api/v10";
 
-/// How long one request may take, connecting included.
+/// How long one request may take, connecting and the whole answer included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// The largest answer read.
 const MAX_BODY: usize = 64 * 1024;
+/// How long `GET /gateway/bot` waits in all for rate limits (429) and
+/// between retries, before it gives up.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+/// Retries of `GET /gateway/bot` after a server error (5xx), a failed
+/// connection or a timeout, each after a longer wait (0.5 s, 1 s, 2 s).
+const RETRIES: u32 = 3;
+/// The first wait before a retry.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
 
 /// What `/gateway/bot` answers.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -44,6 +53,21 @@ pub struct SessionStartLimit {
     pub reset_after: Duration,
     /// Identifies allowed per 5 seconds (the bucket count).
     pub max_concurrency: u32,
+}
+
+impl SessionStartLimit {
+    /// A limit as `/gateway/bot` reports one: `total` starts a day,
+    /// `remaining` of them left until `reset_after`, `max_concurrency`
+    /// identify buckets.
+    #[must_use]
+    pub fn new(total: u32, remaining: u32, reset_after: Duration, max_concurrency: u32) -> Self {
+        Self {
+            total,
+            remaining,
+            reset_after,
+            max_concurrency,
+        }
+    }
 }
 
 fn millis<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
@@ -78,9 +102,25 @@ pub enum GatewayError {
         /// What went wrong.
         detail: String,
     },
-    /// No answer in time.
-    #[error("/gateway/bot did not answer within {0:?}")]
+    /// No whole answer in time.
+    #[error("the API did not answer in full within {0:?}")]
     Timeout(Duration),
+    /// The answer's body was larger than shardwire reads.
+    #[error("the answer is larger than {limit} bytes; is the API base right?")]
+    AnswerTooLarge {
+        /// The most bytes read.
+        limit: usize,
+    },
+    /// HTTP 429 for longer than a start waits.
+    #[error(
+        "/gateway/bot is rate limited for another {retry_after:?}, past the {max_wait:?} a start waits; try again later"
+    )]
+    RateLimited {
+        /// How long the API asked to wait.
+        retry_after: Duration,
+        /// The longest wait in all ([`MAX_RETRY_WAIT`]).
+        max_wait: Duration,
+    },
     /// The answer is not the expected JSON.
     #[error("could not read the /gateway/bot answer: {0}")]
     InvalidAnswer(String),
@@ -228,10 +268,117 @@ impl Gateway {
     }
 }
 
-/// `GET {api_base}/gateway/bot` with the bot token.
+/// `GET {api_base}/gateway/bot` with the bot token, retried (see
+/// [`with_retries`]). The gateway URL of the answer is checked, so that
+/// shards are never started on a URL that cannot work.
 async fn get_gateway_bot(api_base: &str, token: &Token) -> Result<GatewayInfo, GatewayError> {
-    let body = api_request(api_base, token, "GET", "/gateway/bot", None).await?;
-    serde_json::from_slice(&body).map_err(|e| GatewayError::InvalidAnswer(e.to_string()))
+    let body =
+        with_retries(|| exchange_once(api_base, token, hyper::Method::GET, "/gateway/bot", None))
+            .await?;
+    gateway_info(&body)
+}
+
+/// Runs `attempt` until it succeeds: after a 429 it waits as long as the
+/// answer asks (`retry_after` in the body, else the `Retry-After` header),
+/// and after a server error (5xx), a failed connection or a timeout it
+/// tries [`RETRIES`] more times, waiting 0.5 s, 1 s, then 2 s. It waits
+/// [`MAX_RETRY_WAIT`] in all at most: a longer rate limit fails at once,
+/// with how long it asked for.
+async fn with_retries<F, A>(mut attempt: F) -> Result<Bytes, GatewayError>
+where
+    F: FnMut() -> A,
+    A: std::future::Future<Output = Result<Answer, GatewayError>>,
+{
+    let mut waited = Duration::ZERO;
+    let mut retries = 0;
+    loop {
+        let next_retry = FIRST_RETRY * (1 << retries.min(8));
+        let wait = match attempt().await {
+            Ok(answer) if answer.status == 429 => {
+                let wait = answer.retry_after();
+                if waited + wait > MAX_RETRY_WAIT {
+                    return Err(GatewayError::RateLimited {
+                        retry_after: wait,
+                        max_wait: MAX_RETRY_WAIT,
+                    });
+                }
+                tracing::info!(?wait, "the API is rate limiting; waiting as it asks");
+                wait
+            }
+            Ok(answer) if answer.status >= 500 && retries < RETRIES => {
+                tracing::info!(status = answer.status, wait = ?next_retry, "the API failed; retrying");
+                retries += 1;
+                next_retry
+            }
+            Err(error @ (GatewayError::Unreachable { .. } | GatewayError::Timeout(_)))
+                if retries < RETRIES =>
+            {
+                tracing::info!(%error, wait = ?next_retry, "the API failed; retrying");
+                retries += 1;
+                next_retry
+            }
+            Ok(answer) => return answer.into_result(),
+            Err(error) => return Err(error),
+        };
+        tokio::time::sleep(wait).await;
+        waited += wait;
+    }
+}
+
+/// The gateway information of a successful answer, its URL checked.
+fn gateway_info(body: &[u8]) -> Result<GatewayInfo, GatewayError> {
+    let info: GatewayInfo =
+        serde_json::from_slice(body).map_err(|e| GatewayError::InvalidAnswer(e.to_string()))?;
+    if let Err(error) = Endpoint::parse(&info.url, Scheme::WebSocket) {
+        return Err(GatewayError::InvalidAnswer(format!(
+            "the gateway URL {error}"
+        )));
+    }
+    Ok(info)
+}
+
+/// One REST answer, read whole.
+struct Answer {
+    status: u16,
+    /// The `Retry-After` header, in seconds.
+    retry_after: Option<f64>,
+    body: Bytes,
+}
+
+impl Answer {
+    /// How long a 429 asks to wait: the body's `retry_after` (fractional
+    /// seconds), else the header's, else a second; never negative.
+    fn retry_after(&self) -> Duration {
+        let in_body = serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|value| value.get("retry_after").and_then(serde_json::Value::as_f64));
+        in_body
+            .or(self.retry_after)
+            .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+            .map_or(Duration::from_secs(1), |seconds| {
+                Duration::from_secs_f64(seconds.min(MAX_RETRY_WAIT.as_secs_f64() * 2.0))
+            })
+    }
+
+    /// The body of a successful answer, or the error the status means.
+    fn into_result(self) -> Result<Bytes, GatewayError> {
+        match self.status {
+            200..=299 => Ok(self.body),
+            401 => Err(GatewayError::Unauthorized),
+            status => {
+                let message = serde_json::from_slice::<serde_json::Value>(&self.body)
+                    .ok()
+                    .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+                    .unwrap_or_else(|| {
+                        String::from_utf8_lossy(&self.body)
+                            .chars()
+                            .take(200)
+                            .collect()
+                    });
+                Err(GatewayError::Status { status, message })
+            }
+        }
+    }
 }
 
 /// One authorized request to Discord's REST API (`Authorization: Bot …`),
@@ -250,25 +397,40 @@ pub async fn api_request(
     path: &str,
     json: Option<String>,
 ) -> Result<Bytes, GatewayError> {
+    let method = hyper::Method::from_bytes(method.as_bytes())
+        .map_err(|_| GatewayError::InvalidUrl(api_base.to_owned()))?;
+    exchange_once(api_base, token, method, path, json)
+        .await?
+        .into_result()
+}
+
+/// One request and its whole answer, within [`REQUEST_TIMEOUT`].
+async fn exchange_once(
+    api_base: &str,
+    token: &Token,
+    method: hyper::Method,
+    path: &str,
+    json: Option<String>,
+) -> Result<Answer, GatewayError> {
+    exchange_within(REQUEST_TIMEOUT, api_base, token, method, path, json).await
+}
+
+/// One request and its whole answer, within `timeout`: an answer that
+/// trickles in, or never ends, is cut off there.
+async fn exchange_within(
+    timeout: Duration,
+    api_base: &str,
+    token: &Token,
+    method: hyper::Method,
+    path: &str,
+    json: Option<String>,
+) -> Result<Answer, GatewayError> {
     let api_base = api_base.trim_end_matches('/');
-    let invalid = || GatewayError::InvalidUrl(api_base.to_owned());
-    let method = hyper::Method::from_bytes(method.as_bytes()).map_err(|_| invalid())?;
     let url = format!("{api_base}{path}");
     let exchange = request(&url, api_base, token, method, json);
-    let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+    tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| GatewayError::Timeout(REQUEST_TIMEOUT))??;
-    match status {
-        200..=299 => Ok(body),
-        401 => Err(GatewayError::Unauthorized),
-        status => {
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
-            Err(GatewayError::Status { status, message })
-        }
-    }
+        .map_err(|_| GatewayError::Timeout(timeout))?
 }
 
 async fn request(
@@ -277,12 +439,11 @@ async fn request(
     token: &Token,
     method: hyper::Method,
     json: Option<String>,
-) -> Result<(u16, Bytes), GatewayError> {
+) -> Result<Answer, GatewayError> {
     let invalid = || GatewayError::InvalidUrl(api_base.to_owned());
-    let endpoint =
-        shardwire_shard::Endpoint::parse(url, "https://", "http://").ok_or_else(invalid)?;
+    let endpoint = Endpoint::parse(url, Scheme::Http).map_err(|_| invalid())?;
     let unreachable = |detail: String| GatewayError::Unreachable {
-        host: endpoint.host.to_owned(),
+        host: endpoint.host.clone(),
         detail,
     };
     let stream = endpoint
@@ -291,8 +452,8 @@ async fn request(
         .map_err(|e| unreachable(e.to_string()))?;
     let mut request = hyper::Request::builder()
         .method(method)
-        .uri(format!("/{}", endpoint.path))
-        .header("host", endpoint.authority)
+        .uri(endpoint.path.as_str())
+        .header("host", endpoint.authority.as_str())
         .header("authorization", format!("Bot {}", token.expose()))
         .header(
             "user-agent",
@@ -310,31 +471,224 @@ async fn request(
         .map_err(|_| invalid())?;
     exchange(TokioIo::new(stream), request)
         .await
-        .map_err(unreachable)
+        .map_err(|error| match error {
+            Failure::TooLarge => GatewayError::AnswerTooLarge { limit: MAX_BODY },
+            Failure::Other(detail) => unreachable(detail),
+        })
+}
+
+/// Why an exchange failed.
+enum Failure {
+    /// The body passed [`MAX_BODY`].
+    TooLarge,
+    Other(String),
 }
 
 async fn exchange(
     io: TokioIo<shardwire_shard::Stream>,
     request: hyper::Request<Full<Bytes>>,
-) -> Result<(u16, Bytes), String> {
+) -> Result<Answer, Failure> {
+    let other = |error: hyper::Error| Failure::Other(error.to_string());
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(other)?;
     let driver = tokio::spawn(connection);
     let result = async {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
+        let response = sender.send_request(request).await.map_err(other)?;
         let status = response.status().as_u16();
+        let headers = response.headers();
+        let declared = headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > MAX_BODY as u64) {
+            return Err(Failure::TooLarge);
+        }
+        let retry_after = headers
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok()?.trim().parse::<f64>().ok());
         let body = Limited::new(response.into_body(), MAX_BODY)
             .collect()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|error| {
+                if error.is::<http_body_util::LengthLimitError>() {
+                    Failure::TooLarge
+                } else {
+                    Failure::Other(error.to_string())
+                }
+            })?
             .to_bytes();
-        Ok((status, body))
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
     }
     .await;
     driver.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use tokio::time::Instant;
+
+    use super::*;
+
+    fn answer(status: u16, retry_after: Option<f64>, body: &str) -> Result<Answer, GatewayError> {
+        Ok(Answer {
+            status,
+            retry_after,
+            body: Bytes::from(body.to_owned()),
+        })
+    }
+
+    fn unreachable() -> Result<Answer, GatewayError> {
+        Err(GatewayError::Unreachable {
+            host: "api".into(),
+            detail: "refused".into(),
+        })
+    }
+
+    /// Runs `with_retries` over scripted answers; returns its result and
+    /// when each attempt was made, in seconds from the start.
+    async fn script(
+        answers: Vec<Result<Answer, GatewayError>>,
+    ) -> (Result<Bytes, GatewayError>, Vec<f64>) {
+        let start = Instant::now();
+        let answers = Mutex::new(VecDeque::from(answers));
+        let times = Mutex::new(Vec::new());
+        let result = with_retries(|| {
+            times.lock().unwrap().push(start.elapsed().as_secs_f64());
+            let next = answers.lock().unwrap().pop_front();
+            async move { next.expect("an attempt past the script") }
+        })
+        .await;
+        (result, times.into_inner().unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_is_waited_out_as_its_header_or_body_asks() {
+        let (result, times) = script(vec![
+            answer(429, Some(2.0), "{}"),
+            answer(429, Some(2.0), r#"{"retry_after": 0.25}"#),
+            answer(429, None, "not json"),
+            answer(200, None, "ok"),
+        ])
+        .await;
+        assert_eq!(result.unwrap(), "ok");
+        // 2 s from the header, 0.25 s from the body (which wins), and 1 s
+        // when the answer says nothing.
+        assert_eq!(times, vec![0.0, 2.0, 2.25, 3.25]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn server_errors_and_failed_connections_are_retried_three_times() {
+        let (result, times) = script(vec![
+            answer(502, None, ""),
+            unreachable(),
+            answer(503, None, ""),
+            answer(200, None, "ok"),
+        ])
+        .await;
+        assert_eq!(result.unwrap(), "ok");
+        assert_eq!(times, vec![0.0, 0.5, 1.5, 3.5]);
+        let (result, times) = script(vec![
+            answer(500, None, ""),
+            answer(500, None, ""),
+            answer(500, None, ""),
+            answer(500, None, r#"{"message": "down"}"#),
+        ])
+        .await;
+        assert!(
+            matches!(result, Err(GatewayError::Status { status: 500, ref message }) if message == "down"),
+            "{result:?}"
+        );
+        assert_eq!(times.len(), 4, "then it gives up");
+        let (result, _) = script((0..4).map(|_| unreachable()).collect()).await;
+        assert!(matches!(result, Err(GatewayError::Unreachable { .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limits_past_the_bound_fail_at_once_with_the_figures() {
+        let (result, times) = script(vec![answer(429, Some(3600.0), "{}")]).await;
+        let error = result.unwrap_err();
+        assert!(
+            matches!(error, GatewayError::RateLimited { retry_after, .. } if retry_after >= MAX_RETRY_WAIT),
+            "{error}"
+        );
+        assert_eq!(times, vec![0.0], "no wait it cannot finish");
+        // Waits add up: the one that would pass the bound is not waited.
+        let answers = (0..10).map(|_| answer(429, Some(25.0), "{}")).collect();
+        let (result, times) = script(answers).await;
+        assert!(matches!(result, Err(GatewayError::RateLimited { .. })));
+        assert_eq!(times, vec![0.0, 25.0, 50.0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_refused_or_a_client_error_is_not_retried() {
+        let (result, times) = script(vec![answer(401, None, "")]).await;
+        assert!(matches!(result, Err(GatewayError::Unauthorized)));
+        assert_eq!(times.len(), 1);
+        let (result, times) = script(vec![answer(404, None, "")]).await;
+        assert!(matches!(
+            result,
+            Err(GatewayError::Status { status: 404, .. })
+        ));
+        assert_eq!(times.len(), 1);
+        let (result, times) =
+            script(vec![Err(GatewayError::AnswerTooLarge { limit: MAX_BODY })]).await;
+        let error = result.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the answer is larger than 65536 bytes; is the API base right?"
+        );
+        assert_eq!(times.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_trickles_in_forever_is_cut_off_at_the_timeout() {
+        let sim = shardwire_sim::Sim::builder()
+            .gateway_bot_faults(vec![shardwire_sim::RestFault::Endless {
+                every: Some(Duration::from_millis(20)),
+            }])
+            .start()
+            .await
+            .unwrap();
+        let token = Token::new(sim.token());
+        let timeout = Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        let result = exchange_within(
+            timeout,
+            sim.api_url(),
+            &token,
+            hyper::Method::GET,
+            "/gateway/bot",
+            None,
+        )
+        .await;
+        assert!(matches!(result, Err(GatewayError::Timeout(t)) if t == timeout));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn an_unusable_gateway_url_is_an_invalid_answer_naming_it() {
+        let body = |url: &str| {
+            serde_json::json!({
+                "url": url, "shards": 1,
+                "session_start_limit": {"total": 1, "remaining": 1, "reset_after": 1, "max_concurrency": 1},
+            })
+            .to_string()
+        };
+        let error = gateway_info(body("ws://[::zz]:99999/%zz").as_bytes()).unwrap_err();
+        let line = error.to_string();
+        assert!(matches!(error, GatewayError::InvalidAnswer(_)));
+        assert!(
+            line.contains("ws://[::zz]:99999/%zz") && line.contains("wss://"),
+            "{line}"
+        );
+        assert!(gateway_info(body("wss://gateway.discord.gg").as_bytes()).is_ok());
+    }
 }

@@ -39,6 +39,7 @@ pub use crate::cluster::{
     Cluster, ClusterConfig, ClusterError, Configure, ShardSpec, ShardStatus, Shutdown,
 };
 pub use crate::gateway::{
-    DEFAULT_API_BASE, Gateway, GatewayError, GatewayInfo, SessionStartLimit, api_request,
+    DEFAULT_API_BASE, Gateway, GatewayError, GatewayInfo, MAX_RETRY_WAIT, SessionStartLimit,
+    api_request,
 };
 pub use crate::queue::{IDENTIFY_WINDOW, LocalQueue};

@@ -1,10 +1,11 @@
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use shardwire_shard::{IdentifyQueue, IdentifyRefused, WaitTurn};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+
+use crate::SessionStartLimit;
 
 /// How often one bucket may identify: Discord allows one identify per
 /// bucket every 5 seconds.
@@ -19,8 +20,12 @@ pub const IDENTIFY_WINDOW: Duration = Duration::from_secs(5);
 /// to send; so a bucket waits the window plus a margin of 1% (50 ms of
 /// Discord's 5 s, at least 5 ms) before its next turn. Buckets run side by
 /// side, so N shards at concurrency M finish in `(⌈N/M⌉ − 1) × 5.05 s` plus
-/// network time. Every turn given takes
-/// one of the day's session starts; when none is left, turns are refused.
+/// network time.
+///
+/// Every turn given takes one of the day's session starts; when none is
+/// left, turns are refused until the limit resets. At the reset the count
+/// goes back to the day's total, and the next reset is a day later, as
+/// Discord counts them.
 #[derive(Clone, Debug)]
 pub struct LocalQueue {
     inner: Arc<Inner>,
@@ -30,39 +35,57 @@ pub struct LocalQueue {
 struct Inner {
     /// The last identify of each bucket.
     buckets: Vec<Mutex<Option<Instant>>>,
-    remaining: AtomicU32,
-    reset_after: Option<Duration>,
+    starts: std::sync::Mutex<Starts>,
     window: Duration,
 }
 
+/// The day's session starts.
+#[derive(Debug)]
+struct Starts {
+    remaining: u32,
+    total: u32,
+    /// When `remaining` goes back to `total`; `None`: never.
+    reset_at: Option<Instant>,
+}
+
+/// How often Discord resets the session start limit.
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
 impl LocalQueue {
-    /// A queue for `max_concurrency` buckets (at least one) with `remaining`
-    /// session starts left today, which reset after `reset_after`.
+    /// A queue for the limit `/gateway/bot` reported: `max_concurrency`
+    /// buckets (at least one), `remaining` starts that go back to `total`
+    /// after `reset_after`.
     #[must_use]
-    pub fn new(max_concurrency: u32, remaining: u32, reset_after: Option<Duration>) -> Self {
-        Self::with_window(max_concurrency, remaining, reset_after, IDENTIFY_WINDOW)
+    pub fn new(limit: &SessionStartLimit) -> Self {
+        Self::with_window(limit, IDENTIFY_WINDOW)
     }
 
     /// As [`LocalQueue::new`], with another window (for simulators that
     /// shorten it).
     #[must_use]
-    pub fn with_window(
-        max_concurrency: u32,
-        remaining: u32,
-        reset_after: Option<Duration>,
-        window: Duration,
-    ) -> Self {
-        let buckets = (0..max_concurrency.max(1))
+    pub fn with_window(limit: &SessionStartLimit, window: Duration) -> Self {
+        let buckets = (0..limit.max_concurrency.max(1))
             .map(|_| Mutex::new(None))
             .collect();
         Self {
             inner: Arc::new(Inner {
                 buckets,
-                remaining: AtomicU32::new(remaining),
-                reset_after,
+                starts: std::sync::Mutex::new(Starts {
+                    remaining: limit.remaining,
+                    total: limit.total.max(limit.remaining),
+                    reset_at: Instant::now().checked_add(limit.reset_after),
+                }),
                 window,
             }),
         }
+    }
+
+    /// A queue with `max_concurrency` buckets and no daily limit (for
+    /// tests and simulators).
+    #[must_use]
+    pub fn unlimited(max_concurrency: u32) -> Self {
+        let limit = SessionStartLimit::new(u32::MAX, u32::MAX, DAY, max_concurrency);
+        Self::new(&limit)
     }
 
     /// The number of buckets.
@@ -74,19 +97,40 @@ impl LocalQueue {
     /// Session starts left today.
     #[must_use]
     pub fn remaining(&self) -> u32 {
-        self.inner.remaining.load(Ordering::Acquire)
+        self.starts().remaining
+    }
+
+    /// The day's starts, refilled if the reset has passed.
+    fn starts(&self) -> std::sync::MutexGuard<'_, Starts> {
+        let mut starts = self
+            .inner
+            .starts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if let Some(mut reset_at) = starts.reset_at
+            && now >= reset_at
+        {
+            while reset_at <= now {
+                reset_at += DAY;
+            }
+            starts.reset_at = Some(reset_at);
+            starts.remaining = starts.total;
+        }
+        starts
     }
 
     fn take_start(&self) -> Result<(), IdentifyRefused> {
-        self.inner
-            .remaining
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
-                left.checked_sub(1)
-            })
-            .map(|_| ())
-            .map_err(|_| IdentifyRefused::DailyLimitExhausted {
-                reset_after: self.inner.reset_after,
-            })
+        let mut starts = self.starts();
+        if starts.remaining == 0 {
+            return Err(IdentifyRefused::DailyLimitExhausted {
+                reset_after: starts
+                    .reset_at
+                    .map(|at| at.saturating_duration_since(Instant::now())),
+            });
+        }
+        starts.remaining -= 1;
+        Ok(())
     }
 }
 

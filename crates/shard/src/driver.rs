@@ -18,13 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
-use fastwebsockets::{Frame, Payload, WebSocket, WebSocketWrite, handshake};
-use http_body_util::Empty;
-use hyper::Request;
+use fastwebsockets::{Frame, Payload, Role, WebSocket, WebSocketWrite};
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use shardwire_codec::frame::{Frame as Received, FrameBuffer};
+use hyper_util::rt::TokioIo;
+use shardwire_codec::frame::{Frame as Received, FrameBuffer, FrameError};
 use shardwire_codec::{Command, EventFilter};
 use shardwire_heartbeat::Latency;
 use tokio::io::{AsyncRead, ReadBuf, ReadHalf, WriteHalf};
@@ -40,9 +37,6 @@ use crate::{
 
 /// How long connecting (TCP, TLS and the WebSocket handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest message the gateway may send, decompressed or not: frames
-/// above it are refused by the WebSocket layer.
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// Events handed to the consumer at a time while a read is taken apart,
 /// before the task lets it run, or fewer when their JSON reaches
 /// [`HANDOVER_BYTES`]. Far fewer than a read brings in (hundreds), so the
@@ -402,9 +396,11 @@ impl Shard {
         let span = tracing::info_span!("shard", id = config.shard_id, count = config.shard_count);
         let max_pending_bytes = config.max_pending_bytes;
         let release_memory = config.release_memory;
+        let max_message = config.max_payload_bytes;
         let task = Task {
             max_pending_bytes,
             release_memory,
+            max_message,
             machine: ShardMachine::new(config),
             queue,
             status: status.clone(),
@@ -652,6 +648,8 @@ struct Task {
     max_pending_bytes: usize,
     /// See [`ShardConfig::release_memory`].
     release_memory: bool,
+    /// See [`ShardConfig::max_payload_bytes`]: larger frames are refused.
+    max_message: usize,
     delivered: Delivered,
     /// The machine's next deadline, and the timer set for it.
     timer: Pin<Box<tokio::time::Sleep>>,
@@ -904,14 +902,30 @@ impl Task {
                 }
                 Ok(Some(Received::Close { code, reason })) => {
                     let reason = String::from_utf8_lossy(reason).into_owned();
+                    // RFC 6455, 5.5.1: a close is answered with a close,
+                    // echoing its code, before the connection goes.
+                    let echo = match code {
+                        Some(code) => Frame::close(code, b""),
+                        None => Frame::close_raw(Vec::new().into()),
+                    };
+                    self.write(echo).await;
                     self.closed(code, &reason);
                     return;
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => return,
                 Err(error) => {
-                    tracing::debug!(%error, "the gateway broke the WebSocket protocol");
-                    self.closed(None, "");
+                    // 1009 for a message over the limit, 1002 for the rest.
+                    let code = if matches!(error, FrameError::TooLarge { .. }) {
+                        1009
+                    } else {
+                        1002
+                    };
+                    self.write(Frame::close(code, b"")).await;
+                    self.socket = None;
+                    self.turn = None;
+                    let error = format!("the gateway broke the WebSocket protocol: {error}");
+                    self.machine.handle_protocol_error(now(), &error);
                     return;
                 }
             }
@@ -978,7 +992,7 @@ impl Task {
                         tracing::debug!(url = url.split('?').next().unwrap_or(""), "connecting");
                         // Boxed: the task's future would otherwise hold room
                         // for the handshake's state for its whole life.
-                        let connecting = Box::pin(connect(&url));
+                        let connecting = Box::pin(connect(&url, self.max_message));
                         match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
                             Ok(Ok(socket)) => {
                                 self.socket = Some(socket);
@@ -1066,40 +1080,29 @@ impl Task {
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
 enum ConnectError {
-    #[error("invalid gateway URL `{0}`")]
-    Url(String),
+    #[error(transparent)]
+    Url(#[from] crate::InvalidUrl),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("WebSocket handshake failed: {0}")]
-    Handshake(#[from] fastwebsockets::WebSocketError),
-    #[error("could not build the request: {0}")]
-    Request(#[from] hyper::http::Error),
+    #[error("WebSocket handshake refused: {0}")]
+    Handshake(#[from] crate::handshake::HandshakeError),
 }
 
 /// Opens a WebSocket to `url` (`ws://` or `wss://`).
-async fn connect(url: &str) -> Result<Socket, ConnectError> {
-    let endpoint =
-        Endpoint::parse(url, "wss://", "ws://").ok_or_else(|| ConnectError::Url(url.to_owned()))?;
+async fn connect(url: &str, max_message: usize) -> Result<Socket, ConnectError> {
+    let endpoint = Endpoint::parse(url, crate::Scheme::WebSocket)?;
     let stream = endpoint.open().await?;
-    let request = Request::builder()
-        .method("GET")
-        .uri(format!("/{}", endpoint.path))
-        .header("Host", endpoint.authority)
-        .header(hyper::header::UPGRADE, "websocket")
-        .header(hyper::header::CONNECTION, "upgrade")
-        .header("Sec-WebSocket-Key", handshake::generate_key())
-        .header("Sec-WebSocket-Version", "13")
-        .body(Empty::<Bytes>::new())?;
-    let ws = handshake::client(&TokioExecutor::new(), request, stream)
-        .await?
-        .0;
-    Ok(split(ws))
+    let io = crate::handshake::upgrade(&endpoint, stream).await?;
+    Ok(split(
+        WebSocket::after_handshake(io, Role::Client),
+        max_message,
+    ))
 }
 
 /// Keeps fastwebsockets' writing half; the reading half is the shard's own
 /// (see [`Reader`]). fastwebsockets has read nothing yet at this point, so
 /// no bytes are left behind in it.
-fn split(ws: WebSocket<Io>) -> Socket {
+fn split(ws: WebSocket<Io>, max_message: usize) -> Socket {
     let read_half = std::cell::Cell::new(None);
     let (_unused, writer) = ws.split(|stream| {
         let (read, write) = tokio::io::split(stream);
@@ -1110,7 +1113,7 @@ fn split(ws: WebSocket<Io>) -> Socket {
         writer,
         reader: read_half.into_inner().map(|io| Reader {
             io,
-            frames: FrameBuffer::new(MAX_MESSAGE),
+            frames: FrameBuffer::new(max_message),
         }),
     }
 }

@@ -29,6 +29,7 @@
 
 mod batch;
 mod driver;
+mod handshake;
 mod json;
 mod machine;
 mod memory;
@@ -43,8 +44,10 @@ pub use crate::json::Json;
 pub use crate::machine::{
     Order, ResumeError, SendError, ShardConfig, ShardEvent, ShardMachine, ShardState,
 };
-pub use crate::net::{Endpoint, Stream, tls_config};
-pub use crate::policy::{AfterClose, Backoff, FatalError, RESUMABLE_CLOSE, after_close};
+pub use crate::net::{Endpoint, InvalidUrl, Scheme, Stream, tls_config};
+pub use crate::policy::{
+    AfterClose, Backoff, FatalError, RESUMABLE_CLOSE, UNDECODABLE_LIMIT, after_close,
+};
 pub use crate::queue::{IdentifyQueue, IdentifyRefused, Unqueued, WaitTurn};
 pub use crate::ratelimit::{CommandRateLimiter, LIMIT, WINDOW};
 pub use crate::session::Session;

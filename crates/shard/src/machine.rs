@@ -11,8 +11,8 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use shardwire_codec::{
-    Command, Compression, ConnectionProperties, Decoded, Decoder, EventFilter, Identify,
-    MessageKind, Payload, Resume, Token, UpdatePresence,
+    Command, Compression, ConnectionProperties, DEFAULT_PAYLOAD_LIMIT, Decoded, Decoder,
+    EventFilter, Identify, MessageKind, Payload, Resume, Token, UpdatePresence,
 };
 use shardwire_heartbeat::{Due, Heartbeat, Jitter};
 use twilight_model::gateway::Intents;
@@ -20,8 +20,8 @@ use twilight_model::gateway::event::{DispatchEvent, EventType, GatewayEvent};
 
 use crate::batch::{Batch, Queued};
 use crate::{
-    AfterClose, Backoff, CommandRateLimiter, FatalError, Json, RESUMABLE_CLOSE, Session,
-    after_close,
+    AfterClose, Backoff, CommandRateLimiter, Endpoint, FatalError, Json, RESUMABLE_CLOSE, Scheme,
+    Session, UNDECODABLE_LIMIT, after_close,
 };
 
 /// How a shard connects. Build with [`ShardConfig::new`], then set fields.
@@ -91,6 +91,12 @@ pub struct ShardConfig {
     /// pool; nothing elsewhere). Without it, memory that idle connections
     /// freed stays in the process's heap until reused. On by default.
     pub release_memory: bool,
+    /// The largest message the gateway may send, in bytes, both as
+    /// WebSocket frames and decompressed: a larger one is refused before it
+    /// is held in memory, and the shard resumes. 64 MiB by default
+    /// ([`DEFAULT_PAYLOAD_LIMIT`]), room for the GUILD_CREATE of a
+    /// 25,000-member guild several times over.
+    pub max_payload_bytes: usize,
 }
 
 impl ShardConfig {
@@ -129,6 +135,7 @@ impl ShardConfig {
             max_pending_bytes: 64 * 1024 * 1024,
             hibernate_after: Some(Duration::from_secs(10)),
             release_memory: true,
+            max_payload_bytes: DEFAULT_PAYLOAD_LIMIT,
         }
     }
 }
@@ -317,6 +324,18 @@ pub struct ShardMachine {
     fatal: Option<FatalError>,
     /// After an Invalid Session `false`, wait before identifying again.
     wait_before_identify: bool,
+    /// The connection being opened goes to the session's resume URL.
+    to_resume_url: bool,
+    /// The session's resume URL could not be connected to: resumes go to
+    /// the gateway URL (Discord takes them there) until the next READY.
+    resume_url_failed: bool,
+    /// Undecodable messages and broken frames in a row (see
+    /// [`UNDECODABLE_LIMIT`]).
+    undecodable: u32,
+    /// The next reconnect waits for the backoff even after an active
+    /// connection: a gateway that breaks every connection is not retried
+    /// flat out.
+    back_off: bool,
     /// The time of the latest input: the machine never reads a clock.
     clock: Option<Instant>,
 }
@@ -344,7 +363,7 @@ impl ShardMachine {
             .clone()
             .filter(|session| session.check().is_ok());
         Self {
-            decoder: Decoder::new(config.compression),
+            decoder: Decoder::with_limit(config.compression, config.max_payload_bytes),
             heartbeat: Heartbeat::new(),
             jitter: Jitter::new(seed),
             limiter: CommandRateLimiter::new(Duration::from_secs(41)),
@@ -368,6 +387,10 @@ impl ShardMachine {
             fatal: None,
             connected_before: false,
             wait_before_identify: false,
+            to_resume_url: false,
+            resume_url_failed: false,
+            undecodable: 0,
+            back_off: false,
             clock: None,
             state: ShardState::Disconnected,
             config,
@@ -435,9 +458,25 @@ impl ShardMachine {
     fn open(&mut self) {
         self.reconnect_at = None;
         self.resuming = self.session.is_some();
-        let url = match &self.session {
-            Some(session) => self.url(&session.resume_url),
-            None => self.url(&self.config.gateway_url),
+        // A session resumes on its resume URL, or on the gateway URL once
+        // that failed; a new session starts on the gateway URL.
+        let resume_url = self
+            .session
+            .as_ref()
+            .filter(|_| !self.resume_url_failed)
+            .map(|session| self.url(&session.resume_url))
+            .filter(|url| Endpoint::parse(url, Scheme::WebSocket).is_ok());
+        self.to_resume_url = resume_url.is_some();
+        let url = match resume_url {
+            Some(url) => url,
+            None => {
+                let url = self.url(&self.config.gateway_url);
+                if let Err(error) = Endpoint::parse(&url, Scheme::WebSocket) {
+                    self.stop_fatally(FatalError::InvalidGatewayUrl(error));
+                    return;
+                }
+                url
+            }
         };
         self.decoder.reset();
         self.state = ShardState::Connecting;
@@ -492,7 +531,7 @@ impl ShardMachine {
                 ))
             }
             Ok(None) => Ok(None),
-            Err(error) => Err(error.requires_reset()),
+            Err(error) => Err(error),
         };
         match outcome {
             Ok(Some(payload)) => {
@@ -505,10 +544,46 @@ impl ShardMachine {
                     self.text.truncate(start);
                 }
             }
-            Ok(None) | Err(false) => {}
-            // The compression context is lost: a fresh connection resumes.
-            Err(true) => self.close_ourselves(AfterClose::Resume),
+            Ok(None) => {}
+            Err(error) => self.undecodable(&error.to_string()),
         }
+    }
+
+    /// A message could not be decoded, or a frame broke the protocol. The
+    /// message may have been a dispatch: a fresh connection resumes, so the
+    /// gateway sends it again (and the compression context starts anew).
+    /// After [`UNDECODABLE_LIMIT`] in a row, the shard stops.
+    fn undecodable(&mut self, error: &str) {
+        self.undecodable += 1;
+        self.back_off = true;
+        if self.undecodable >= UNDECODABLE_LIMIT {
+            tracing::error!(
+                error,
+                "the gateway keeps sending what cannot be decoded; stopping"
+            );
+            let fatal = FatalError::Undecodable(error.to_owned());
+            self.close_ourselves(AfterClose::Fatal(fatal));
+        } else {
+            tracing::warn!(
+                error,
+                "a message from the gateway cannot be decoded; reconnecting to resume, so that the gateway sends it again"
+            );
+            self.close_ourselves(AfterClose::Resume);
+        }
+    }
+
+    /// The driver found a frame that breaks the WebSocket protocol, and
+    /// closed the connection. It counts as an undecodable message.
+    pub fn handle_protocol_error(&mut self, now: Instant, error: &str) {
+        self.clock = Some(now);
+        if !self.connection_open() || self.state == ShardState::Connecting {
+            return;
+        }
+        self.undecodable(error);
+        // The connection is gone already: no close to wait for.
+        self.orders
+            .retain(|order| !matches!(order, Order::Close { .. }));
+        self.handle_close(now, None);
     }
 
     /// Queues an event for the user.
@@ -627,6 +702,9 @@ impl ShardMachine {
         if let Some(session) = &mut self.session {
             session.seq = session.seq.max(seq);
         }
+        if !matches!(payload.event_type.as_deref(), Some("READY" | "RESUMED")) {
+            self.undecodable = 0;
+        }
         match payload.event_type.as_deref() {
             Some("READY") => {
                 let d: serde_json::Value =
@@ -635,11 +713,19 @@ impl ShardMachine {
                     .get("session_id")
                     .and_then(serde_json::Value::as_str)
                     .unwrap_or("");
-                let resume_url = d
+                let mut resume_url = d
                     .get("resume_gateway_url")
                     .and_then(serde_json::Value::as_str)
-                    .unwrap_or("");
-                match Session::new(session_id.to_owned(), seq, resume_url.to_owned()) {
+                    .unwrap_or("")
+                    .to_owned();
+                // A resume URL that can never be connected to: resumes go
+                // to the gateway URL, which Discord accepts them on.
+                if let Err(error) = Endpoint::parse(&resume_url, Scheme::WebSocket) {
+                    tracing::warn!(%error, "READY's resume_gateway_url is unusable; resuming on the gateway URL instead");
+                    resume_url.clone_from(&self.config.gateway_url);
+                }
+                self.resume_url_failed = false;
+                match Session::new(session_id.to_owned(), seq, resume_url) {
                     Ok(session) => {
                         self.session = Some(session.clone());
                         self.become_active(now);
@@ -927,7 +1013,7 @@ impl ShardMachine {
             return;
         }
         let next = ours.unwrap_or_else(|| after_close(code, self.config.intents));
-        let mut delay = if was_active {
+        let mut delay = if was_active && !std::mem::take(&mut self.back_off) {
             Duration::ZERO
         } else {
             self.backoff.next_delay()
@@ -948,10 +1034,12 @@ impl ShardMachine {
                 }
             }
             AfterClose::Resume => {
-                // A resume connection that could not even open: back to the
-                // original URL and a fresh identify.
-                if was_connecting && self.resuming {
-                    self.session = None;
+                // The resume URL could not even be opened: the session
+                // resumes on the gateway URL instead, and is dropped only
+                // when the gateway refuses it (op 9, 4007, 4009).
+                if was_connecting && self.to_resume_url {
+                    tracing::warn!("the resume URL cannot be reached; resuming on the gateway URL");
+                    self.resume_url_failed = true;
                 }
             }
         }

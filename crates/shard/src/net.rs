@@ -33,48 +33,123 @@ pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
         .clone()
 }
 
-/// Where a URL points.
+/// Which kind of URL an [`Endpoint`] is parsed from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scheme {
+    /// `wss://` (TLS) or `ws://`: a gateway.
+    WebSocket,
+    /// `https://` (TLS) or `http://`: the REST API.
+    Http,
+}
+
+impl Scheme {
+    /// The secure and the plain scheme's names.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Self::WebSocket => ("wss", "ws"),
+            Self::Http => ("https", "http"),
+        }
+    }
+}
+
+/// Why a URL cannot be connected to.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{url}` is not a usable {expected} URL: {reason}")]
+#[non_exhaustive]
+pub struct InvalidUrl {
+    /// The URL as given.
+    pub url: String,
+    /// What it should have been, like `ws:// or wss://`.
+    pub expected: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Where a URL points, parsed by [`http::Uri`](hyper::http::Uri): a scheme
+/// in any case, a host name, IPv4 or bracketed IPv6 address, and a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Endpoint<'a> {
+pub struct Endpoint {
     /// The scheme asks for TLS.
     pub secure: bool,
     /// `host[:port]`, for the `Host` header.
-    pub authority: &'a str,
-    /// The host.
-    pub host: &'a str,
+    pub authority: String,
+    /// The host to connect to (an IPv6 address without its brackets).
+    pub host: String,
     /// The port (443 or 80 unless given).
     pub port: u16,
-    /// The path after the authority's `/`, query included (may be empty).
-    pub path: &'a str,
+    /// The path and query, starting with `/`.
+    pub path: String,
 }
 
-impl<'a> Endpoint<'a> {
-    /// Parses `url`, whose scheme must be `secure_scheme` (like `wss://`) or
-    /// `plain_scheme` (like `ws://`); `None` for anything else, a missing
-    /// host, a bad port, or a secure host TLS cannot name.
-    #[must_use]
-    pub fn parse(url: &'a str, secure_scheme: &str, plain_scheme: &str) -> Option<Self> {
-        let (secure, rest) = match url.strip_prefix(secure_scheme) {
-            Some(rest) => (true, rest),
-            None => (false, url.strip_prefix(plain_scheme)?),
+impl Endpoint {
+    /// Parses `url`, whose scheme must be one of `scheme`'s two.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidUrl`], naming what is wrong: not a URL, another scheme, no
+    /// host, a port out of range, user information, or a secure host TLS
+    /// cannot name.
+    pub fn parse(url: &str, scheme: Scheme) -> Result<Self, InvalidUrl> {
+        let (secure_name, plain_name) = scheme.names();
+        let invalid = |reason: &str| InvalidUrl {
+            url: url.to_owned(),
+            expected: match scheme {
+                Scheme::WebSocket => "ws:// or wss://",
+                Scheme::Http => "http:// or https://",
+            },
+            reason: reason.to_owned(),
         };
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) => (host, port.parse::<u16>().ok()?),
-            None => (authority, if secure { 443 } else { 80 }),
+        let uri: hyper::http::Uri = url
+            .parse()
+            .map_err(|error: hyper::http::uri::InvalidUri| invalid(&error.to_string()))?;
+        let secure = match uri.scheme_str() {
+            Some(name) if name.eq_ignore_ascii_case(secure_name) => true,
+            Some(name) if name.eq_ignore_ascii_case(plain_name) => false,
+            Some(_) => return Err(invalid("another scheme")),
+            None => return Err(invalid("no scheme")),
         };
-        if host.is_empty()
-            || (secure && rustls::pki_types::ServerName::try_from(host.to_owned()).is_err())
-        {
-            return None;
+        let authority = uri.authority().ok_or_else(|| invalid("no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(invalid("user information is not allowed"));
         }
-        Some(Self {
+        let host = authority.host();
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|inner| inner.strip_suffix(']'))
+            .unwrap_or(host);
+        if bare.is_empty() {
+            return Err(invalid("no host"));
+        }
+        if host.starts_with('[') && bare.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(invalid("an invalid IPv6 address"));
+        }
+        // `http::Uri` takes `host:word` with no port; a URL must not.
+        if authority.port().is_none() && authority.as_str() != host {
+            return Err(invalid("the port is not a number"));
+        }
+        let port = match (authority.port(), secure) {
+            (Some(port), _) => port
+                .as_str()
+                .parse::<u16>()
+                .ok()
+                .filter(|port| *port != 0)
+                .ok_or_else(|| invalid("the port is not from 1 to 65535"))?,
+            (None, true) => 443,
+            (None, false) => 80,
+        };
+        if secure && rustls::pki_types::ServerName::try_from(bare.to_owned()).is_err() {
+            return Err(invalid("TLS cannot verify this host name"));
+        }
+        Ok(Self {
             secure,
-            authority,
-            host,
+            authority: authority.as_str().to_owned(),
+            host: bare.to_owned(),
             port,
-            path,
+            path: uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |path| path.as_str().to_owned()),
         })
     }
 
@@ -84,12 +159,12 @@ impl<'a> Endpoint<'a> {
     ///
     /// Connecting or the TLS handshake failed.
     pub async fn open(&self) -> io::Result<Stream> {
-        let tcp = TcpStream::connect((self.host, self.port)).await?;
+        let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
         tcp.set_nodelay(true)?;
         if !self.secure {
             return Ok(Stream::Plain(tcp));
         }
-        let name = rustls::pki_types::ServerName::try_from(self.host.to_owned())
+        let name = rustls::pki_types::ServerName::try_from(self.host.clone())
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
         let config = tls_config()
             .map_err(|error| io::Error::other(format!("TLS is not available: {error}")))?;
@@ -153,39 +228,61 @@ impl AsyncWrite for Stream {
 mod tests {
     use super::*;
 
+    fn parse(url: &str) -> Result<Endpoint, InvalidUrl> {
+        Endpoint::parse(url, Scheme::WebSocket)
+    }
+
     #[test]
     fn urls_become_endpoints() {
-        let ws = Endpoint::parse("wss://gateway.discord.gg/?v=10", "wss://", "ws://").unwrap();
+        let ws = parse("wss://gateway.discord.gg/?v=10").unwrap();
         assert_eq!(
-            (ws.secure, ws.authority, ws.host, ws.port, ws.path),
+            (ws.secure, ws.authority.as_str(), ws.host.as_str(), ws.port),
+            (true, "gateway.discord.gg", "gateway.discord.gg", 443)
+        );
+        assert_eq!(ws.path, "/?v=10");
+        let plain = parse("ws://127.0.0.1:8080").unwrap();
+        assert_eq!(
             (
-                true,
-                "gateway.discord.gg",
-                "gateway.discord.gg",
-                443,
-                "?v=10"
-            )
+                plain.secure,
+                plain.host.as_str(),
+                plain.port,
+                plain.path.as_str()
+            ),
+            (false, "127.0.0.1", 8080, "/")
         );
-        let plain = Endpoint::parse("ws://127.0.0.1:8080", "wss://", "ws://").unwrap();
+        let v6 = parse("ws://[::1]:9000/?v=10&encoding=json").unwrap();
         assert_eq!(
-            (plain.secure, plain.host, plain.port, plain.path),
-            (false, "127.0.0.1", 8080, "")
+            (v6.host.as_str(), v6.authority.as_str(), v6.port),
+            ("::1", "[::1]:9000", 9000)
         );
-        let rest = Endpoint::parse(
-            "http://127.0.0.1/api/v10/gateway/bot",
-            "https://",
-            "http://",
-        )
-        .unwrap();
-        assert_eq!((rest.port, rest.path), (80, "api/v10/gateway/bot"));
+        let upper = parse("WSS://Gateway.Discord.GG").unwrap();
+        assert!(upper.secure);
+        let rest = Endpoint::parse("http://127.0.0.1/api/v10/gateway/bot", Scheme::Http).unwrap();
+        assert_eq!(
+            (rest.port, rest.path.as_str()),
+            (80, "/api/v10/gateway/bot")
+        );
+    }
+
+    #[test]
+    fn urls_that_can_never_work_are_refused_with_the_reason() {
         for bad in [
+            "ws://[::zz]:99999/%zz",
+            "ws://[::zz]/",
             "ftp://x",
+            "https://x",
+            "gateway.discord.gg",
             "ws://:80",
             "ws://host:port",
             "ws://host:70000",
+            "ws://host:0",
+            "ws://user@host",
             "wss://bad host/",
+            "",
+            "not a url",
         ] {
-            assert!(Endpoint::parse(bad, "wss://", "ws://").is_none(), "{bad}");
+            let error = parse(bad).expect_err(bad);
+            assert!(error.to_string().contains("ws:// or wss://"), "{error}");
         }
     }
 }

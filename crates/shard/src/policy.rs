@@ -54,7 +54,26 @@ pub enum FatalError {
     /// Resume (an empty token, a large threshold outside 50 to 250, …).
     #[error("the shard cannot identify: {0}; fix the shard configuration")]
     InvalidConfiguration(String),
+    /// The gateway URL (from `GET /gateway/bot`, or
+    /// [`ShardConfig::gateway_url`](crate::ShardConfig::gateway_url)) can
+    /// never be connected to.
+    #[error(
+        "the gateway URL {0}; it comes from GET /gateway/bot or ShardConfig::gateway_url: check the API base, or any proxy in between"
+    )]
+    InvalidGatewayUrl(crate::InvalidUrl),
+    /// The gateway sent messages the shard could not decode, again and
+    /// again, even right after resuming: a resume cannot recover them.
+    #[error(
+        "the gateway sent {UNDECODABLE_LIMIT} messages in a row that cannot be decoded, even after resuming (the last: {0}); if they are too large, raise ShardConfig::max_payload_bytes, else check any proxy between the bot and Discord"
+    )]
+    Undecodable(String),
 }
+
+/// Messages that cannot be decoded (or WebSocket protocol errors) the shard
+/// meets in a row, resuming after each, before it stops with
+/// [`FatalError::Undecodable`]. A dispatch read in between (other than READY
+/// or RESUMED) starts the count again.
+pub const UNDECODABLE_LIMIT: u32 = 5;
 
 impl FatalError {
     /// The close code that caused it, if a close did.
@@ -67,7 +86,9 @@ impl FatalError {
             Self::InvalidApiVersion => Some(4012),
             Self::InvalidIntents(_) => Some(4013),
             Self::DisallowedIntents(_) => Some(4014),
-            Self::InvalidConfiguration(_) => None,
+            Self::InvalidConfiguration(_) | Self::InvalidGatewayUrl(_) | Self::Undecodable(_) => {
+                None
+            }
         }
     }
 }

@@ -1,87 +1,19 @@
 //! The tokio driver against shardwire-sim: a real WebSocket on loopback.
 
+mod common;
+
+use common::driver::{
+    config, expect_resume, is_dispatch, is_ready, is_resumed, next, sim, start, until,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
 use shardwire_codec::corpus::Rng;
 use shardwire_codec::{Command, Compression, EventFilter, Token};
 use shardwire_shard::{FatalError, Shard, ShardConfig, ShardEvent, ShardState, Unqueued};
-use shardwire_sim::{Fault, Listener, ResumeOutcome, Sim};
+use shardwire_sim::{Fault, ResumeOutcome, Sim};
 use twilight_model::gateway::Intents;
 use twilight_model::gateway::event::{DispatchEvent, EventType};
-
-const STEP: Duration = Duration::from_secs(10);
-
-fn config(sim: &Sim, shard_id: u32, count: u32, compression: Compression) -> ShardConfig {
-    let mut config = ShardConfig::new(
-        Token::new(sim.token()),
-        Intents::GUILDS,
-        shard_id,
-        count,
-        sim.gateway_url(),
-    );
-    config.compression = compression;
-    config.invalid_session_wait = (Duration::from_millis(10), Duration::from_millis(30));
-    config.backoff_initial = Duration::from_millis(10);
-    config.backoff_cap = Duration::from_millis(100);
-    config
-}
-
-fn start(sim: &Sim, shard_id: u32, count: u32, compression: Compression) -> Shard {
-    Shard::start(
-        config(sim, shard_id, count, compression),
-        Arc::new(Unqueued),
-    )
-}
-
-async fn next(shard: &mut Shard) -> ShardEvent {
-    tokio::time::timeout(STEP, shard.next_event())
-        .await
-        .expect("no event in time")
-        .expect("the shard ended")
-}
-
-/// Receives until `wanted` matches; returns the dispatch seqs seen on the way.
-async fn until(shard: &mut Shard, wanted: impl Fn(&ShardEvent) -> bool) -> Vec<u64> {
-    let mut seqs = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the wanted event never came; dispatches seen: {} (last {:?})",
-            seqs.len(),
-            seqs.last()
-        );
-        let event = next(shard).await;
-        if let ShardEvent::Dispatch { seq, .. } = &event {
-            seqs.push(*seq);
-        }
-        if wanted(&event) {
-            return seqs;
-        }
-    }
-}
-
-fn is_dispatch(t: &'static str) -> impl Fn(&ShardEvent) -> bool {
-    move |event| matches!(event, ShardEvent::Dispatch { event_type, .. } if event_type == t)
-}
-
-fn is_ready(event: &ShardEvent) -> bool {
-    matches!(event, ShardEvent::Ready { .. })
-}
-
-fn is_resumed(event: &ShardEvent) -> bool {
-    matches!(event, ShardEvent::Resumed)
-}
-
-async fn sim() -> Sim {
-    Sim::builder()
-        .guilds_per_shard(2)
-        .identify_window(Duration::ZERO)
-        .start()
-        .await
-        .unwrap()
-}
 
 /// Starts a shard, waits for READY and its GUILD_CREATEs, then a burst.
 async fn ready_with_events(compression: Compression, sim: &Sim) -> Shard {
@@ -237,15 +169,6 @@ async fn driver_server_op_1_gets_a_heartbeat_at_once() {
         1,
         "one beat, long before the 41 s interval"
     );
-}
-
-async fn expect_resume(sim: &Sim, shard: &mut Shard) {
-    until(shard, is_resumed).await;
-    let observations = sim.observations();
-    let resume = observations.resumes.last().expect("a resume");
-    assert_eq!(resume.listener, Listener::Resume);
-    assert!(matches!(resume.outcome, ResumeOutcome::Resumed { .. }));
-    assert_eq!(observations.identifies.len(), 1, "no identify spent");
 }
 
 #[tokio::test]

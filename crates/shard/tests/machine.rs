@@ -1,169 +1,20 @@
 //! The sans-IO shard on a virtual clock: a scripted server feeds it payloads,
 //! and the tests read back its orders, frames and events. None sleeps.
 
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::machine::{GATEWAY, Harness, INTERVAL_MS, RESUME, TOKEN, config, is_resume};
 use serde_json::{Value, json};
 use shardwire_codec::EventFilter;
 use shardwire_codec::corpus::ZlibStreamEncoder;
-use shardwire_codec::{Command, Compression, MessageKind, Token};
+use shardwire_codec::{Command, Compression, MessageKind};
 use shardwire_shard::{
-    FatalError, Order, RESUMABLE_CLOSE, ResumeError, SendError, Session, ShardConfig, ShardEvent,
-    ShardMachine, ShardState,
+    FatalError, Order, RESUMABLE_CLOSE, ResumeError, SendError, Session, ShardEvent, ShardState,
 };
 use twilight_model::gateway::Intents;
 use twilight_model::gateway::event::{DispatchEvent, EventType};
-
-const TOKEN: &str = "machine-test-token";
-const GATEWAY: &str = "wss://gateway.example";
-const RESUME: &str = "wss://resume.example";
-const INTERVAL_MS: u64 = 41_250;
-
-fn config() -> ShardConfig {
-    let mut config = ShardConfig::new(
-        Token::new(TOKEN),
-        Intents::GUILDS | Intents::GUILD_MESSAGES,
-        1,
-        4,
-        GATEWAY,
-    );
-    config.compression = Compression::None;
-    // The tests read deadlines one by one; hibernation has its own test.
-    config.hibernate_after = None;
-    config
-}
-
-/// A shard and its virtual clock.
-struct Harness {
-    shard: ShardMachine,
-    now: Instant,
-    seq: u64,
-}
-
-impl Harness {
-    fn new(config: ShardConfig) -> Self {
-        Self {
-            shard: ShardMachine::new(config),
-            now: Instant::now(),
-            seq: 0,
-        }
-    }
-
-    fn advance(&mut self, by: Duration) {
-        self.now += by;
-    }
-
-    /// Runs every deadline up to `now`.
-    fn run_timers(&mut self) {
-        while let Some(at) = self.shard.poll_timeout() {
-            if at > self.now {
-                break;
-            }
-            self.shard.handle_timeout(self.now);
-        }
-    }
-
-    fn orders(&mut self) -> Vec<Order> {
-        std::iter::from_fn(|| self.shard.poll_order()).collect()
-    }
-
-    fn frames(&mut self) -> Vec<Value> {
-        std::iter::from_fn(|| self.shard.poll_transmit())
-            .map(|bytes| serde_json::from_slice(&bytes).unwrap())
-            .collect()
-    }
-
-    fn events(&mut self) -> Vec<ShardEvent> {
-        std::iter::from_fn(|| self.shard.poll_event()).collect()
-    }
-
-    fn server(&mut self, payload: &Value) {
-        let bytes = serde_json::to_vec(payload).unwrap();
-        self.shard
-            .handle_message(self.now, &bytes, MessageKind::Text);
-    }
-
-    fn hello(&mut self) {
-        self.server(
-            &json!({"t": null, "s": null, "op": 10, "d": {"heartbeat_interval": INTERVAL_MS}}),
-        );
-    }
-
-    fn dispatch(&mut self, t: &str, d: Value) {
-        self.seq += 1;
-        let seq = self.seq;
-        self.server(&json!({"t": t, "s": seq, "op": 0, "d": d}));
-    }
-
-    /// Expects exactly one Connect order; returns its URL.
-    fn expect_connect(&mut self) -> String {
-        match self.orders().as_slice() {
-            [Order::Connect { url }] => url.clone(),
-            other => panic!("expected one Connect, got {other:?}"),
-        }
-    }
-
-    /// connect → open → Hello → turn → Identify → READY; returns the Identify.
-    fn start(&mut self) -> Value {
-        self.shard.connect(self.now);
-        let url = self.expect_connect();
-        assert_eq!(url, format!("{GATEWAY}/?v=10&encoding=json"));
-        self.shard.handle_connected(self.now);
-        self.hello();
-        assert_eq!(self.orders(), vec![Order::WaitIdentifyTurn]);
-        assert_eq!(self.shard.state(), ShardState::Identifying);
-        self.shard.handle_identify_turn(self.now);
-        let identify = self.frames().pop().expect("an Identify");
-        self.dispatch(
-            "READY",
-            json!({"session_id": "s1", "resume_gateway_url": RESUME, "v": 10}),
-        );
-        assert_eq!(self.shard.state(), ShardState::Active);
-        identify
-    }
-
-    /// Closes from the server side and runs the reconnect timer; returns
-    /// the URL of the next connection.
-    fn closed_and_reconnect(&mut self, code: Option<u16>) -> String {
-        self.shard.handle_close(self.now, code);
-        assert_eq!(self.shard.state(), ShardState::Reconnecting);
-        let at = self.shard.poll_timeout().expect("a reconnect deadline");
-        self.now = self.now.max(at);
-        self.run_timers();
-        self.expect_connect()
-    }
-
-    /// Expects the shard's own resumable close, then reconnects; returns
-    /// the URL of the next connection.
-    fn own_close_and_reconnect(&mut self) -> String {
-        self.expect_own_close();
-        self.closed_and_reconnect(Some(RESUMABLE_CLOSE))
-    }
-
-    /// Expects exactly one order: the shard's own resumable close.
-    fn expect_own_close(&mut self) {
-        assert_eq!(
-            self.orders(),
-            vec![Order::Close {
-                code: RESUMABLE_CLOSE
-            }]
-        );
-    }
-
-    /// Opens the next connection and sends Hello; returns what the shard sent.
-    fn reopen(&mut self) -> (Vec<Order>, Vec<Value>) {
-        self.shard.handle_connected(self.now);
-        self.hello();
-        (self.orders(), self.frames())
-    }
-}
-
-fn is_resume(frame: &Value, seq: u64) -> bool {
-    frame["op"] == 6
-        && frame["d"]["session_id"] == "s1"
-        && frame["d"]["seq"] == seq
-        && frame["d"]["token"] == TOKEN
-}
 
 #[test]
 fn identify_carries_token_intents_shard_threshold_presence_and_compress() {
@@ -382,21 +233,6 @@ fn fatal_closes_stop_the_shard_with_the_reason() {
         let refused = h.shard.send(h.now, &Command::Heartbeat { seq: None });
         assert!(matches!(refused, Err(SendError::Fatal(_))));
     }
-}
-
-#[test]
-fn a_resume_url_that_cannot_be_reached_falls_back_to_identify() {
-    let mut h = Harness::new(config());
-    h.start();
-    assert!(h.closed_and_reconnect(None).starts_with(RESUME));
-    // Connecting to the resume URL fails.
-    h.shard.handle_close(h.now, None);
-    let at = h.shard.poll_timeout().unwrap();
-    h.now = at;
-    h.run_timers();
-    assert!(h.expect_connect().starts_with(GATEWAY));
-    let (orders, _) = h.reopen();
-    assert_eq!(orders, vec![Order::WaitIdentifyTurn]);
 }
 
 #[test]
