@@ -30,6 +30,13 @@ enum Command {
     Node(cli::node::Args),
 }
 
+/// Colour only for a person at a terminal: never on a pipe or in a file,
+/// and never when `NO_COLOR` is set and not empty (no-color.org).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter = match cli.command {
@@ -42,6 +49,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr())
         .init();
     // The simulator runs on one core, so a client measured beside it has
     // the other.

@@ -1,12 +1,13 @@
 //! `shardwire tail`: dispatches as JSON lines on stdout.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::process::ExitCode;
 
 use shardwire_cluster::{
     Cluster, ClusterConfig, ClusterError, DEFAULT_API_BASE, GatewayError, ShardSpec,
 };
-use shardwire_codec::{Compression, EventFilter, Payload, Token};
+use shardwire_codec::{CodecError, Compression, EventFilter, Payload, Token};
 use shardwire_shard::{FatalError, ShardEvent};
 use twilight_model::gateway::Intents;
 use twilight_model::gateway::event::EventType;
@@ -21,8 +22,8 @@ pub(super) const EXIT_FATAL: u8 = 4;
 /// Stream dispatches as JSON lines on stdout.
 ///
 /// Each line is one dispatch: {"shard":0,"seq":12,"t":"MESSAGE_CREATE","d":{...}}
-/// with `d` exactly as received, flushed per line. Logs go to stderr
-/// (RUST_LOG sets their level).
+/// with `d` exactly as received (minified when it holds line breaks),
+/// flushed per line. Logs go to stderr (RUST_LOG sets their level).
 ///
 /// Exit codes: 0 after Ctrl-C or when stdout closes; 1 when the gateway
 /// cannot be reached; 2 for invalid arguments; 3 when the token is refused
@@ -101,14 +102,44 @@ fn parse_event_type(value: &str) -> Result<EventType, String> {
         .map_err(|_| format!("`{value}` is not a gateway dispatch type (like MESSAGE_CREATE)"))
 }
 
-/// One JSON line for a dispatch, with `d` as received.
-fn line(shard: u32, seq: u64, event_type: &str, json: &str) -> Option<String> {
-    let payload = Payload::scan(json.as_bytes()).ok()?;
-    let t = serde_json::to_string(event_type).ok()?;
-    Some(format!(
-        r#"{{"shard":{shard},"seq":{seq},"t":{t},"d":{}}}"#,
-        payload.data()
+/// One JSON line for a dispatch: `d` as received, or minified when it
+/// holds line breaks (pretty-printed JSON), so that a line is a dispatch.
+/// `d` is checked in full first: what is printed is JSON.
+fn line(shard: u32, seq: u64, event_type: &str, json: &str) -> Result<String, CodecError> {
+    let payload = Payload::scan_strict(json.as_bytes())?;
+    let d = payload.data();
+    let d = if d.contains(['\n', '\r']) {
+        Cow::Owned(minify(d))
+    } else {
+        Cow::Borrowed(d)
+    };
+    let t = serde_json::Value::from(event_type);
+    Ok(format!(
+        r#"{{"shard":{shard},"seq":{seq},"t":{t},"d":{d}}}"#
     ))
+}
+
+/// `json` without its insignificant white space; nothing else changes.
+/// `json` must be valid JSON: then every white space byte outside a string
+/// is insignificant, and strings hold no raw line breaks.
+fn minify(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for ch in json.chars() {
+        if in_string {
+            out.push(ch);
+            match ch {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(ch, ' ' | '\t' | '\n' | '\r') {
+            in_string = ch == '"';
+            out.push(ch);
+        }
+    }
+    out
 }
 
 pub(super) fn fatal_exit(shard: u32, error: &FatalError) -> ExitCode {
@@ -160,13 +191,19 @@ pub(crate) async fn run(args: Args) -> ExitCode {
                     ..
                 },
             )) => {
-                let Some(line) = line(shard, seq, &event_type, &json) else {
-                    tracing::warn!(
-                        shard,
-                        seq,
-                        "a dispatch without a readable payload was skipped"
-                    );
-                    continue;
+                let line = match line(shard, seq, &event_type, &json) {
+                    Ok(line) => line,
+                    Err(error) => {
+                        // Nothing a resume could fix: the gateway would send
+                        // the same bytes again.
+                        tracing::warn!(
+                            shard,
+                            seq,
+                            %error,
+                            "a dispatch whose JSON is invalid was not printed"
+                        );
+                        continue;
+                    }
                 };
                 // A reader that went away (`| head`) ends the stream.
                 if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
@@ -176,6 +213,41 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             Some((shard, ShardEvent::Fatal(error))) => return fatal_exit(shard, &error),
             Some(_) => {}
             None => return fail(1, "the event stream ended"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_one_dispatch_whatever_the_spacing() {
+        let json = "{\"t\":\"X\",\"s\":4,\"op\":0,\"d\":{\r\n\t\"a\" : [ 1,\n2 ],\r\n\t\"b\": \"x \\\" \\n y\"\r\n}}";
+        let printed = line(3, 4, "X", json).unwrap();
+        assert_eq!(
+            printed,
+            r#"{"shard":3,"seq":4,"t":"X","d":{"a":[1,2],"b":"x \" \n y"}}"#
+        );
+        // Without line breaks, `d` is as received, spaces and all.
+        let json = r#"{"t":"X","s":4,"op":0,"d":{ "a" : 1 }}"#;
+        assert_eq!(
+            line(3, 4, "X", json).unwrap(),
+            r#"{"shard":3,"seq":4,"t":"X","d":{ "a" : 1 }}"#
+        );
+    }
+
+    #[test]
+    fn invalid_data_is_never_printed() {
+        for json in [
+            r#"{"t":"X","s":4,"op":0,"d":{"a":}}"#.to_owned(),
+            format!(
+                r#"{{"t":"X","s":4,"op":0,"d":{}{}}}"#,
+                "[".repeat(200),
+                "]".repeat(200)
+            ),
+        ] {
+            assert!(line(0, 4, "X", &json).is_err(), "{json}");
         }
     }
 }
