@@ -117,6 +117,10 @@ pub struct CloseSeen {
     pub by: ClosedBy,
     /// The close code, if a close frame carried one.
     pub code: Option<u16>,
+    /// When the simulator closed: whether the client answered with a close
+    /// frame of its own, as RFC 6455 (5.5.1) requires. Set once the answer
+    /// arrives, up to a second after the close is recorded.
+    pub answered: bool,
     /// When.
     pub at: Instant,
 }

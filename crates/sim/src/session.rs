@@ -153,21 +153,30 @@ pub(crate) async fn run(
             shard,
             by,
             code,
+            answered: false,
             at: Instant::now(),
         });
     });
     if draining {
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        let answered = tokio::time::timeout(CLOSE_GRACE, async {
             while let Some(message) = inbound.recv().await {
-                if matches!(
-                    message,
-                    Inbound::Close(_) | Inbound::Gone | Inbound::TooLarge
-                ) {
-                    break;
+                match message {
+                    Inbound::Close(_) => return true,
+                    Inbound::Gone | Inbound::TooLarge => return false,
+                    _ => {}
                 }
             }
+            false
         })
-        .await;
+        .await
+        .unwrap_or(false);
+        if answered {
+            shared.observe(|o| {
+                if let Some(close) = o.closes.iter_mut().rev().find(|c| c.connection == id) {
+                    close.answered = true;
+                }
+            });
+        }
     }
     reader.abort();
 }
