@@ -35,8 +35,6 @@ use crate::{
     ShardEvent, ShardMachine, ShardState,
 };
 
-/// How long connecting (TCP, TLS and the WebSocket handshake) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events handed to the consumer at a time while a read is taken apart,
 /// before the task lets it run, or fewer when their JSON reaches
 /// [`HANDOVER_BYTES`]. Far fewer than a read brings in (hundreds), so the
@@ -397,7 +395,9 @@ impl Shard {
         let max_pending_bytes = config.max_pending_bytes;
         let release_memory = config.release_memory;
         let max_message = config.max_payload_bytes;
+        let connect_timeout = config.connect_timeout;
         let task = Task {
+            connect_timeout,
             max_pending_bytes,
             release_memory,
             max_message,
@@ -650,6 +650,8 @@ struct Task {
     release_memory: bool,
     /// See [`ShardConfig::max_payload_bytes`]: larger frames are refused.
     max_message: usize,
+    /// See [`ShardConfig::connect_timeout`].
+    connect_timeout: Duration,
     delivered: Delivered,
     /// The machine's next deadline, and the timer set for it.
     timer: Pin<Box<tokio::time::Sleep>>,
@@ -993,7 +995,7 @@ impl Task {
                         // Boxed: the task's future would otherwise hold room
                         // for the handshake's state for its whole life.
                         let connecting = Box::pin(connect(&url, self.max_message));
-                        match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+                        match tokio::time::timeout(self.connect_timeout, connecting).await {
                             Ok(Ok(socket)) => {
                                 self.socket = Some(socket);
                                 self.machine.handle_connected(now());

@@ -49,6 +49,8 @@ pub struct ShardConfig {
     pub presence: Option<UpdatePresence>,
     /// Identify `properties`.
     pub properties: ConnectionProperties,
+    /// How long connecting may take: TCP, TLS and the WebSocket handshake.
+    pub connect_timeout: Duration,
     /// How long to wait for Hello after connecting.
     pub hello_timeout: Duration,
     /// How long to wait for READY or RESUMED after identifying or resuming.
@@ -101,8 +103,9 @@ pub struct ShardConfig {
 
 impl ShardConfig {
     /// A configuration with the defaults: zlib-stream, a large threshold of
-    /// 50, a 20 s Hello timeout, a 30 s Ready timeout, backoff from 1 s to
-    /// 60 s, a 1 to 5 s wait after Invalid Session.
+    /// 50, a 10 s connect timeout, a 20 s Hello timeout, a 30 s Ready
+    /// timeout, backoff from 1 s to 60 s, a 1 to 5 s wait after Invalid
+    /// Session.
     #[must_use]
     pub fn new(
         token: Token,
@@ -122,6 +125,7 @@ impl ShardConfig {
             large_threshold: 50,
             presence: None,
             properties: ConnectionProperties::default(),
+            connect_timeout: Duration::from_secs(10),
             hello_timeout: Duration::from_secs(20),
             ready_timeout: Duration::from_secs(30),
             backoff_initial: Duration::from_secs(1),

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use shardwire_sim::{Fault, Sim};
+use shardwire_sim::{Fault, FieldOrder, PayloadStyle, RestFault, Sim};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shardwire");
 
@@ -259,4 +259,122 @@ async fn tail_an_unreachable_api_is_one_line_and_exit_code_1() {
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("could not reach 127.0.0.1"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_one_line_per_dispatch_whatever_the_gateway_writes() {
+    // Pretty-printed with CRLF and tabs, names in \u escapes, `d` first:
+    // valid JSON, none of it as Discord writes it.
+    let mut style = PayloadStyle::default();
+    style.order = FieldOrder::DataFirst;
+    style.pretty = true;
+    style.escaped_names = true;
+    let sim = Sim::builder()
+        .payload_style(style)
+        .guilds_per_shard(2)
+        .start()
+        .await
+        .unwrap();
+    // The filter applies to the escaped names too: READY is left out.
+    let child = tail(&sim, &["--token", sim.token(), "--events", "GUILD_CREATE"])
+        .spawn()
+        .unwrap();
+    let raw_lines = raw_lines(child, 2).await;
+    for (raw, line) in &raw_lines {
+        assert_eq!(line["t"], "GUILD_CREATE", "{raw}");
+        assert!(!raw.contains(['\r', '\t']), "{raw}");
+        // `d` minified: the simulator's object, nothing else changed.
+        assert_eq!(line["d"]["members"].as_array().unwrap().len(), 5);
+        assert!(raw.contains(r#""d":{"#) && !raw.contains(": "), "{raw}");
+    }
+    assert_eq!(raw_lines[0].1["seq"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_reads_json_sent_in_binary_frames_without_compression() {
+    let sim = Sim::builder().binary_json(true).start().await.unwrap();
+    let child = tail(&sim, &["--token", sim.token(), "--compression", "none"])
+        .spawn()
+        .unwrap();
+    let lines = lines(child, 3).await;
+    let events: Vec<&str> = lines.iter().map(|l| l["t"].as_str().unwrap()).collect();
+    assert_eq!(events, ["READY", "GUILD_CREATE", "GUILD_CREATE"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_waits_out_a_429_and_retries_a_server_error() {
+    let sim = Sim::builder()
+        .gateway_bot_faults(vec![
+            RestFault::RateLimited {
+                retry_after: Duration::from_millis(300),
+                in_body: true,
+            },
+            RestFault::Status(503),
+        ])
+        .start()
+        .await
+        .unwrap();
+    let child = tail(&sim, &["--token", sim.token()]).spawn().unwrap();
+    let lines = lines(child, 1).await;
+    assert_eq!(lines[0]["t"], "READY");
+    let statuses: Vec<u16> = sim
+        .observations()
+        .gateway_bot_requests
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, [429, 503, 200]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_refuses_what_can_never_work_with_one_line_and_exit_code_1() {
+    let oversized = Sim::builder()
+        .gateway_bot_faults(vec![RestFault::Oversized(1 << 20)])
+        .start()
+        .await
+        .unwrap();
+    let bad_url = Sim::builder()
+        .gateway_url_override("ws://[::zz]:99999/%zz")
+        .start()
+        .await
+        .unwrap();
+    for (sim, reason) in [
+        (&oversized, "the answer is larger than 65536 bytes"),
+        (&bad_url, "ws://[::zz]:99999/%zz"),
+    ] {
+        let child = tail(sim, &["--token", sim.token()]).spawn().unwrap();
+        let (code, stdout, stderr) = exit(child).await;
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stdout.is_empty());
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(reason), "{stderr}");
+        assert!(sim.observations().connections.is_empty(), "never connected");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_logs_carry_no_colour_on_a_pipe() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for no_color in [None, Some("1")] {
+        // Info-level logs of the retries, then the error.
+        let mut command = Command::new(BIN);
+        command
+            .args(["tail", "--token", "t", "--api-base"])
+            .arg(format!("http://127.0.0.1:{port}/api/v10"))
+            .env_remove("DISCORD_TOKEN")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(value) = no_color {
+            command.env("NO_COLOR", value);
+        }
+        let (code, _, stderr) = exit(command.spawn().unwrap()).await;
+        assert_eq!(code, Some(1));
+        assert!(stderr.lines().count() > 1, "logs: {stderr}");
+        assert!(!stderr.contains('\u{1b}'), "colour on a pipe: {stderr:?}");
+    }
 }

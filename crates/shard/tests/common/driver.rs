@@ -46,7 +46,10 @@ pub(crate) async fn next(shard: &mut Shard) -> ShardEvent {
 }
 
 /// Receives until `wanted` matches; returns the dispatch seqs seen on the way.
-pub(crate) async fn until(shard: &mut Shard, wanted: impl Fn(&ShardEvent) -> bool) -> Vec<u64> {
+pub(crate) async fn until(
+    shard: &mut Shard,
+    mut wanted: impl FnMut(&ShardEvent) -> bool,
+) -> Vec<u64> {
     let mut seqs = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {

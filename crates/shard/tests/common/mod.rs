@@ -4,3 +4,4 @@
 
 pub(crate) mod driver;
 pub(crate) mod machine;
+pub(crate) mod raw_gateway;
