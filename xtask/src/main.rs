@@ -23,14 +23,23 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 
-const FUZZ_TARGETS: &[&str] = &[
-    "zlib_stream",
-    "zstd_stream",
-    "scan_decode",
-    "frames",
-    "nats_values",
-    "shard_machine",
+/// The fuzz targets, each with the longest input it is given
+/// (`-max_len`): room for payloads nested 100,000 deep where the input is
+/// the payload, less where a few bytes build a large one.
+const FUZZ_TARGETS: &[(&str, usize)] = &[
+    ("zlib_stream", 256 * 1024),
+    ("zstd_stream", 256 * 1024),
+    ("scan_decode", 256 * 1024),
+    ("json_nested", 16 * 1024),
+    ("frames", 1024 * 1024),
+    ("nats_values", 4 * 1024),
+    ("shard_machine", 64 * 1024),
 ];
+
+/// The targets' names.
+fn fuzz_names() -> Vec<&'static str> {
+    FUZZ_TARGETS.iter().map(|(name, _)| *name).collect()
+}
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,7 +48,7 @@ fn main() -> Result<()> {
         Some("bench-codec") => bench_codec(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("fuzz-list") => {
-            for target in FUZZ_TARGETS {
+            for target in fuzz_names() {
                 println!("{target}");
             }
             Ok(())
@@ -47,7 +56,7 @@ fn main() -> Result<()> {
         _ => {
             eprintln!(
                 "usage:\n  cargo xtask bench [--quick|--full]\n  cargo xtask bench-codec [--quick]\n  cargo xtask fuzz <{}> [--seconds N] [--rss-mb M]\n  cargo xtask fuzz-list",
-                FUZZ_TARGETS.join("|")
+                fuzz_names().join("|")
             );
             bail!("unknown or missing command")
         }
@@ -123,8 +132,9 @@ fn write_seeds(target: &str, dir: &Path) -> Result<()> {
             seeds.push(seed);
         }
     } else if target == "shard_machine" {
-        // Messages separated by 0xFF: a Hello, a READY, dispatches, and
-        // the control payloads between them.
+        // A transport byte (text, zlib-stream, zstd-stream, binary), then
+        // messages separated by 0xFF: a Hello, a READY, dispatches, and the
+        // control payloads between them.
         let control: [&[u8]; 6] = [
             br#"{"t":null,"s":null,"op":10,"d":{"heartbeat_interval":41250}}"#,
             br#"{"t":"READY","s":1,"op":0,"d":{"session_id":"s","resume_gateway_url":"wss://r.example","v":10}}"#,
@@ -134,7 +144,7 @@ fn write_seeds(target: &str, dir: &Path) -> Result<()> {
             br#"{"op":7,"d":null}"#,
         ];
         for (index, group) in payloads.chunks(8).enumerate() {
-            let mut seed = Vec::new();
+            let mut seed = vec![(index % 4) as u8];
             let mut messages: Vec<&[u8]> = control[..2].to_vec();
             messages.extend(group.iter().map(Vec::as_slice));
             messages.insert(3, control[2 + index % 4]);
@@ -151,9 +161,35 @@ fn write_seeds(target: &str, dir: &Path) -> Result<()> {
             br#"{"op":11,"d":null}"#,
             br#"{"op":9,"d":false}"#,
             br#"{"op":7,"d":null}"#,
+            // Escaped names, any order, white space, a name twice.
+            br#"{"\u0074":"MESSAGE\u005fCREATE","\u0073":2,"\u006fp":0,"d":{"a":"\ud83d\ude00"}}"#,
+            b"{\r\n\t\"d\" :\t{\r\n\t\t\"a\": [1,\n2]\r\n\t},\r\n\t\"op\": 0, \"s\":3, \"t\":\"X\"\r\n}",
+            br#"{"t":"X","s":1,"op":0,"d":{},"t":"Y","op":1}"#,
         ] {
             seeds.push(control.to_vec());
         }
+        // Nesting at the limit, past it, and far past it (closed or not).
+        for (levels, closed) in [(126, true), (127, true), (10_000, true), (100_000, false)] {
+            let close = if closed {
+                "]".repeat(levels)
+            } else {
+                String::new()
+            };
+            let d = format!("{}{close}", "[".repeat(levels));
+            seeds.push(format!(r#"{{"t":"X","s":1,"op":0,"d":{d}}}"#).into_bytes());
+            seeds.push(format!(r#"{{"op":0,"d":{d},"s":1}}"#).into_bytes());
+        }
+    } else if target == "json_nested" {
+        // Choices (see the target): a few fields, runs of openings, escapes.
+        seeds.push(vec![
+            4, 0x83, 0, 0x02, 0, 0x82, 0x10, 0xf7, 1, 0x60, 0xa0, 1,
+        ]);
+        seeds.push(vec![
+            2, 0x03, 0xfe, 0, 0xff, 1, 0x61, 0xff, 0x02, 0x80, 0, 1,
+        ]);
+        seeds.push(vec![
+            5, 0x80, 0xff, 0x81, 1, 0x82, 2, 0xc3, 0x30, 0x64, 0x65, 0xa0, 0xa0, 3,
+        ]);
     } else {
         // See fuzz/fuzz_targets/common.rs for the layout.
         for (index, group) in payloads.chunks(8).enumerate() {
@@ -199,14 +235,14 @@ fn write_seeds(target: &str, dir: &Path) -> Result<()> {
 
 fn fuzz(args: &[String]) -> Result<()> {
     let Some(target) = args.first() else {
-        bail!("which target? one of: {}", FUZZ_TARGETS.join(", "));
+        bail!("which target? one of: {}", fuzz_names().join(", "));
     };
-    if !FUZZ_TARGETS.contains(&target.as_str()) {
+    let Some(&(_, max_len)) = FUZZ_TARGETS.iter().find(|(name, _)| name == target) else {
         bail!(
             "unknown fuzz target `{target}`; one of: {}",
-            FUZZ_TARGETS.join(", ")
+            fuzz_names().join(", ")
         );
-    }
+    };
     let seconds: u64 = flag_value(args, "--seconds")?.unwrap_or(60);
     let rss_mb: u64 = flag_value(args, "--rss-mb")?.unwrap_or(1024);
     let has_cargo_fuzz = Command::new(env!("CARGO"))
@@ -227,6 +263,7 @@ fn fuzz(args: &[String]) -> Result<()> {
         .env("RUSTC_BOOTSTRAP", "1")
         .args(["fuzz", "run", target, "--release", "--"])
         .arg(format!("-max_total_time={seconds}"))
+        .arg(format!("-max_len={max_len}"))
         .arg(format!("-rss_limit_mb={rss_mb}"))
         .arg("-print_final_stats=1"))
 }
