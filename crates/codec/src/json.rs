@@ -133,12 +133,7 @@ pub(crate) fn skip_string(json: &[u8], pos: usize) -> Result<Str, Syntax> {
     let mut at = pos + 1;
     let mut escaped = false;
     loop {
-        while json
-            .get(at)
-            .is_some_and(|&byte| byte != b'"' && byte != b'\\' && byte >= 0x20)
-        {
-            at += 1;
-        }
+        at = plain_run(json, at);
         match json.get(at) {
             Some(b'"') => {
                 return Ok(Str {
@@ -161,6 +156,36 @@ pub(crate) fn skip_string(json: &[u8], pos: usize) -> Result<Str, Syntax> {
             None => return fail(at, "a string that never ends"),
         }
     }
+}
+
+/// Where the run of plain string bytes from `at` ends: the first quote,
+/// backslash or control character (or the end). Eight bytes at a time while
+/// none of them is one, then byte by byte.
+fn plain_run(json: &[u8], mut at: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A high bit for each zero byte of `word` (and perhaps for bytes after
+    // one, which the byte loop then reads).
+    let zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGH;
+    while let Some(chunk) = json.get(at..at + 8) {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(bytes);
+        let special = zero(word ^ (ONES * u64::from(b'"')))
+            | zero(word ^ (ONES * u64::from(b'\\')))
+            | (word.wrapping_sub(ONES * 0x20) & !word & HIGH);
+        if special != 0 {
+            break;
+        }
+        at += 8;
+    }
+    while json
+        .get(at)
+        .is_some_and(|&byte| byte != b'"' && byte != b'\\' && byte >= 0x20)
+    {
+        at += 1;
+    }
+    at
 }
 
 /// The four hex digits of a `\u` escape, at `pos`.
@@ -348,6 +373,21 @@ mod tests {
             let error = skip(&text).unwrap_err();
             // At the opening of the first container past the limit.
             assert_eq!(error.at, MAX_DEPTH * level, "{}", error.what);
+        }
+    }
+
+    #[test]
+    fn a_plain_run_ends_at_the_first_quote_backslash_or_control_byte_wherever_it_is() {
+        for special in [b'"', b'\\', 0x00, 0x1f] {
+            for len in 0..40 {
+                for at in 0..len {
+                    let mut text: Vec<u8> = (0..len).map(|i| b"a\xc3\xa9~ z"[i % 6]).collect();
+                    text[at] = special;
+                    assert_eq!(plain_run(&text, 0), at, "{special:#x} at {at} of {len}");
+                }
+                let text = vec![0xff_u8; len];
+                assert_eq!(plain_run(&text, 0), len);
+            }
         }
     }
 
