@@ -272,9 +272,11 @@ impl Gateway {
 /// [`with_retries`]). The gateway URL of the answer is checked, so that
 /// shards are never started on a URL that cannot work.
 async fn get_gateway_bot(api_base: &str, token: &Token) -> Result<GatewayInfo, GatewayError> {
-    let body =
-        with_retries(|| exchange_once(api_base, token, hyper::Method::GET, "/gateway/bot", None))
-            .await?;
+    let body = with_retries(|| {
+        let get = hyper::Method::GET;
+        exchange_within(REQUEST_TIMEOUT, api_base, token, get, "/gateway/bot", None)
+    })
+    .await?;
     gateway_info(&body)
 }
 
@@ -399,24 +401,14 @@ pub async fn api_request(
 ) -> Result<Bytes, GatewayError> {
     let method = hyper::Method::from_bytes(method.as_bytes())
         .map_err(|_| GatewayError::InvalidUrl(api_base.to_owned()))?;
-    exchange_once(api_base, token, method, path, json)
+    exchange_within(REQUEST_TIMEOUT, api_base, token, method, path, json)
         .await?
         .into_result()
 }
 
-/// One request and its whole answer, within [`REQUEST_TIMEOUT`].
-async fn exchange_once(
-    api_base: &str,
-    token: &Token,
-    method: hyper::Method,
-    path: &str,
-    json: Option<String>,
-) -> Result<Answer, GatewayError> {
-    exchange_within(REQUEST_TIMEOUT, api_base, token, method, path, json).await
-}
-
-/// One request and its whole answer, within `timeout`: an answer that
-/// trickles in, or never ends, is cut off there.
+/// One request and its whole answer, within `timeout` ([`REQUEST_TIMEOUT`]
+/// but in tests): an answer that trickles in, or never ends, is cut off
+/// there.
 async fn exchange_within(
     timeout: Duration,
     api_base: &str,
