@@ -1,12 +1,12 @@
 //! One Discord Gateway connection: a sans-IO protocol core and a tokio driver.
 //!
-//! Built so far, pure and clock-free like the rest of this crate will be:
 //! - [`ShardMachine`]: the sans-IO state machine of one connection. The driver
 //!   feeds it what happened (`connect`, `handle_connected`,
-//!   `handle_message`, `handle_close`, `handle_timeout`,
-//!   `handle_identify_turn`) and carries out its [`Order`]s and frames,
-//!   sleeping until `poll_timeout`; the user reads [`ShardEvent`]s and sends
-//!   commands, which wait for the session and the rate limit;
+//!   `handle_message`, `handle_close`, `handle_protocol_error`,
+//!   `handle_timeout`, `handle_identify_turn`) and carries out its
+//!   [`Order`]s and frames, sleeping until `poll_timeout`; the user reads
+//!   [`ShardEvent`]s and sends commands, which wait for the session and the
+//!   rate limit;
 //! - [`CommandRateLimiter`]: the outbound rate limit of a connection (120
 //!   payloads per 60 seconds, with room kept for heartbeats);
 //! - [`after_close`]: the close-code policy (resume, identify anew, or stop
@@ -14,18 +14,16 @@
 //! - [`Backoff`]: exponential reconnect backoff with jitter and a cap;
 //! - [`Session`]: what a restarted process needs to resume;
 //! - [`IdentifyQueue`]: the trait every identify goes through, and
-//!   [`Unqueued`], the trivial queue of a lone shard.
+//!   [`Unqueued`], the trivial queue of a lone shard;
+//! - [`Endpoint`]: a `ws://`, `wss://`, `http://` or `https://` URL parsed
+//!   by `http::Uri`, and the TCP (and TLS) connection to it.
 //!
 //! - [`Shard`]: the tokio driver that runs a [`ShardMachine`] on a real
-//!   WebSocket (fastwebsockets over hyper, TLS by rustls with webpki roots),
-//!   yielding events in order as a `Stream` or through `next_event`;
+//!   WebSocket (the opening handshake checked as RFC 6455 says, over
+//!   hyper; TLS by rustls with webpki roots), yielding events in order as a
+//!   `Stream` or through `next_event`;
 //! - [`Json`]: an event's JSON, read as a `&str`; a `Shard` handle's events
 //!   share their batch's buffer, so handing them out copies nothing.
-//!
-//! Known open problem: under sustained faults, or with a consumer that lags
-//! by thousands of events, a session can still be lost (the gateway closes
-//! with 4009) and the shard identifies anew; two ignored driver tests
-//! reproduce it.
 
 mod batch;
 mod driver;
