@@ -1001,7 +1001,9 @@ impl ShardMachine {
             return;
         }
         let was_connecting = self.state == ShardState::Connecting;
-        let was_active = self.state == ShardState::Active;
+        // An active connection is reconnected at once, unless it broke.
+        let broke = std::mem::take(&mut self.back_off);
+        let reconnect_at_once = self.state == ShardState::Active && !broke;
         self.heartbeat.stop();
         self.hello_deadline = None;
         self.ready_deadline = None;
@@ -1017,7 +1019,7 @@ impl ShardMachine {
             return;
         }
         let next = ours.unwrap_or_else(|| after_close(code, self.config.intents));
-        let mut delay = if was_active && !std::mem::take(&mut self.back_off) {
+        let mut delay = if reconnect_at_once {
             Duration::ZERO
         } else {
             self.backoff.next_delay()

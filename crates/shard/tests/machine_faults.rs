@@ -389,3 +389,29 @@ fn escaped_names_pretty_printing_and_any_field_order_read_as_discords() {
     assert_eq!(message.content, d["content"].as_str().unwrap());
     assert_eq!(h.shard.session().map(|s| s.seq), Some(2));
 }
+
+#[test]
+fn the_backoff_after_a_broken_connection_does_not_outlive_it() {
+    let mut h = Harness::new(config());
+    h.shard.connect(h.now);
+    h.expect_connect();
+    h.shard.handle_connected(h.now);
+    // The Hello itself cannot be decoded: closed, and retried after a wait.
+    h.shard.handle_message(h.now, b"{", MessageKind::Text);
+    h.expect_own_close();
+    let (_, waited) = reconnect_after_close(&mut h, Some(RESUMABLE_CLOSE));
+    assert!(waited > Duration::ZERO);
+    // A good session later: its plain close reconnects at once, as any
+    // active connection's does.
+    h.shard.handle_connected(h.now);
+    h.hello();
+    h.orders();
+    h.shard.handle_identify_turn(h.now);
+    h.dispatch(
+        "READY",
+        json!({"session_id": "s1", "resume_gateway_url": RESUME, "v": 10}),
+    );
+    assert_eq!(h.shard.state(), ShardState::Active);
+    let (_, waited) = reconnect_after_close(&mut h, Some(RESUMABLE_CLOSE));
+    assert_eq!(waited, Duration::ZERO);
+}
