@@ -88,3 +88,74 @@ async fn a_gateway_url_that_can_never_work_stops_the_start_naming_it() {
         "no shard connected"
     );
 }
+
+/// An HTTP server written by hand: it reads a request head and answers
+/// `answer`, byte for byte, then closes. Returns the API base.
+async fn raw_api(answer: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/api/v10", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut byte).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => head.extend_from_slice(&byte[..read]),
+                    }
+                }
+                let _ = stream.write_all(answer).await;
+            });
+        }
+    });
+    base
+}
+
+#[tokio::test]
+async fn answers_no_discord_would_give_are_one_clear_error_each() {
+    let cases: [(&[u8], &str); 4] = [
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nnot json!",
+            "could not read the /gateway/bot answer",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 27\r\n\r\n{\"url\":5,\"shards\":\"many\"}  ",
+            "could not read the /gateway/bot answer",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n{",
+            "the answer is larger than 65536 bytes",
+        ),
+        (
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 23\r\n\r\n{\"message\":\"Not Found\"}",
+            "HTTP 404: Not Found",
+        ),
+    ];
+    for (answer, reason) in cases {
+        let base = raw_api(answer).await;
+        let error = Gateway::fetch_from(&base, &Token::new("t"))
+            .await
+            .unwrap_err();
+        let line = error.to_string();
+        assert!(
+            line.contains(reason),
+            "{}: {line}",
+            String::from_utf8_lossy(answer)
+        );
+        assert_eq!(line.lines().count(), 1);
+    }
+}
+
+#[tokio::test]
+async fn garbage_instead_of_http_is_retried_then_reported() {
+    let base = raw_api(b"\xff\xfe garbage \r\n\r\n").await;
+    let started = std::time::Instant::now();
+    let error = Gateway::fetch_from(&base, &Token::new("t"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, GatewayError::Unreachable { .. }), "{error}");
+    // Three retries after 0.5 s, 1 s and 2 s: not a busy loop.
+    assert!(started.elapsed() >= Duration::from_millis(3500));
+}
