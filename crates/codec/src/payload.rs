@@ -68,6 +68,18 @@ impl<'a> Payload<'a> {
     }
 
     fn scan_with(json: &'a [u8], strict: bool) -> Result<Self, CodecError> {
+        let scanned = Self::scan_once(json, strict);
+        // A `d` taken lazily as the rest of the payload hides what comes
+        // after it, which only a payload with a name twice has (a later
+        // `op` may be the valid one). What the lazy scan refuses, the strict
+        // scan decides, so the lazy scan accepts all the strict scan does.
+        match scanned {
+            Err(_) if !strict => Self::scan_once(json, true),
+            scanned => scanned,
+        }
+    }
+
+    fn scan_once(json: &'a [u8], strict: bool) -> Result<Self, CodecError> {
         // Discord's own field order first, cheaply; anything else (and a
         // strict scan) goes through the general scan.
         let fast = if strict {

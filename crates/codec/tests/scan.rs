@@ -256,6 +256,21 @@ fn discord_field_order_takes_data_lazily() {
 }
 
 #[test]
+fn the_lazy_scan_accepts_whatever_the_strict_scan_does() {
+    // Found by the json_nested fuzz target: `d` taken lazily hid a second
+    // `op`, and the first was out of range.
+    let json = "{\"t\" :\r\n\t\"G\\u0055IL\\u0044\u{e9}\",\"s\" :\r\n\tnull,\"op\" :\r\n\t256,\"d\" :\r\n\t\"lone \\ud800 surrogate\",\"op\":11,\"d\" :\r\n\t\"\\u0068\\u00E9\\u006Clo\"}";
+    let strict = Payload::scan_strict(json.as_bytes()).unwrap();
+    let lazy = Payload::scan(json.as_bytes()).unwrap();
+    assert_eq!(lazy, strict);
+    assert_eq!(
+        (lazy.op(), lazy.event_type()),
+        (11, Some("GUIL\u{44}\u{e9}"))
+    );
+    assert_eq!(lazy.data(), r#""\u0068\u00E9\u006Clo""#);
+}
+
+#[test]
 fn lazy_scan_defers_validation_of_data_that_strict_scan_rejects() {
     let json = br#"{"t":"X","s":1,"op":0,"d":{"a":}}"#;
     let lazy = Payload::scan(json).unwrap();
