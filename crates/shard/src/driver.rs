@@ -1,13 +1,13 @@
 //! The tokio driver: runs a [`ShardMachine`] on a real WebSocket.
 //!
 //! One task per shard owns the machine and both halves of the socket. It
-//! waits on the socket, the machine's deadline, the identify queue and the
-//! user's requests at once. Reads go straight into the connection's
+//! waits on the socket, the connection being opened, the machine's
+//! deadline, the identify queue and the user's requests at once. Reads go straight into the connection's
 //! [`FrameBuffer`], and each message is handed to the machine where it was
 //! received: no copy, no allocation, and one wake-up for every message a
 //! read brought in. A read is a single `poll_read`, so choosing another
-//! branch never cancels anything half-done. fastwebsockets does the
-//! handshake and writes the (masked) client frames. The task carries out the
+//! branch never cancels anything half-done. The handshake is the shard's
+//! own (`handshake.rs`); fastwebsockets writes the (masked) client frames. The task carries out the
 //! machine's orders and frames and forwards events to the [`Shard`] handle
 //! in order, with no task spawned per event.
 
@@ -395,9 +395,7 @@ impl Shard {
         let max_pending_bytes = config.max_pending_bytes;
         let release_memory = config.release_memory;
         let max_message = config.max_payload_bytes;
-        let connect_timeout = config.connect_timeout;
         let task = Task {
-            connect_timeout,
             max_pending_bytes,
             release_memory,
             max_message,
@@ -406,6 +404,7 @@ impl Shard {
             status: status.clone(),
             out,
             socket: None,
+            connecting: None,
             turn: None,
             pending: Pending::default(),
             delivered: Delivered::default(),
@@ -623,6 +622,7 @@ struct Socket {
 }
 
 type Turn = Pin<Box<dyn Future<Output = Result<(), IdentifyRefused>> + Send>>;
+type Connecting = Pin<Box<dyn Future<Output = Result<Socket, String>> + Send>>;
 
 /// What woke the shard's task.
 enum Wake {
@@ -632,6 +632,7 @@ enum Wake {
     /// the connection ended.
     Readable(bool),
     Turn(Result<(), IdentifyRefused>),
+    Connected(Result<Socket, String>),
     Timer,
     Control(Control),
 }
@@ -642,6 +643,8 @@ struct Task {
     status: Arc<Mutex<Status>>,
     out: Output,
     socket: Option<Socket>,
+    /// The connection being opened.
+    connecting: Option<Connecting>,
     turn: Option<Turn>,
     /// Events the consumer has not taken yet.
     pending: Pending,
@@ -650,8 +653,6 @@ struct Task {
     release_memory: bool,
     /// See [`ShardConfig::max_payload_bytes`]: larger frames are refused.
     max_message: usize,
-    /// See [`ShardConfig::connect_timeout`].
-    connect_timeout: Duration,
     delivered: Delivered,
     /// The machine's next deadline, and the timer set for it.
     timer: Pin<Box<tokio::time::Sleep>>,
@@ -774,6 +775,12 @@ impl Task {
                         None => std::future::pending().await,
                     }
                 };
+                let connected = async {
+                    match &mut self.connecting {
+                        Some(connecting) => connecting.await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let delivering = deliver(
                     &self.out,
                     &mut self.pending,
@@ -787,6 +794,7 @@ impl Task {
                     },
                     read = readable, if reading => Wake::Readable(read.unwrap_or(false)),
                     result = turn => Wake::Turn(result),
+                    result = connected => Wake::Connected(result),
                     () = self.timer.as_mut(), if timing => Wake::Timer,
                     request = control.recv() => match request {
                         Some(request) => Wake::Control(request),
@@ -802,26 +810,20 @@ impl Task {
                     self.turn = None;
                     match result {
                         Ok(()) => self.machine.handle_identify_turn(now()),
-                        Err(refused) => {
-                            tracing::warn!(%refused, "identify refused by the queue");
-                            self.machine.disconnect(now(), crate::RESUMABLE_CLOSE);
-                        }
+                        Err(refused) => self.machine.handle_identify_refused(now(), refused),
                     }
                 }
-                Wake::Timer => {
-                    let was_hibernating = self.machine.is_hibernating();
-                    self.machine.handle_timeout(now());
-                    // A hibernating connection keeps no receive buffer
-                    // either, and what it freed goes back to the system.
-                    if self.machine.is_hibernating() && !was_hibernating {
-                        if let Some(reader) = self.socket.as_mut().and_then(|s| s.reader.as_mut()) {
-                            reader.frames.shrink();
+                Wake::Connected(result) => {
+                    self.connecting = None;
+                    match result {
+                        Ok(socket) => {
+                            self.socket = Some(socket);
+                            self.machine.handle_connected(now());
                         }
-                        if self.release_memory {
-                            crate::memory::hibernated();
-                        }
+                        Err(error) => self.machine.handle_connect_failed(now(), &error),
                     }
                 }
+                Wake::Timer => self.machine.handle_timeout(now()),
                 Wake::Control(request) => self.control(request),
                 // The handle is gone: close resumably and stop.
                 Wake::ConsumerGone => {
@@ -917,11 +919,10 @@ impl Task {
                 Ok(Some(_)) => {}
                 Ok(None) => return,
                 Err(error) => {
-                    // 1009 for a message over the limit, 1002 for the rest.
                     let code = if matches!(error, FrameError::TooLarge { .. }) {
-                        1009
+                        crate::policy::MESSAGE_TOO_BIG
                     } else {
-                        1002
+                        crate::policy::PROTOCOL_ERROR
                     };
                     self.write(Frame::close(code, b"")).await;
                     self.socket = None;
@@ -978,6 +979,7 @@ impl Task {
 
     fn closed(&mut self, code: Option<u16>, reason: &str) {
         self.socket = None;
+        self.connecting = None;
         self.turn = None;
         self.machine.handle_close_with_reason(now(), code, reason);
     }
@@ -993,27 +995,33 @@ impl Task {
                     Order::Connect { url } => {
                         tracing::debug!(url = url.split('?').next().unwrap_or(""), "connecting");
                         // Boxed: the task's future would otherwise hold room
-                        // for the handshake's state for its whole life.
-                        let connecting = Box::pin(connect(&url, self.max_message));
-                        match tokio::time::timeout(self.connect_timeout, connecting).await {
-                            Ok(Ok(socket)) => {
-                                self.socket = Some(socket);
-                                self.machine.handle_connected(now());
-                            }
-                            Ok(Err(error)) => {
-                                tracing::warn!(%error, "connecting failed");
-                                self.machine.handle_close(now(), None);
-                            }
-                            Err(_) => {
-                                tracing::warn!("connecting timed out");
-                                self.machine.handle_close(now(), None);
-                            }
-                        }
+                        // for the handshake's state for its whole life. It
+                        // runs in the task's loop, beside the user's requests
+                        // and the machine's connect timeout.
+                        let max_message = self.max_message;
+                        self.connecting = Some(Box::pin(async move {
+                            connect(&url, max_message).await.map_err(|e| e.to_string())
+                        }));
                     }
                     Order::Close { code } => {
                         self.write(Frame::close(code, b"")).await;
                         tracing::debug!(code, "closing");
                         self.closed(Some(code), "");
+                    }
+                    Order::Abandon => {
+                        self.connecting = None;
+                        self.socket = None;
+                        self.turn = None;
+                    }
+                    // A hibernating connection keeps no receive buffer
+                    // either, and what it freed goes back to the system.
+                    Order::Hibernate => {
+                        if let Some(reader) = self.socket.as_mut().and_then(|s| s.reader.as_mut()) {
+                            reader.frames.shrink();
+                        }
+                        if self.release_memory {
+                            crate::memory::hibernated();
+                        }
                     }
                     Order::WaitIdentifyTurn => {
                         let queue = self.queue.clone();

@@ -2,11 +2,13 @@
 //!
 //! - [`ShardMachine`]: the sans-IO state machine of one connection. The driver
 //!   feeds it what happened (`connect`, `handle_connected`,
-//!   `handle_message`, `handle_close`, `handle_protocol_error`,
-//!   `handle_timeout`, `handle_identify_turn`) and carries out its
-//!   [`Order`]s and frames, sleeping until `poll_timeout`; the user reads
-//!   [`ShardEvent`]s and sends commands, which wait for the session and the
-//!   rate limit;
+//!   `handle_connect_failed`, `handle_message`, `handle_close`,
+//!   `handle_protocol_error`, `handle_timeout`, `handle_identify_turn`,
+//!   `handle_identify_refused`) and carries out its [`Order`]s and frames,
+//!   sleeping until `poll_timeout`. Every deadline (connect, Hello, READY,
+//!   reconnect backoff, heartbeat, rate-limit slot, hibernation) is the
+//!   machine's; the user reads [`ShardEvent`]s and sends commands, which
+//!   wait for the session and the rate limit;
 //! - [`CommandRateLimiter`]: the outbound rate limit of a connection (120
 //!   payloads per 60 seconds, with room kept for heartbeats);
 //! - [`after_close`]: the close-code policy (resume, identify anew, or stop

@@ -1,7 +1,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use twilight_model::gateway::Intents;
+use twilight_model::gateway::{CloseCode, Intents};
 
 /// What a shard does after its connection ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,17 +79,18 @@ impl FatalError {
     /// The close code that caused it, if a close did.
     #[must_use]
     pub fn code(&self) -> Option<u16> {
-        match self {
-            Self::AuthenticationFailed => Some(4004),
-            Self::InvalidShard => Some(4010),
-            Self::ShardingRequired => Some(4011),
-            Self::InvalidApiVersion => Some(4012),
-            Self::InvalidIntents(_) => Some(4013),
-            Self::DisallowedIntents(_) => Some(4014),
+        let code = match self {
+            Self::AuthenticationFailed => CloseCode::AuthenticationFailed,
+            Self::InvalidShard => CloseCode::InvalidShard,
+            Self::ShardingRequired => CloseCode::ShardingRequired,
+            Self::InvalidApiVersion => CloseCode::InvalidApiVersion,
+            Self::InvalidIntents(_) => CloseCode::InvalidIntents,
+            Self::DisallowedIntents(_) => CloseCode::DisallowedIntents,
             Self::InvalidConfiguration(_) | Self::InvalidGatewayUrl(_) | Self::Undecodable(_) => {
-                None
+                return None;
             }
-        }
+        };
+        Some(code as u16)
     }
 }
 
@@ -131,14 +132,22 @@ impl fmt::Display for PrivilegedNames {
 /// named in the 4013 and 4014 errors.
 #[must_use]
 pub fn after_close(code: Option<u16>, intents: Intents) -> AfterClose {
+    // 1000 and 1001 end the session on Discord's side.
+    if matches!(code, Some(NORMAL_CLOSE | GOING_AWAY)) {
+        return AfterClose::Identify;
+    }
+    let Some(code) = code.and_then(|code| CloseCode::try_from(code).ok()) else {
+        // No close frame, or a code Discord does not define: resume.
+        return AfterClose::Resume;
+    };
     match code {
         // Invalid seq, session timed out: a new session, directly.
-        Some(4007 | 4009) => AfterClose::Identify,
-        Some(4004) => AfterClose::Fatal(FatalError::AuthenticationFailed),
-        Some(4010) => AfterClose::Fatal(FatalError::InvalidShard),
-        Some(4011) => AfterClose::Fatal(FatalError::ShardingRequired),
-        Some(4012) => AfterClose::Fatal(FatalError::InvalidApiVersion),
-        Some(4013) => {
+        CloseCode::InvalidSequence | CloseCode::SessionTimedOut => AfterClose::Identify,
+        CloseCode::AuthenticationFailed => AfterClose::Fatal(FatalError::AuthenticationFailed),
+        CloseCode::InvalidShard => AfterClose::Fatal(FatalError::InvalidShard),
+        CloseCode::ShardingRequired => AfterClose::Fatal(FatalError::ShardingRequired),
+        CloseCode::InvalidApiVersion => AfterClose::Fatal(FatalError::InvalidApiVersion),
+        CloseCode::InvalidIntents => {
             // The bits twilight-model does not know; all of them if it knows
             // every one (Discord may have retired an intent since).
             let unknown = intents.bits() & !Intents::all().bits();
@@ -149,21 +158,28 @@ pub fn after_close(code: Option<u16>, intents: Intents) -> AfterClose {
             };
             AfterClose::Fatal(FatalError::InvalidIntents(named))
         }
-        Some(4014) => {
+        CloseCode::DisallowedIntents => {
             let privileged =
                 Intents::GUILD_MEMBERS | Intents::GUILD_PRESENCES | Intents::MESSAGE_CONTENT;
             AfterClose::Fatal(FatalError::DisallowedIntents(intents & privileged))
         }
-        // 1000 and 1001 end the session on Discord's side.
-        Some(1000 | 1001) => AfterClose::Identify,
-        // 4000 to 4003, 4005, 4008, anything else, or no code: resume.
+        // 4000 to 4003, 4005, 4008, and any code twilight-model adds later.
         _ => AfterClose::Resume,
     }
 }
 
+/// RFC 6455's normal closure: it ends the session on Discord's side.
+pub(crate) const NORMAL_CLOSE: u16 = 1000;
+/// RFC 6455's "going away": it ends the session on Discord's side too.
+pub(crate) const GOING_AWAY: u16 = 1001;
+/// RFC 6455's protocol error: the answer to a frame that breaks it.
+pub(crate) const PROTOCOL_ERROR: u16 = 1002;
+/// RFC 6455's "message too big".
+pub(crate) const MESSAGE_TOO_BIG: u16 = 1009;
+
 /// The close code shardwire uses when it closes a connection it means to
 /// resume: 4000-range codes keep the session, 1000 and 1001 would end it.
-pub const RESUMABLE_CLOSE: u16 = 4000;
+pub const RESUMABLE_CLOSE: u16 = CloseCode::UnknownError as u16;
 
 /// Exponential reconnect backoff with jitter and a cap.
 ///

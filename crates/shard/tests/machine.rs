@@ -412,7 +412,11 @@ fn an_invalid_configuration_is_a_clear_fatal_error() {
     h.hello();
     h.orders();
     h.shard.handle_identify_turn(h.now);
+    // The connection is closed first, then the shard stops.
+    assert_eq!(h.orders(), vec![Order::Close { code: 4000 }]);
+    h.shard.handle_close(h.now, Some(4000));
     assert_eq!(h.shard.state(), ShardState::FatallyClosed);
+    assert_eq!(h.shard.poll_timeout(), None);
     let fatal = h.events().into_iter().find_map(|e| match e {
         ShardEvent::Fatal(error) => Some(error),
         _ => None,
@@ -651,9 +655,19 @@ fn a_quiet_connection_hibernates_its_decoder_and_wakes_on_the_next_message() {
         h.advance(Duration::from_secs(9));
         h.run_timers();
         assert!(!h.shard.is_hibernating());
+        h.orders();
         h.advance(Duration::from_secs(1));
         h.run_timers();
         assert_eq!(h.shard.is_hibernating(), after.is_some());
+        // The driver is told once, to free its receive buffer too.
+        let hibernate = vec![Order::Hibernate; usize::from(after.is_some())];
+        assert_eq!(h.orders(), hibernate);
+        h.advance(Duration::from_secs(30));
+        h.run_timers();
+        assert!(
+            !h.orders().contains(&Order::Hibernate),
+            "once a quiet spell"
+        );
         // Asleep or not, the next message decodes against the same window.
         let text = "x".repeat(300);
         dispatch(

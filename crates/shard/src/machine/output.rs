@@ -1,0 +1,176 @@
+//! What a shard machine tells its driver and its user: [`ShardState`],
+//! [`Order`], [`ShardEvent`], and the errors of its commands.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use twilight_model::gateway::event::DispatchEvent;
+
+use crate::{FatalError, IdentifyRefused, Json, Session};
+
+/// Where a shard is in its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShardState {
+    /// Not connected and not trying to.
+    Disconnected,
+    /// Waiting for the driver to open the connection.
+    Connecting,
+    /// Connected, waiting for Hello.
+    WaitingForHello,
+    /// Identify sent (or waiting for its turn), waiting for READY.
+    Identifying,
+    /// Resume sent, waiting for RESUMED.
+    Resuming,
+    /// Ready: events flow, commands go out.
+    Active,
+    /// Between connections, waiting to reconnect.
+    Reconnecting,
+    /// Stopped by a close no reconnect can fix.
+    FatallyClosed,
+}
+
+/// What the shard asks its driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Order {
+    /// Open a WebSocket to this URL, then call `handle_connected` (or
+    /// `handle_connect_failed` if it fails). The machine's connect timeout
+    /// may end the attempt first, with [`Order::Abandon`].
+    Connect {
+        /// The full URL, query included.
+        url: String,
+    },
+    /// Close the connection with this code, then call `handle_close`.
+    Close {
+        /// The close code.
+        code: u16,
+    },
+    /// Drop the connection, or the connection being opened, without a
+    /// close frame and without calling `handle_close`: the machine has
+    /// already counted it as ended (a connect that timed out).
+    Abandon,
+    /// Wait for the identify queue's turn, then call `handle_identify_turn`
+    /// (or `handle_identify_refused`).
+    WaitIdentifyTurn,
+    /// The connection has been quiet for
+    /// [`ShardConfig::hibernate_after`](crate::ShardConfig::hibernate_after)
+    /// and its decompression state hibernates: free the receive buffer, and
+    /// hand freed memory back to the system if
+    /// [`ShardConfig::release_memory`](crate::ShardConfig::release_memory)
+    /// asks for it.
+    Hibernate,
+}
+
+/// What happened, for the user.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ShardEvent {
+    /// The shard's first WebSocket opened.
+    Connected,
+    /// A later WebSocket opened, after a disconnection.
+    Reconnected,
+    /// The connection ended.
+    Disconnected {
+        /// The close code, `None` for a dropped connection.
+        code: Option<u16>,
+        /// The close frame's reason (empty if none).
+        reason: String,
+    },
+    /// A heartbeat was acknowledged.
+    Heartbeat {
+        /// Its round trip.
+        latency: Duration,
+    },
+    /// READY: a new session.
+    Ready {
+        /// The session.
+        session: Session,
+    },
+    /// RESUMED: the session continues.
+    Resumed,
+    /// A dispatch (op 0): always raw, typed too when
+    /// [`ShardConfig::typed_events`] asks for its type.
+    Dispatch {
+        /// Its sequence number.
+        seq: u64,
+        /// Its event name. Names Discord documents are borrowed from a
+        /// static table; others are owned.
+        event_type: Cow<'static, str>,
+        /// The whole payload's JSON.
+        json: Json,
+        /// The typed event, if asked for and it deserialized (one that does
+        /// not is logged and still comes out raw).
+        event: Option<Box<DispatchEvent>>,
+    },
+    /// Any payload received, as JSON, when [`ShardConfig::raw_messages`]
+    /// is on; it comes before the events derived from it.
+    Message {
+        /// The payload's JSON.
+        json: Json,
+    },
+    /// A payload was handed to the connection.
+    Sent {
+        /// Its opcode (the payload itself is not repeated: Identify and
+        /// Resume carry the token).
+        opcode: u8,
+    },
+    /// The gateway refused a command for now (a RATE_LIMITED dispatch; it
+    /// also comes out as a [`ShardEvent::Dispatch`]).
+    RateLimited {
+        /// The opcode of the refused command.
+        opcode: u8,
+        /// How long to wait before sending it again.
+        retry_after: Duration,
+    },
+    /// A connection could not be opened (refused, TLS, the handshake, or
+    /// the connect timeout); the shard retries after its backoff.
+    ConnectFailed {
+        /// What went wrong, in one line.
+        error: String,
+    },
+    /// The identify queue refused this shard its turn (the day's session
+    /// starts are spent, or the queue shut down): the shard is
+    /// [`ShardState::Disconnected`] until asked to connect again.
+    IdentifyRefused(IdentifyRefused),
+    /// The shard stopped for good.
+    Fatal(FatalError),
+}
+
+/// A command the shard could not take.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The command does not encode (too large, invalid field).
+    #[error(transparent)]
+    Codec(#[from] shardwire_codec::CodecError),
+    /// Too many commands are already waiting for the session.
+    #[error("{0} commands are already waiting for the session; this one was not queued")]
+    QueueFull(usize),
+    /// The shard stopped for good.
+    #[error("the shard is fatally closed: {0}")]
+    Fatal(FatalError),
+    /// A raw payload that is not a JSON object with an integer `op`, or is
+    /// over the gateway's 4096-byte limit.
+    #[error("invalid raw payload: {0}")]
+    InvalidRaw(String),
+    /// The shard's task has ended (its handle's owner dropped it, or the
+    /// runtime shut down).
+    #[error("the shard has stopped")]
+    Stopped,
+}
+
+/// Why a resume could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResumeError {
+    /// There is no session: identify instead.
+    #[error("there is no session to resume; identify instead")]
+    NoSession,
+    /// The shard stopped for good.
+    #[error("the shard is fatally closed: {0}")]
+    Fatal(FatalError),
+    /// The shard's task has ended.
+    #[error("the shard has stopped")]
+    Stopped,
+}
