@@ -54,10 +54,10 @@ pub struct ShardConfig {
     /// A session to resume instead of identifying (exported earlier).
     pub session: Option<Session>,
     /// Dispatches to deserialize into twilight-model types
-    /// ([`ShardEvent::Dispatch`]'s `event`); the others stay raw JSON and
+    /// ([`ShardEvent::Dispatch`](crate::ShardEvent::Dispatch)'s `event`); the others stay raw JSON and
     /// cost no parsing. None by default.
     pub typed_events: EventFilter,
-    /// Emit every payload received as a [`ShardEvent::Message`] (off by
+    /// Emit every payload received as a [`ShardEvent::Message`](crate::ShardEvent::Message) (off by
     /// default: it copies each payload once more).
     pub raw_messages: bool,
     /// The tokio driver holds events for a consumer that lags up to this

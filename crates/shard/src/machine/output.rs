@@ -90,7 +90,7 @@ pub enum ShardEvent {
     /// RESUMED: the session continues.
     Resumed,
     /// A dispatch (op 0): always raw, typed too when
-    /// [`ShardConfig::typed_events`] asks for its type.
+    /// [`ShardConfig::typed_events`](crate::ShardConfig::typed_events) asks for its type.
     Dispatch {
         /// Its sequence number.
         seq: u64,
@@ -103,7 +103,7 @@ pub enum ShardEvent {
         /// not is logged and still comes out raw).
         event: Option<Box<DispatchEvent>>,
     },
-    /// Any payload received, as JSON, when [`ShardConfig::raw_messages`]
+    /// Any payload received, as JSON, when [`ShardConfig::raw_messages`](crate::ShardConfig::raw_messages)
     /// is on; it comes before the events derived from it.
     Message {
         /// The payload's JSON.
