@@ -273,3 +273,29 @@ fn no_deadline_stays_due_once_handled() {
         h.events();
     }
 }
+
+#[test]
+fn only_an_active_session_lets_the_driver_pause_reading() {
+    let mut h = Harness::new(config());
+    assert!(!h.shard.may_pause_reading());
+    h.shard.connect(h.now);
+    h.expect_connect();
+    h.shard.handle_connected(h.now);
+    // Waiting for Hello, then for READY: it must read.
+    assert!(!h.shard.may_pause_reading());
+    h.hello();
+    assert_eq!(h.orders(), vec![Order::WaitIdentifyTurn]);
+    assert!(!h.shard.may_pause_reading());
+    h.shard.handle_identify_turn(h.now);
+    h.dispatch(
+        "READY",
+        json!({"session_id": "s1", "resume_gateway_url": RESUME}),
+    );
+    assert!(h.shard.may_pause_reading());
+    // Resuming on the next connection: it must read again.
+    h.closed_and_reconnect(Some(4000));
+    h.shard.handle_connected(h.now);
+    h.hello();
+    assert_eq!(h.shard.state(), ShardState::Resuming);
+    assert!(!h.shard.may_pause_reading());
+}

@@ -145,11 +145,8 @@ impl Task {
                 self.timer_at = deadline;
             }
             let timing = self.timer_at.is_some();
-            // Stop reading while the consumer is far behind; timers and
-            // heartbeats go on. Only an active session pauses: a connection
-            // still being set up must read its Hello and start heartbeating,
-            // or the gateway would end the session (4009) instead of letting
-            // it resume.
+            // Stop reading while the consumer is far behind (as the machine
+            // allows); timers and heartbeats go on.
             let reading = self.reading();
             let has_pending = !self.pending.is_empty();
             let wake = {
@@ -226,10 +223,10 @@ impl Task {
         self.socket = None;
     }
 
-    /// Whether the consumer has room for more: past the limits an active
-    /// session stops reading (see [`PENDING_LIMIT`]).
+    /// Whether to read: past the limits (see [`PENDING_LIMIT`]) the
+    /// connection stops reading, if the machine allows it.
     fn reading(&self) -> bool {
-        self.machine.state() != ShardState::Active
+        !self.machine.may_pause_reading()
             || (self.pending.len() < PENDING_LIMIT && self.pending.bytes < self.max_pending_bytes)
     }
 

@@ -205,6 +205,15 @@ impl ShardMachine {
         self.decoder.is_hibernating()
     }
 
+    /// Whether the driver may stop reading for a while (for a consumer
+    /// that lags): only an active session may. A connection still being
+    /// set up must read its Hello and start heartbeating, or the gateway
+    /// would end the session (4009) instead of letting it resume.
+    #[must_use]
+    pub fn may_pause_reading(&self) -> bool {
+        self.state == ShardState::Active
+    }
+
     /// The next deadline: call [`ShardMachine::handle_timeout`] then.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
