@@ -43,7 +43,7 @@ pub use crate::lease::{Lease, Leases};
 pub use crate::node::{Node, NodeConfig, NodeError};
 pub use crate::queue::NatsQueue;
 pub use crate::server::{LocalServer, ServerError};
-pub use crate::sessions::{SessionStore, parse_session};
+pub use crate::sessions::{SessionStore, StoredSessionError, parse_session};
 
 /// A NATS URL without the credentials it may carry (`user:pass@`,
 /// `token@`), for logs, errors and `Debug` output.

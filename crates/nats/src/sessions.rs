@@ -33,16 +33,19 @@ impl SessionStore {
     pub async fn load(&self, shard: u32) -> Result<(Option<Session>, u64), NatsError> {
         let (session, revision) = self.read(shard).await?;
         Ok((
-            session.map_err(|reason| NatsError::Corrupt {
+            session.map_err(|error| NatsError::Corrupt {
                 key: key(shard),
-                reason,
+                reason: error.to_string(),
             })?,
             revision,
         ))
     }
 
     /// The stored session (or why it is unusable) and its revision.
-    async fn read(&self, shard: u32) -> Result<(Result<Option<Session>, String>, u64), NatsError> {
+    async fn read(
+        &self,
+        shard: u32,
+    ) -> Result<(Result<Option<Session>, StoredSessionError>, u64), NatsError> {
         let entry = self
             .store
             .entry(key(shard))
@@ -181,10 +184,23 @@ impl SessionStore {
 /// # Errors
 ///
 /// Why it is not a resumable session.
-pub fn parse_session(value: &[u8]) -> Result<Session, String> {
-    let session: Session = serde_json::from_slice(value).map_err(|error| error.to_string())?;
+pub fn parse_session(value: &[u8]) -> Result<Session, StoredSessionError> {
+    let session: Session = serde_json::from_slice(value)
+        .map_err(|error| StoredSessionError::NotASession(error.to_string()))?;
     session.check()?;
     Ok(session)
+}
+
+/// Why a stored value is not a resumable session.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoredSessionError {
+    /// It is not the JSON of a session.
+    #[error("not a stored session: {0}")]
+    NotASession(String),
+    /// It is a session, but not one that can be resumed.
+    #[error(transparent)]
+    Unresumable(#[from] shardwire_shard::SessionError),
 }
 
 fn key(shard: u32) -> String {

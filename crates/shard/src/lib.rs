@@ -50,4 +50,4 @@ pub use crate::policy::{
 };
 pub use crate::queue::{IdentifyQueue, IdentifyRefused, Unqueued, WaitTurn};
 pub use crate::ratelimit::{CommandRateLimiter, LIMIT, WINDOW};
-pub use crate::session::Session;
+pub use crate::session::{Session, SessionError};

@@ -15,10 +15,10 @@ use tokio::net::TcpStream;
 ///
 /// # Errors
 ///
-/// The reason, if rustls cannot build it (it always can with the ring
+/// rustls's error, if it cannot build it (it always can with the ring
 /// provider's default protocol versions).
-pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, rustls::Error>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
             let roots =
@@ -28,7 +28,6 @@ pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
             ))
             .with_safe_default_protocol_versions()
             .map(|builder| Arc::new(builder.with_root_certificates(roots).with_no_client_auth()))
-            .map_err(|error| error.to_string())
         })
         .clone()
 }

@@ -18,8 +18,8 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// A message naming the field that is wrong.
-    pub fn new(session_id: String, seq: u64, resume_url: String) -> Result<Self, String> {
+    /// [`SessionError`], naming the field that is wrong.
+    pub fn new(session_id: String, seq: u64, resume_url: String) -> Result<Self, SessionError> {
         let session = Self {
             session_id,
             seq,
@@ -33,17 +33,26 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// A message naming the field that is wrong.
-    pub fn check(&self) -> Result<(), String> {
+    /// [`SessionError`], naming the field that is wrong.
+    pub fn check(&self) -> Result<(), SessionError> {
         if self.session_id.trim().is_empty() {
-            return Err("the session id is empty".into());
+            return Err(SessionError::EmptySessionId);
         }
         if !(self.resume_url.starts_with("wss://") || self.resume_url.starts_with("ws://")) {
-            return Err(format!(
-                "the resume URL `{}` is not a ws:// or wss:// URL",
-                self.resume_url
-            ));
+            return Err(SessionError::ResumeUrlNotWebSocket(self.resume_url.clone()));
         }
         Ok(())
     }
+}
+
+/// Why a [`Session`] cannot be resumed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The session id is empty (or only white space).
+    #[error("the session id is empty")]
+    EmptySessionId,
+    /// The resume URL is not a `ws://` or `wss://` URL.
+    #[error("the resume URL `{0}` is not a ws:// or wss:// URL")]
+    ResumeUrlNotWebSocket(String),
 }

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use shardwire_shard::{AfterClose, Backoff, FatalError, RESUMABLE_CLOSE, Session, after_close};
+use shardwire_shard::{
+    AfterClose, Backoff, FatalError, RESUMABLE_CLOSE, Session, SessionError, after_close,
+};
 use twilight_model::gateway::Intents;
 
 #[test]
@@ -153,15 +155,18 @@ fn sessions_round_trip_through_json_and_are_checked() {
     );
     let back: Session = serde_json::from_str(&json).unwrap();
     assert_eq!(back, session);
-    assert!(
-        Session::new(" ".into(), 1, "wss://x".into())
-            .unwrap_err()
-            .contains("session id")
+    assert_eq!(
+        Session::new(" ".into(), 1, "wss://x".into()),
+        Err(SessionError::EmptySessionId)
     );
-    assert!(
-        Session::new("a".into(), 1, "https://x".into())
-            .unwrap_err()
-            .contains("resume URL")
+    let error = Session::new("a".into(), 1, "https://x".into()).unwrap_err();
+    assert_eq!(
+        error,
+        SessionError::ResumeUrlNotWebSocket("https://x".into())
+    );
+    assert_eq!(
+        error.to_string(),
+        "the resume URL `https://x` is not a ws:// or wss:// URL"
     );
     let imported: Session =
         serde_json::from_str(r#"{"session_id":"a","seq":1,"resume_url":"ftp://x"}"#).unwrap();
