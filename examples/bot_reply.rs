@@ -17,7 +17,7 @@ use anyhow::Result;
 use serde_json::json;
 use shardwire::cluster::{Cluster, api_request};
 use shardwire::{EventFilter, ShardEvent};
-use shardwire_codec::corpus::EventGenerator;
+use shardwire_corpus::EventGenerator;
 use shardwire_examples::Target;
 use shardwire_sim::Fault;
 use twilight_model::gateway::Intents;

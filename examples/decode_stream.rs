@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use shardwire::codec::{Compression, Decoded, Decoder, EventFilter, MessageKind};
-use shardwire_codec::corpus::{Corpus, ZlibStreamEncoder};
+use shardwire_corpus::{Corpus, ZlibStreamEncoder};
 use twilight_model::gateway::event::{DispatchEvent, EventType, GatewayEvent};
 
 fn main() -> Result<()> {

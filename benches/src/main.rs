@@ -468,7 +468,7 @@ fn inflate_each(messages: &[Vec<u8>], mut each: impl FnMut(&[u8]) -> Result<()>)
 
 fn codec(events: usize, passes: u32) -> Result<serde_json::Value> {
     use shardwire::codec::{Decoded, Decoder, MessageKind};
-    use shardwire_codec::corpus::{Corpus, ZlibStreamEncoder};
+    use shardwire_corpus::{Corpus, ZlibStreamEncoder};
     use twilight_gateway::EventTypeFlags;
 
     let corpus = Corpus::realistic(events, 1);

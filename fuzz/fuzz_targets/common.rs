@@ -9,7 +9,7 @@
 //! Each target includes this file and uses part of it.
 #![allow(dead_code)]
 
-use shardwire_codec::corpus::Rng;
+use shardwire_corpus::Rng;
 
 pub const LIMIT: usize = 1 << 20;
 

@@ -4,7 +4,7 @@
 //! the input (fragmented at random, pings in between) come out whole.
 
 use libfuzzer_sys::fuzz_target;
-use shardwire_codec::corpus::{Rng, server_frame as frame};
+use shardwire_corpus::{Rng, server_frame as frame};
 use shardwire_codec::frame::{Frame, FrameBuffer};
 
 mod common;

@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use shardwire_codec::corpus::{ZlibStreamEncoder, ZstdStreamEncoder, zlib_payload};
+use shardwire_corpus::{ZlibStreamEncoder, ZstdStreamEncoder, zlib_payload};
 use shardwire_codec::{Compression, MessageKind, Token};
 use shardwire_shard::{Json, Order, ShardConfig, ShardEvent, ShardMachine};
 use twilight_model::gateway::Intents;

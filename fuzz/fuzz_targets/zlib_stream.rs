@@ -4,7 +4,7 @@
 //! decoder hibernating between payloads at random.
 
 use libfuzzer_sys::fuzz_target;
-use shardwire_codec::corpus::ZlibStreamEncoder;
+use shardwire_corpus::ZlibStreamEncoder;
 use shardwire_codec::{Compression, Decoder, MessageKind};
 
 mod common;

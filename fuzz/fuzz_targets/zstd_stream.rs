@@ -3,7 +3,7 @@
 //! decode to exactly what was sent, one message per payload.
 
 use libfuzzer_sys::fuzz_target;
-use shardwire_codec::corpus::ZstdStreamEncoder;
+use shardwire_corpus::ZstdStreamEncoder;
 use shardwire_codec::{Compression, Decoder, MessageKind};
 
 mod common;

@@ -111,7 +111,7 @@ fn bench_codec(args: &[String]) -> Result<()> {
 /// Seeds a fuzz corpus from the generated gateway traffic, so the fuzzer
 /// starts from real payloads and real compressed streams.
 fn write_seeds(target: &str, dir: &Path) -> Result<()> {
-    use shardwire_codec::corpus::{Corpus, ZlibStreamEncoder, ZstdStreamEncoder, server_frame};
+    use shardwire_corpus::{Corpus, ZlibStreamEncoder, ZstdStreamEncoder, server_frame};
     let corpus = Corpus::small_events(64, 5);
     let payloads = corpus.payloads();
     let mut seeds: Vec<Vec<u8>> = Vec::new();

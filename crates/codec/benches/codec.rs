@@ -11,10 +11,10 @@ use std::sync::LazyLock;
 
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{Bencher, black_box};
-use shardwire_codec::corpus::{Corpus, ZlibStreamEncoder, ZstdStreamEncoder, zlib_payload};
 use shardwire_codec::{
     Compression, Decoded, Decoder, EventFilter, MessageKind, Payload, TypedParser,
 };
+use shardwire_corpus::{Corpus, ZlibStreamEncoder, ZstdStreamEncoder, zlib_payload};
 use twilight_model::gateway::event::{EventType, GatewayEventDeserializer};
 
 fn main() {

@@ -31,8 +31,6 @@
 //! # Ok::<(), shardwire_codec::CodecError>(())
 //! ```
 
-#![recursion_limit = "256"]
-
 mod command;
 mod decoder;
 mod error;
@@ -42,9 +40,6 @@ mod inflate;
 mod json;
 mod payload;
 mod token;
-
-#[cfg(feature = "corpus")]
-pub mod corpus;
 
 pub use crate::command::{
     Activity, ChannelInfoField, Command, ConnectionProperties, Identify, MAX_COMMAND_SIZE,

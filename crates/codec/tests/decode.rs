@@ -1,8 +1,8 @@
 //! Typed decoding into twilight-model, the event filter, and pass-through of
 //! what twilight-model does not know.
 
-use shardwire_codec::corpus::{Corpus, EventGenerator};
 use shardwire_codec::{Decoded, EventFilter, Payload, TypedParser};
+use shardwire_corpus::{Corpus, EventGenerator};
 use twilight_model::gateway::event::{DispatchEvent, EventType, GatewayEvent};
 
 fn scan(json: &[u8]) -> Payload<'_> {

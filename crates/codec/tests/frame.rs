@@ -2,8 +2,8 @@
 //! time, fragmentation, control frames, protocol errors and memory.
 
 use shardwire_codec::MessageKind;
-use shardwire_codec::corpus::{Rng, server_frame as frame};
 use shardwire_codec::frame::{Frame, FrameBuffer, FrameError};
+use shardwire_corpus::{Rng, server_frame as frame};
 
 const LIMIT: usize = 1 << 20;
 

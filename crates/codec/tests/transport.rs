@@ -2,8 +2,8 @@
 //! point, in random multi-piece splits, and corrupted, truncated or inflated
 //! into bombs.
 
-use shardwire_codec::corpus::{Corpus, Rng, ZlibStreamEncoder, ZstdStreamEncoder, zlib_payload};
 use shardwire_codec::{CodecError, Compression, DEFAULT_PAYLOAD_LIMIT, Decoder, MessageKind};
+use shardwire_corpus::{Corpus, Rng, ZlibStreamEncoder, ZstdStreamEncoder, zlib_payload};
 
 fn zlib_messages(payloads: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut encoder = ZlibStreamEncoder::new();

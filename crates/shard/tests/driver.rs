@@ -8,8 +8,8 @@ use common::driver::{
 use std::sync::Arc;
 use std::time::Duration;
 
-use shardwire_codec::corpus::Rng;
 use shardwire_codec::{Command, Compression, EventFilter, Token};
+use shardwire_corpus::Rng;
 use shardwire_shard::{FatalError, Shard, ShardConfig, ShardEvent, ShardState, Unqueued};
 use shardwire_sim::{Fault, ResumeOutcome, Sim};
 use twilight_model::gateway::Intents;

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::raw_gateway::{ClientFrame, Conn, RawGateway, STEP};
 use serde_json::json;
-use shardwire_codec::corpus::{server_frame, zlib_payload};
 use shardwire_codec::{Compression, Token};
+use shardwire_corpus::{server_frame, zlib_payload};
 use shardwire_shard::{Shard, ShardConfig, ShardEvent, ShardState, Unqueued};
 use twilight_model::gateway::Intents;
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 use common::machine::{GATEWAY, Harness, INTERVAL_MS, RESUME, TOKEN, config, is_resume};
 use serde_json::{Value, json};
 use shardwire_codec::EventFilter;
-use shardwire_codec::corpus::ZlibStreamEncoder;
 use shardwire_codec::{Command, Compression, MessageKind};
+use shardwire_corpus::ZlibStreamEncoder;
 use shardwire_shard::{
     FatalError, Order, RESUMABLE_CLOSE, ResumeError, SendError, Session, ShardEvent, ShardState,
 };

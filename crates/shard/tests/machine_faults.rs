@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::machine::{GATEWAY, Harness, RESUME, config, is_resume};
 use serde_json::json;
-use shardwire_codec::corpus::EventGenerator;
 use shardwire_codec::{EventFilter, MessageKind};
+use shardwire_corpus::EventGenerator;
 use shardwire_shard::{
     FatalError, Order, RESUMABLE_CLOSE, ShardEvent, ShardState, UNDECODABLE_LIMIT,
 };

@@ -15,9 +15,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use shardwire_codec::Compression;
-use shardwire_codec::corpus::{
-    EventGenerator, Rng, ZlibStreamEncoder, ZstdStreamEncoder, zlib_payload,
-};
+use shardwire_corpus::{EventGenerator, Rng, ZlibStreamEncoder, ZstdStreamEncoder, zlib_payload};
 use tokio::io::{BufWriter, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};

@@ -58,14 +58,14 @@ impl Flood {
     /// events. Benchmarks rebuild it to measure the same bytes offline.
     #[must_use]
     pub fn new(seed: u64, first: u64, count: u64) -> Self {
-        let mut generator = shardwire_codec::corpus::EventGenerator::new(seed, 8);
+        let mut generator = shardwire_corpus::EventGenerator::new(seed, 8);
         let distinct: Vec<(&'static str, Vec<u8>)> = (0..1024)
             .map(|_| {
                 let (name, d) = generator.next_event();
                 (name, serde_json::to_vec(&d).unwrap_or_default())
             })
             .collect();
-        let mut encoder = shardwire_codec::corpus::ZlibStreamEncoder::continuation();
+        let mut encoder = shardwire_corpus::ZlibStreamEncoder::continuation();
         let mut payloads = Vec::with_capacity(count as usize);
         let mut zlib = Vec::with_capacity(count as usize);
         for index in 0..count {
