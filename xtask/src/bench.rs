@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: shardwire against twilight-gateway, side by side.
 //!
-//! Builds `shardwire` and `shardwire-bench` in release mode, runs
+//! Builds the `shardwire` command (package shardwire-cli) and
+//! `shardwire-bench` (package shardwire-benches) in release mode, runs
 //! `shardwire sim` in its own process (one core) and the measuring client in
 //! another (one core), several runs per row with the two clients
 //! interleaved, and prints one markdown table: median (lowest to highest)
@@ -227,7 +228,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         "build",
         "--release",
         "-p",
-        "shardwire",
+        "shardwire-cli",
         "-p",
         "shardwire-benches",
     ]))?;

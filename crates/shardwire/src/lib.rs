@@ -10,11 +10,16 @@
 //!   tokio driver;
 //! - [`cluster`]: many shards as one, with `/gateway/bot`, the identify
 //!   queue, routing and lifecycle;
-//! - [`nats`] (feature `nats`, on by default with `cli`): many processes on
-//!   NATS JetStream: a shared identify queue, leased shard ranges, a
-//!   session store, events published with deduplication, gateway nodes.
+//! - `nats` (feature `nats`): many processes on NATS JetStream: a shared
+//!   identify queue, leased shard ranges, a session store, events published
+//!   with deduplication, gateway nodes;
+//! - `sim` (feature `sim`): a local Discord Gateway (WebSocket and REST)
+//!   with scripted faults, to test a bot without a token or a network.
 //!
-//! The most used types are also at the top level.
+//! The most used types are also at the top level. No feature is on by
+//! default, and the crate holds nothing but these re-exports; the
+//! `shardwire` command (`tail`, `demo`, `sim`, `node`) is the
+//! `shardwire-cli` package.
 //!
 //! ```no_run
 //! use shardwire::{Cluster, ClusterConfig, ShardEvent, Token};
@@ -38,6 +43,8 @@ pub use shardwire_heartbeat as heartbeat;
 #[cfg(feature = "nats")]
 pub use shardwire_nats as nats;
 pub use shardwire_shard as shard;
+#[cfg(feature = "sim")]
+pub use shardwire_sim as sim;
 
 pub use shardwire_cluster::{Cluster, ClusterConfig, ShardSpec};
 pub use shardwire_codec::{Command, Compression, EventFilter, Token};

@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shardwire::nats::{Layout, LocalServer, Nats};
+use shardwire_nats::{Layout, LocalServer, Nats};
 use shardwire_sim::{ResumeOutcome, Sim};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};

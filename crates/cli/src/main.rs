@@ -8,11 +8,15 @@
     reason = "a command-line tool: stdout carries its output, stderr its errors"
 )]
 
-mod cli;
+mod demo;
+mod node;
+mod sim;
+mod tail;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use twilight_model::gateway::Intents;
 
 /// Keeps Discord bots connected to the Discord Gateway.
 #[derive(Debug, Parser)]
@@ -24,10 +28,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    Tail(cli::tail::Args),
-    Demo(cli::demo::Args),
-    Sim(cli::sim::Args),
-    Node(cli::node::Args),
+    Tail(tail::Args),
+    Demo(demo::Args),
+    Sim(sim::Args),
+    Node(node::Args),
+}
+
+/// Prints a one-line error and returns `code`.
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("shardwire: {message}");
+    ExitCode::from(code)
+}
+
+/// Every intent Discord defines except the privileged ones (GUILD_MEMBERS,
+/// GUILD_PRESENCES, MESSAGE_CONTENT), which need switching on in the
+/// Developer Portal.
+fn non_privileged_intents() -> Intents {
+    Intents::all() - Intents::GUILD_MEMBERS - Intents::GUILD_PRESENCES - Intents::MESSAGE_CONTENT
 }
 
 /// Colour only for a person at a terminal: never on a pipe or in a file,
@@ -66,10 +83,10 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Tail(args) => cli::tail::run(args).await,
-            Command::Demo(args) => cli::demo::run(args).await,
-            Command::Sim(args) => cli::sim::run(args).await,
-            Command::Node(args) => cli::node::run(args).await,
+            Command::Tail(args) => tail::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Sim(args) => sim::run(args).await,
+            Command::Node(args) => node::run(args).await,
         }
     })
 }
