@@ -125,7 +125,8 @@ impl fmt::Display for PrivilegedNames {
     }
 }
 
-/// The close-code policy of `../shared/docs/gateway-protocol.md`.
+/// What a shard does after a close, by the close code: Discord's table of
+/// Gateway close event codes, plus 1000 and 1001, which end the session.
 ///
 /// `code` is `None` when the connection ended without a close frame (a
 /// dropped TCP connection, 1006). `intents` are the ones identified with,
