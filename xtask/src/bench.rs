@@ -214,6 +214,14 @@ fn number(value: &Value, key: &str) -> f64 {
     value.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
 }
 
+/// What every section of a run reads and adds to.
+struct Bench<'a> {
+    bin: &'a Path,
+    plan: &'a Plan,
+    rows: Vec<Row>,
+    report: Value,
+}
+
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let plan = if args.iter().any(|a| a == "--full") {
         &FULL
@@ -233,15 +241,51 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         "shardwire-benches",
     ]))?;
     let started = std::time::Instant::now();
-    let mut report = json!({"plan": plan.name, "runs": {}});
-    let mut rows = Vec::new();
+    let report = json!({"plan": plan.name, "runs": {}});
+    let rows = Vec::new();
 
+    let mut bench = Bench {
+        bin: &bin,
+        plan,
+        rows,
+        report,
+    };
+    for section in [codec, end_to_end, idle_memory, latency, startup] {
+        section(&mut bench)?;
+    }
+    let Bench {
+        rows, mut report, ..
+    } = bench;
+
+    println!(
+        "\n`cargo xtask bench` ({} plan), {} runs per row, median (lowest–highest); shardwire ÷ twilight-gateway 0.18 is the ratio of medians.\n",
+        plan.name, plan.runs
+    );
+    println!("| row | shardwire | twilight-gateway | ratio | note |");
+    println!("|---|---|---|---|---|");
+    for row in &rows {
+        println!("{}", row.markdown());
+    }
+    println!("\nTook {:.0} s.", started.elapsed().as_secs_f64());
+    let dir = target.join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("report.json");
+    report["table"] = json!(rows.iter().map(Row::markdown).collect::<Vec<_>>());
+    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    println!("Every run: {}", path.display());
+    Ok(())
+}
+
+/// The codec, in-process.
+fn codec(bench: &mut Bench<'_>) -> Result<()> {
+    let (bin, plan) = (bench.bin, bench.plan);
+    let (rows, report) = (&mut bench.rows, &mut bench.report);
     // 1. The codec, in-process.
     eprintln!("codec…");
     let mut codec_runs = Vec::new();
     for _ in 0..plan.runs {
         codec_runs.push(measure(
-            &bin,
+            bin,
             &strings(&["codec", "--events", &plan.codec_events.to_string()]),
         )?);
     }
@@ -292,6 +336,13 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     });
     report["runs"]["codec"] = json!(codec_runs);
 
+    Ok(())
+}
+
+/// End to end, one shard and sixteen, against the inflate floor.
+fn end_to_end(bench: &mut Bench<'_>) -> Result<()> {
+    let (bin, plan) = (bench.bin, bench.plan);
+    let (rows, report) = (&mut bench.rows, &mut bench.report);
     // 2. End to end, K = 1 and K = 16, against the inflate floor: one floor
     // run before each round of client runs, so the floor is measured under
     // the same load as the rows it divides.
@@ -302,7 +353,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     for (shards, events) in [(1u32, plan.events_1), (16, plan.events_16)] {
         eprintln!("end to end, {shards} shard(s) × {events} events…");
         let sim = SimProcess::start(
-            &bin,
+            bin,
             &strings(&[
                 "--shards",
                 &shards.to_string(),
@@ -332,17 +383,17 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             args
         };
         // A warm-up of each: the sim builds its flood on first use.
-        measure(&bin, &client("shardwire", false))?;
-        measure(&bin, &client("twilight", false))?;
+        measure(bin, &client("shardwire", false))?;
+        measure(bin, &client("twilight", false))?;
         let mut runs: Vec<(String, bool, Value)> = Vec::new();
         let mut floors = Vec::new();
         for _ in 0..plan.runs {
-            let floor = measure(&bin, &floor_args)?;
+            let floor = measure(bin, &floor_args)?;
             floors.push(floor_per_million(&floor));
             floor_runs.push(json!({"shards": shards, "report": floor}));
             for typed in [false, true] {
                 for name in ["shardwire", "twilight"] {
-                    runs.push((name.to_owned(), typed, measure(&bin, &client(name, typed))?));
+                    runs.push((name.to_owned(), typed, measure(bin, &client(name, typed))?));
                 }
             }
         }
@@ -400,12 +451,19 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
 
     report["runs"]["floor"] = json!(floor_runs);
 
+    Ok(())
+}
+
+/// Memory of idle shards.
+fn idle_memory(bench: &mut Bench<'_>) -> Result<()> {
+    let (bin, plan) = (bench.bin, bench.plan);
+    let (rows, report) = (&mut bench.rows, &mut bench.report);
     // 3. Memory of idle shards.
     eprintln!("{} idle shards…", plan.idle_shards);
     {
         let n = plan.idle_shards.to_string();
         let sim = SimProcess::start(
-            &bin,
+            bin,
             &strings(&[
                 "--shards",
                 &n,
@@ -421,7 +479,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
                 runs.push((
                     name,
                     measure(
-                        &bin,
+                        bin,
                         &strings(&[
                             "idle",
                             "--client",
@@ -492,12 +550,19 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         );
     }
 
+    Ok(())
+}
+
+/// Latency at a fixed rate.
+fn latency(bench: &mut Bench<'_>) -> Result<()> {
+    let (bin, plan) = (bench.bin, bench.plan);
+    let (rows, report) = (&mut bench.rows, &mut bench.report);
     // 5. Latency at a fixed rate.
     let (rate, samples) = plan.latency;
     eprintln!("latency: {samples} events at {rate}/s…");
     {
         let sim = SimProcess::start(
-            &bin,
+            bin,
             &strings(&[
                 "--identify-window-ms",
                 "0",
@@ -518,7 +583,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
                     "--gateway",
                     &sim.gateway,
                 ]);
-                runs.push((name, measure(&bin, &args)?));
+                runs.push((name, measure(bin, &args)?));
             }
         }
         let pick = |name: &str, key: &str| {
@@ -547,12 +612,19 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         );
     }
 
+    Ok(())
+}
+
+/// Startup against the schedule optimum.
+fn startup(bench: &mut Bench<'_>) -> Result<()> {
+    let (bin, plan) = (bench.bin, bench.plan);
+    let (rows, report) = (&mut bench.rows, &mut bench.report);
     // 4. Startup against the schedule optimum.
     let (shards, concurrency, window) = plan.startup;
     eprintln!("startup: {shards} shards at max_concurrency {concurrency}…");
     {
         let sim = SimProcess::start(
-            &bin,
+            bin,
             &strings(&[
                 "--shards",
                 &shards.to_string(),
@@ -565,7 +637,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         let mut runs = Vec::new();
         for _ in 0..plan.runs {
             runs.push(measure(
-                &bin,
+                bin,
                 &strings(&[
                     "startup",
                     "--api",
@@ -590,22 +662,6 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         report["runs"]["startup"] = json!(runs);
     }
 
-    println!(
-        "\n`cargo xtask bench` ({} plan), {} runs per row, median (lowest–highest); shardwire ÷ twilight-gateway 0.18 is the ratio of medians.\n",
-        plan.name, plan.runs
-    );
-    println!("| row | shardwire | twilight-gateway | ratio | note |");
-    println!("|---|---|---|---|---|");
-    for row in &rows {
-        println!("{}", row.markdown());
-    }
-    println!("\nTook {:.0} s.", started.elapsed().as_secs_f64());
-    let dir = target.join("bench");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("report.json");
-    report["table"] = json!(rows.iter().map(Row::markdown).collect::<Vec<_>>());
-    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    println!("Every run: {}", path.display());
     Ok(())
 }
 
