@@ -443,72 +443,96 @@ impl Conn {
     }
 
     async fn on_identify(&mut self, d: &Value) -> Step {
-        let token = d.get("token").and_then(Value::as_str).unwrap_or("");
-        let intents = d.get("intents").and_then(Value::as_u64).unwrap_or(0);
-        let compress = d.get("compress").and_then(Value::as_bool).unwrap_or(false);
-        let shard = match d.get("shard") {
-            None | Some(Value::Null) => Some([0, 1]),
-            Some(Value::Array(pair)) if pair.len() == 2 => {
-                match (pair[0].as_u64(), pair[1].as_u64()) {
-                    (Some(id), Some(count)) => Some([id as u32, count as u32]),
-                    _ => None,
-                }
-            }
-            Some(_) => None,
-        };
-        let record = |accepted: bool, shared: &Shared, id: u64| {
-            shared.observe(|o| {
-                o.identifies.push(IdentifySeen {
-                    connection: id,
-                    shard: shard.unwrap_or([0, 0]),
-                    intents,
-                    compress,
-                    at: Instant::now(),
-                    accepted,
-                });
+        let request = IdentifyRequest::parse(d);
+        let verdict = self.validate_identify(&request);
+        self.shared.observe(|o| {
+            o.identifies.push(IdentifySeen {
+                connection: self.id,
+                shard: request.shard.unwrap_or([0, 0]),
+                intents: request.intents,
+                compress: request.compress,
+                at: Instant::now(),
+                accepted: verdict.is_ok(),
             });
-        };
+        });
+        match verdict {
+            Ok(shard) => self.start_session(shard, request.compress).await,
+            Err(Refusal::Close(kind, code, reason)) => {
+                self.violation(kind);
+                self.close(code, reason).await
+            }
+            Err(Refusal::InvalidSession(kind)) => {
+                self.violation(kind);
+                self.send_json(&json!({"op": 9, "d": false})).await
+            }
+        }
+    }
+
+    /// Whether Discord would take this Identify: the shard it may start,
+    /// or how it refuses. Takes an identify slot and a session start when
+    /// it accepts.
+    fn validate_identify(&mut self, request: &IdentifyRequest<'_>) -> Result<[u32; 2], Refusal> {
         if self.identified || self.session_id.is_some() {
-            record(false, &self.shared, self.id);
-            self.violation(ViolationKind::AlreadyAuthenticated);
-            return self.close(4005, "Already authenticated.").await;
+            return Err(Refusal::Close(
+                ViolationKind::AlreadyAuthenticated,
+                4005,
+                "Already authenticated.",
+            ));
         }
-        if !self.token_matches(token) {
-            record(false, &self.shared, self.id);
-            self.violation(ViolationKind::AuthenticationFailed);
-            return self.close(4004, "Authentication failed.").await;
+        if !self.token_matches(request.token) {
+            return Err(Refusal::Close(
+                ViolationKind::AuthenticationFailed,
+                4004,
+                "Authentication failed.",
+            ));
         }
-        let Some([shard_id, shard_count]) = shard.filter(|[id, count]| *count > 0 && id < count)
+        let Some([shard_id, shard_count]) =
+            request.shard.filter(|[id, count]| *count > 0 && id < count)
         else {
-            record(false, &self.shared, self.id);
-            self.violation(ViolationKind::InvalidShard);
-            return self.close(4010, "Invalid shard.").await;
+            return Err(Refusal::Close(
+                ViolationKind::InvalidShard,
+                4010,
+                "Invalid shard.",
+            ));
         };
-        let unknown = intents & !KNOWN_INTENTS;
+        let unknown = request.intents & !KNOWN_INTENTS;
         if unknown != 0 {
-            record(false, &self.shared, self.id);
-            self.violation(ViolationKind::InvalidIntents { bits: unknown });
-            return self.close(4013, "Invalid intent(s).").await;
+            return Err(Refusal::Close(
+                ViolationKind::InvalidIntents { bits: unknown },
+                4013,
+                "Invalid intent(s).",
+            ));
         }
-        let disallowed = intents & self.shared.config.disallowed_intents & PRIVILEGED_INTENTS;
+        let disallowed =
+            request.intents & self.shared.config.disallowed_intents & PRIVILEGED_INTENTS;
         if disallowed != 0 {
-            record(false, &self.shared, self.id);
-            self.violation(ViolationKind::DisallowedIntents { bits: disallowed });
-            return self.close(4014, "Disallowed intent(s).").await;
+            return Err(Refusal::Close(
+                ViolationKind::DisallowedIntents { bits: disallowed },
+                4014,
+                "Disallowed intent(s).",
+            ));
         }
         if let Err(bucket) = self.shared.take_identify_slot(shard_id) {
-            record(false, &self.shared, self.id);
-            self.violation(ViolationKind::IdentifyTooFast { bucket });
-            return self.send_json(&json!({"op": 9, "d": false})).await;
+            return Err(Refusal::InvalidSession(ViolationKind::IdentifyTooFast {
+                bucket,
+            }));
         }
         if !self.shared.take_session_start() {
-            record(false, &self.shared, self.id);
-            self.violation(ViolationKind::SessionStartLimit);
-            return self.close(4004, "Authentication failed.").await;
+            return Err(Refusal::Close(
+                ViolationKind::SessionStartLimit,
+                4004,
+                "Authentication failed.",
+            ));
         }
-        record(true, &self.shared, self.id);
+        Ok([shard_id, shard_count])
+    }
+
+    /// A new session for an accepted Identify: READY, a GUILD_CREATE per
+    /// guild, and the flood the configuration asks for.
+    async fn start_session(&mut self, shard: [u32; 2], compress: bool) -> Step {
+        let [shard_id, shard_count] = shard;
         self.identified = true;
-        self.shard = Some([shard_id, shard_count]);
+        self.shard = Some(shard);
         self.shared.set_shard(self.id, shard_id);
         if compress
             && let Outbound::None {
@@ -1078,4 +1102,43 @@ fn guild_ids_for(shared: &Shared, shard: u32, count: u32) -> Vec<String> {
             ((timestamp << 22) | (shared.config.seed & 0x3f_ffff)).to_string()
         })
         .collect()
+}
+
+/// What an Identify asked for (missing fields read as Discord's defaults or
+/// as nothing).
+struct IdentifyRequest<'a> {
+    token: &'a str,
+    intents: u64,
+    compress: bool,
+    /// `None` when `shard` is there but not two integers.
+    shard: Option<[u32; 2]>,
+}
+
+impl<'a> IdentifyRequest<'a> {
+    fn parse(d: &'a Value) -> Self {
+        let shard = match d.get("shard") {
+            None | Some(Value::Null) => Some([0, 1]),
+            Some(Value::Array(pair)) if pair.len() == 2 => {
+                match (pair[0].as_u64(), pair[1].as_u64()) {
+                    (Some(id), Some(count)) => Some([id as u32, count as u32]),
+                    _ => None,
+                }
+            }
+            Some(_) => None,
+        };
+        Self {
+            token: d.get("token").and_then(Value::as_str).unwrap_or(""),
+            intents: d.get("intents").and_then(Value::as_u64).unwrap_or(0),
+            compress: d.get("compress").and_then(Value::as_bool).unwrap_or(false),
+            shard,
+        }
+    }
+}
+
+/// How the gateway refuses an Identify.
+enum Refusal {
+    /// A close with this code and reason.
+    Close(ViolationKind, u16, &'static str),
+    /// An Invalid Session (`false`).
+    InvalidSession(ViolationKind),
 }
