@@ -1,11 +1,14 @@
 #![no_main]
-//! Server WebSocket frames: garbage read in any pieces never panics, never
-//! hangs and never holds much more than the limit; real frames built from
-//! the input (fragmented at random, pings in between) come out whole.
+//! WebSocket frames: server frames (garbage read in any pieces never
+//! panics, never hangs and never holds much more than the limit; real
+//! frames built from the input, fragmented at random with pings in between,
+//! come out whole), and the client frames the shard sends (each message
+//! encoded masked reads back, header and payload, by an independent
+//! reading; the server-side reader refuses it as masked).
 
 use libfuzzer_sys::fuzz_target;
+use shardwire_codec::frame::{ClientFrame, Frame, FrameBuffer, FrameError, encode_client_frame};
 use shardwire_corpus::{Rng, server_frame as frame};
-use shardwire_codec::frame::{Frame, FrameBuffer};
 
 mod common;
 
@@ -82,7 +85,46 @@ fuzz_target!(|data: &[u8]| {
         let (seen, failed) = read_all(&mut input.rng, &mut frames, &bytes);
         assert!(!failed, "real frames were refused");
         assert_eq!(seen, expect);
+        for message in input.body.split(|&b| b == b'\n') {
+            let mask = input.rng.next_u64().to_le_bytes();
+            let mask = [mask[0], mask[1], mask[2], mask[3]];
+            client_frame_reads_back(message, mask);
+        }
     } else {
         let _ = read_all(&mut input.rng, &mut frames, input.body);
     }
 });
+
+/// A client text frame of `message`, masked with `mask`, read back by hand.
+fn client_frame_reads_back(message: &[u8], mask: [u8; 4]) {
+    let mut frame = Vec::new();
+    encode_client_frame(ClientFrame::Text(message), mask, &mut frame);
+    assert_eq!(frame[0], 0x81, "FIN and text");
+    assert_eq!(frame[1] & 0x80, 0x80, "masked");
+    let (len, at) = match frame[1] & 0x7F {
+        126 => (u64::from(u16::from_be_bytes([frame[2], frame[3]])), 4),
+        127 => (u64::from_be_bytes(frame[2..10].try_into().unwrap()), 10),
+        len => (u64::from(len), 2),
+    };
+    assert_eq!(len, message.len() as u64);
+    // The shortest length form, as RFC 6455 5.2 requires.
+    let shortest = match message.len() {
+        0..=125 => 2,
+        126..=0xFFFF => 4,
+        _ => 10,
+    };
+    assert_eq!(at, shortest);
+    assert_eq!(frame[at..at + 4], mask);
+    let payload = &frame[at + 4..];
+    assert_eq!(payload.len(), message.len());
+    assert!(
+        payload
+            .iter()
+            .enumerate()
+            .all(|(i, b)| b ^ mask[i % 4] == message[i])
+    );
+    // A client's frame is not a server's: the shard's reader refuses it.
+    let mut frames = FrameBuffer::new(common::LIMIT);
+    frames.extend_from_slice(&frame);
+    assert_eq!(frames.next_frame(), Err(FrameError::Masked));
+}

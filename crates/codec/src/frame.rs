@@ -1,5 +1,6 @@
-//! WebSocket frames from the server (RFC 6455, section 5), parsed where they
-//! were received.
+//! WebSocket frames (RFC 6455, section 5): the server's, parsed where they
+//! were received, and the client's, encoded masked
+//! ([`encode_client_frame`]).
 //!
 //! A [`FrameBuffer`] is the receive buffer of one connection: the socket
 //! reads into [`FrameBuffer::spare`], and [`FrameBuffer::next_frame`] hands
@@ -389,4 +390,53 @@ fn header(held: &[u8]) -> Option<(u64, usize)> {
         }
         len => Some((u64::from(len), 2)),
     }
+}
+
+/// A frame the client sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientFrame<'a> {
+    /// A whole text message (a gateway payload's JSON).
+    Text(&'a [u8]),
+    /// The answer to a ping, with the ping's bytes (at most 125).
+    Pong(&'a [u8]),
+    /// A close, with a code or without one.
+    Close(Option<u16>),
+}
+
+/// Appends `frame` to `out` as one unfragmented client frame, masked with
+/// `mask` as RFC 6455 5.3 requires of every frame a client sends. The mask
+/// must come from a strong source of randomness, one per frame.
+///
+/// A control frame's payload is cut to the 125 bytes RFC 6455 allows.
+pub fn encode_client_frame(frame: ClientFrame<'_>, mask: [u8; 4], out: &mut Vec<u8>) {
+    let code_bytes;
+    let (opcode, payload): (u8, &[u8]) = match frame {
+        ClientFrame::Text(payload) => (0x1, payload),
+        ClientFrame::Pong(payload) => (0xA, &payload[..payload.len().min(125)]),
+        ClientFrame::Close(code) => {
+            code_bytes = code.map(u16::to_be_bytes);
+            (0x8, code_bytes.as_ref().map_or(&[][..], |code| &code[..]))
+        }
+    };
+    out.reserve(14 + payload.len());
+    out.push(0x80 | opcode);
+    match payload.len() {
+        len @ 0..=125 => out.push(0x80 | len as u8),
+        len @ 126..=0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(
+        payload
+            .iter()
+            .zip(mask.iter().cycle())
+            .map(|(byte, key)| byte ^ key),
+    );
 }

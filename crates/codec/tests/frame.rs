@@ -279,3 +279,78 @@ fn bytes_copied_in_make_the_same_frames_as_bytes_read_in() {
     frames.extend_from_slice(&[]);
     assert_eq!(frames.capacity(), 0);
 }
+
+mod client_frames {
+    use shardwire_codec::frame::{ClientFrame, encode_client_frame};
+
+    fn encode(frame: ClientFrame<'_>, mask: [u8; 4]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_client_frame(frame, mask, &mut out);
+        out
+    }
+
+    /// Reads a client frame back, independently of the encoder: FIN, the
+    /// opcode, the mask bit, the length in its three forms, and the payload
+    /// unmasked.
+    fn decode(frame: &[u8]) -> (u8, Vec<u8>) {
+        assert_eq!(frame[0] & 0xF0, 0x80, "FIN, no reserved bits");
+        assert_eq!(frame[1] & 0x80, 0x80, "masked");
+        let (len, at) = match frame[1] & 0x7F {
+            126 => (usize::from(u16::from_be_bytes([frame[2], frame[3]])), 4),
+            127 => {
+                let len = u64::from_be_bytes(frame[2..10].try_into().unwrap());
+                (usize::try_from(len).unwrap(), 10)
+            }
+            len => (usize::from(len), 2),
+        };
+        let mask = &frame[at..at + 4];
+        let payload = &frame[at + 4..];
+        assert_eq!(payload.len(), len, "the length says what follows");
+        let plain = payload
+            .iter()
+            .enumerate()
+            .map(|(i, byte)| byte ^ mask[i % 4])
+            .collect();
+        (frame[0] & 0x0F, plain)
+    }
+
+    #[test]
+    fn the_masked_hello_of_rfc_6455_section_5_7() {
+        assert_eq!(
+            encode(ClientFrame::Text(b"Hello"), [0x37, 0xfa, 0x21, 0x3d]),
+            [
+                0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58
+            ]
+        );
+    }
+
+    #[test]
+    fn every_length_form_reads_back() {
+        for len in [0, 1, 125, 126, 127, 4096, 65_535, 65_536, 70_000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let frame = encode(ClientFrame::Text(&payload), [1, 2, 3, 4]);
+            let header = match len {
+                0..=125 => 6,
+                126..=65_535 => 8,
+                _ => 14,
+            };
+            assert_eq!(frame.len(), header + len, "{len}");
+            assert_eq!(decode(&frame), (0x1, payload), "{len}");
+        }
+    }
+
+    #[test]
+    fn control_frames_carry_what_rfc_6455_allows() {
+        let ping = [9u8; 200];
+        let (opcode, payload) = decode(&encode(ClientFrame::Pong(&ping), [5, 6, 7, 8]));
+        assert_eq!((opcode, payload.len()), (0xA, 125));
+        assert_eq!(
+            decode(&encode(ClientFrame::Close(Some(4000)), [0, 0, 0, 0])),
+            (0x8, 4000u16.to_be_bytes().to_vec())
+        );
+        assert_eq!(
+            decode(&encode(ClientFrame::Close(None), [9, 9, 9, 9])),
+            (0x8, vec![])
+        );
+    }
+}

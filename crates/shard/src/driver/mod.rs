@@ -14,15 +14,14 @@
 //! [`Shard`], [`ShardSender`], [`EventSink`]), `delivery` (events held for
 //! the consumer and handed over in batches) and `socket` (the connection:
 //! the shard's own handshake, reads into the codec's frame buffer, writes
-//! through fastwebsockets).
+//! of the client frames the codec encodes).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
-use fastwebsockets::{Frame, Payload};
-use shardwire_codec::frame::{Frame as Received, FrameError};
+use shardwire_codec::frame::{ClientFrame, Frame as Received, FrameError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -289,17 +288,13 @@ impl Task {
                 }
                 Ok(Some(Received::Ping(payload))) => {
                     let payload = payload.to_vec();
-                    self.write(Frame::pong(Payload::Owned(payload))).await;
+                    self.write(ClientFrame::Pong(&payload)).await;
                 }
                 Ok(Some(Received::Close { code, reason })) => {
                     let reason = String::from_utf8_lossy(reason).into_owned();
                     // RFC 6455, 5.5.1: a close is answered with a close,
                     // echoing its code, before the connection goes.
-                    let echo = match code {
-                        Some(code) => Frame::close(code, b""),
-                        None => Frame::close_raw(Vec::new().into()),
-                    };
-                    self.write(echo).await;
+                    self.write(ClientFrame::Close(code)).await;
                     self.closed(code, &reason);
                     return;
                 }
@@ -311,7 +306,7 @@ impl Task {
                     } else {
                         crate::policy::PROTOCOL_ERROR
                     };
-                    self.write(Frame::close(code, b"")).await;
+                    self.write(ClientFrame::Close(Some(code))).await;
                     self.socket = None;
                     self.turn = None;
                     let error = format!("the gateway broke the WebSocket protocol: {error}");
@@ -391,7 +386,7 @@ impl Task {
                         }));
                     }
                     Order::Close { code } => {
-                        self.write(Frame::close(code, b"")).await;
+                        self.write(ClientFrame::Close(Some(code))).await;
                         tracing::debug!(code, "closing");
                         self.closed(Some(code), "");
                     }
@@ -421,7 +416,7 @@ impl Task {
             while let Some(frame) = self.machine.poll_transmit() {
                 progressed = true;
                 sent = true;
-                self.write(Frame::text(Payload::Owned(frame))).await;
+                self.write(ClientFrame::Text(&frame)).await;
             }
             {
                 // Cheap per message: only `seq` moves; the latency history and
@@ -463,11 +458,11 @@ impl Task {
         }
     }
 
-    async fn write(&mut self, frame: Frame<'_>) {
+    async fn write(&mut self, frame: ClientFrame<'_>) {
         let Some(socket) = &mut self.socket else {
             return;
         };
-        if let Err(error) = socket.writer.write_frame(frame).await {
+        if let Err(error) = socket.writer.send(frame).await {
             tracing::debug!(%error, "write failed");
             self.closed(None, "");
         }

@@ -1,14 +1,14 @@
-//! One WebSocket: opened (TCP, TLS, the handshake), read into the codec's
-//! frame buffer, written through fastwebsockets.
+//! One WebSocket: opened (TCP, TLS, the shard's own handshake), read into
+//! the codec's frame buffer, written as the codec encodes client frames.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use fastwebsockets::{Role, WebSocket, WebSocketWrite};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use shardwire_codec::frame::FrameBuffer;
-use tokio::io::{AsyncRead, ReadBuf, ReadHalf, WriteHalf};
+use ring::rand::{SecureRandom, SystemRandom};
+use shardwire_codec::frame::{ClientFrame, FrameBuffer, encode_client_frame};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 
 use crate::Endpoint;
 
@@ -50,9 +50,32 @@ impl Reader {
 }
 
 pub(super) struct Socket {
-    pub(super) writer: WebSocketWrite<WriteHalf<Io>>,
+    pub(super) writer: Writer,
     /// `None` once the connection ended.
     pub(super) reader: Option<Reader>,
+}
+
+/// The write half of a connection.
+pub(super) struct Writer {
+    io: WriteHalf<Io>,
+    /// The frame being written; payloads are small (4096 bytes at most).
+    frame: Vec<u8>,
+    random: SystemRandom,
+}
+
+impl Writer {
+    /// Writes one frame, masked with a fresh key from the system's random
+    /// source (RFC 6455 5.3), and flushes it.
+    pub(super) async fn send(&mut self, frame: ClientFrame<'_>) -> std::io::Result<()> {
+        let mut mask = [0u8; 4];
+        self.random
+            .fill(&mut mask)
+            .map_err(|_| std::io::Error::other("the system's random source failed"))?;
+        self.frame.clear();
+        encode_client_frame(frame, mask, &mut self.frame);
+        self.io.write_all(&self.frame).await?;
+        self.io.flush().await
+    }
 }
 
 /// Why a connection could not be opened.
@@ -71,27 +94,16 @@ pub(super) async fn connect(url: &str, max_message: usize) -> Result<Socket, Con
     let endpoint = Endpoint::parse(url, crate::Scheme::WebSocket)?;
     let stream = endpoint.open().await?;
     let io = crate::handshake::upgrade(&endpoint, stream).await?;
-    Ok(split(
-        WebSocket::after_handshake(io, Role::Client),
-        max_message,
-    ))
-}
-
-/// Keeps fastwebsockets' writing half; the reading half is the shard's own
-/// (see [`Reader`]). fastwebsockets has read nothing yet at this point, so
-/// no bytes are left behind in it.
-pub(super) fn split(ws: WebSocket<Io>, max_message: usize) -> Socket {
-    let read_half = std::cell::Cell::new(None);
-    let (_unused, writer) = ws.split(|stream| {
-        let (read, write) = tokio::io::split(stream);
-        read_half.set(Some(read));
-        (tokio::io::empty(), write)
-    });
-    Socket {
-        writer,
-        reader: read_half.into_inner().map(|io| Reader {
-            io,
+    let (read, write) = tokio::io::split(io);
+    Ok(Socket {
+        writer: Writer {
+            io: write,
+            frame: Vec::new(),
+            random: SystemRandom::new(),
+        },
+        reader: Some(Reader {
+            io: read,
             frames: FrameBuffer::new(max_message),
         }),
-    }
+    })
 }
