@@ -213,7 +213,13 @@ fn close_codes_follow_the_policy() {
         assert!(url.starts_with(GATEWAY), "{code}");
         let (orders, frames) = h.reopen();
         assert_eq!(orders, vec![Order::WaitIdentifyTurn], "{code}");
-        assert!(frames.iter().all(|f| f["op"] != 6), "{code}: no resume");
+        assert!(frames.is_empty(), "{code}: no resume: {frames:?}");
+        // Its turn comes: exactly one frame, an Identify.
+        h.shard.handle_identify_turn(h.now);
+        let frames = h.frames();
+        let ops: Vec<&Value> = frames.iter().map(|f| &f["op"]).collect();
+        assert_eq!(ops, [&json!(2)], "{code}: an Identify, not a Resume");
+        assert_eq!(h.shard.state(), ShardState::Identifying, "{code}");
     }
 }
 
@@ -266,15 +272,127 @@ fn hello_and_ready_timeouts_reconnect_with_backoff() {
 }
 
 #[test]
-fn own_closes_before_a_resume_never_use_1000_or_1001() {
+fn reconnect_closes_resumably_never_with_1000_or_1001_and_resumes() {
     let mut h = Harness::new(config());
     h.start();
+    h.dispatch("MESSAGE_CREATE", json!({}));
+    h.frames();
+    h.events();
     h.shard.reconnect(h.now);
-    for order in h.orders() {
-        if let Order::Close { code } = order {
-            assert!(!matches!(code, 1000 | 1001));
+    // Exactly one order: a close whose code keeps the session (1000 and
+    // 1001 would end it).
+    assert_eq!(
+        h.orders(),
+        vec![Order::Close {
+            code: RESUMABLE_CLOSE
+        }]
+    );
+    assert_ne!(RESUMABLE_CLOSE, 1000);
+    assert_ne!(RESUMABLE_CLOSE, 1001);
+    assert_eq!(h.shard.session().map(|s| s.seq), Some(2), "session kept");
+    let url = h.closed_and_reconnect(Some(RESUMABLE_CLOSE));
+    assert_eq!(url, format!("{RESUME}/?v=10&encoding=json"));
+    let (orders, frames) = h.reopen();
+    assert!(
+        orders.is_empty(),
+        "no identify turn for a resume: {orders:?}"
+    );
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert!(is_resume(&frames[0], 2), "{frames:?}");
+    h.dispatch("RESUMED", json!({}));
+    assert_eq!(h.shard.state(), ShardState::Active);
+}
+
+#[test]
+fn reconnect_while_disconnected_changes_nothing() {
+    let mut h = Harness::new(config());
+    h.shard.reconnect(h.now);
+    assert!(h.orders().is_empty());
+    assert_eq!(h.shard.state(), ShardState::Disconnected);
+    assert_eq!(h.shard.poll_timeout(), None);
+}
+
+#[test]
+fn request_heartbeat_beats_at_once_with_the_last_seq_then_keeps_the_cadence() {
+    let mut h = Harness::new(config());
+    h.start();
+    h.dispatch("MESSAGE_CREATE", json!({}));
+    h.frames();
+    let scheduled = h.shard.poll_timeout().expect("a heartbeat deadline");
+    assert!(scheduled > h.now);
+    // Asked for now, long before the deadline: due at once, one beat,
+    // with seq 2, and the next deadline is in the future again.
+    h.shard.request_heartbeat(h.now);
+    assert_eq!(h.shard.poll_timeout(), Some(h.now), "due now");
+    h.run_timers();
+    assert_eq!(h.frames(), vec![json!({"op": 1, "d": 2})]);
+    assert!(h.shard.poll_timeout().unwrap() > h.now);
+    h.run_timers();
+    assert!(h.frames().is_empty(), "one beat, not two");
+    h.advance(Duration::from_millis(20));
+    h.server(&json!({"op": 11, "d": null}));
+    assert!(h.events().contains(&ShardEvent::Heartbeat {
+        latency: Duration::from_millis(20)
+    }));
+    assert_eq!(h.shard.state(), ShardState::Active);
+}
+
+#[test]
+fn rate_limiter_is_the_one_the_shard_spends() {
+    let mut h = Harness::new(config());
+    h.start();
+    h.frames();
+    // 41.25 s beats: a reserve of 3 of the 120, and the Identify spent one.
+    let reserve = h.shard.rate_limiter().reserve();
+    assert_eq!(reserve, 3);
+    assert_eq!(h.shard.rate_limiter().available(h.now), 120 - 3 - 1);
+    h.shard
+        .send(h.now, &Command::Heartbeat { seq: None })
+        .unwrap();
+    assert_eq!(h.frames().len(), 1);
+    assert_eq!(h.shard.rate_limiter().available(h.now), 120 - 3 - 2);
+    assert_eq!(
+        h.shard.rate_limiter().available(h.now),
+        h.shard.available(h.now)
+    );
+    assert_eq!(h.shard.rate_limiter().next_available(h.now), h.now);
+}
+
+#[test]
+fn send_raw_takes_json_objects_with_an_op_up_to_4096_bytes() {
+    let mut h = Harness::new(config());
+    h.start();
+    h.frames();
+    // Exactly 4096 bytes goes out as it is.
+    let raw = |len: usize| {
+        let head = br#"{"op":3,"d":{"pad":""#;
+        let tail = br#""}}"#;
+        let mut bytes = head.to_vec();
+        bytes.resize(len - tail.len(), b'x');
+        bytes.extend_from_slice(tail);
+        assert_eq!(bytes.len(), len);
+        bytes
+    };
+    h.shard.send_raw(h.now, raw(4096)).unwrap();
+    let sent: Vec<Vec<u8>> = std::iter::from_fn(|| h.shard.poll_transmit()).collect();
+    assert_eq!(sent, vec![raw(4096)]);
+    // One more byte, something that is not JSON, an array, an object
+    // without an integer op: each refused, nothing sent.
+    for bad in [
+        raw(4097),
+        b"not json".to_vec(),
+        br#"[3, {}]"#.to_vec(),
+        br#"{"d": {}}"#.to_vec(),
+        br#"{"op": "3"}"#.to_vec(),
+        br#"{"op": 300}"#.to_vec(),
+    ] {
+        let text = String::from_utf8_lossy(&bad[..bad.len().min(20)]).into_owned();
+        match h.shard.send_raw(h.now, bad) {
+            Err(SendError::InvalidRaw(reason)) => assert!(!reason.is_empty(), "{text}"),
+            other => panic!("{text}: {other:?}"),
         }
     }
+    assert!(h.frames().is_empty(), "nothing refused went out");
 }
 
 #[test]
@@ -382,6 +500,7 @@ fn corrupt_compressed_bytes_close_and_resume_with_a_fresh_decoder() {
     h.shard
         .handle_message(h.now, &encoder.encode(ready), MessageKind::Binary);
     assert_eq!(h.shard.state(), ShardState::Active);
+    assert_eq!(h.frames().len(), 1, "the Identify");
     h.shard.handle_message(
         h.now,
         &[0x07, 0xff, 0x13, 0x37, 0x00, 0x00, 0xff, 0xff],
@@ -398,7 +517,8 @@ fn corrupt_compressed_bytes_close_and_resume_with_a_fresh_decoder() {
         MessageKind::Binary,
     );
     let frames = h.frames();
-    assert!(frames.iter().any(|f| f["op"] == 6), "{frames:?}");
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert!(is_resume(&frames[0], 1), "{frames:?}");
 }
 
 #[test]
