@@ -3,14 +3,17 @@
 mod common;
 
 use common::driver::{
-    config, expect_resume, is_dispatch, is_ready, is_resumed, next, sim, start, until,
+    config, expect_resume, is_dispatch, is_ready, is_resumed, next, read_all_sent, sent_seq, sim,
+    start, until,
 };
 use std::sync::Arc;
 use std::time::Duration;
 
 use shardwire_codec::{Command, Compression, EventFilter, Token};
 use shardwire_corpus::Rng;
-use shardwire_shard::{FatalError, Shard, ShardConfig, ShardEvent, ShardState, Unqueued};
+use shardwire_shard::{
+    FatalError, SendError, Shard, ShardConfig, ShardEvent, ShardState, Unqueued,
+};
 use shardwire_sim::{Fault, ResumeOutcome, Sim};
 use twilight_model::gateway::Intents;
 use twilight_model::gateway::event::{DispatchEvent, EventType};
@@ -142,17 +145,21 @@ async fn driver_heartbeat_cadence_and_first_beat_jitter() {
         .iter()
         .map(|h| h.at - hello)
         .collect();
+    // The exact cadence and jitter are the machine's, checked on its
+    // virtual clock (machine.rs); over a real socket on a loaded machine
+    // only what no delay can produce is asserted: four beats are not sent
+    // within one interval (a beat sent flat out would), and each carries
+    // the last seq.
+    assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "{times:?}");
     assert!(
-        times[0] < interval + Duration::from_millis(50),
-        "first beat within one interval: {times:?}"
+        times[3] - times[0] >= interval,
+        "four beats within one interval: {times:?}"
     );
-    for pair in times.windows(2) {
-        let gap = pair[1] - pair[0];
-        assert!(
-            gap >= interval - Duration::from_millis(5) && gap < interval * 2,
-            "cadence: {times:?}"
-        );
-    }
+    let seqs: Vec<Option<u64>> = observations.heartbeats.iter().map(|h| h.seq).collect();
+    assert!(
+        seqs.iter().all(Option::is_some) && seqs.windows(2).all(|pair| pair[0] <= pair[1]),
+        "{seqs:?}"
+    );
     assert!(shard.latency().last().is_some());
     assert!(observations.violations.is_empty());
 }
@@ -331,7 +338,16 @@ async fn driver_commands_and_raw_json_are_answered() {
         .await
         .unwrap();
     until(&mut shard, is_dispatch("CHANNEL_INFO")).await;
-    assert!(shard.send_raw(b"not json".to_vec()).await.is_err());
+    let mut oversized = br#"{"op":43,"d":{"pad":""#.to_vec();
+    oversized.resize(4096, b'x');
+    oversized.extend_from_slice(br#""}}"#);
+    for refused in [b"not json".to_vec(), oversized] {
+        let len = refused.len();
+        assert!(
+            matches!(shard.send_raw(refused).await, Err(SendError::InvalidRaw(_))),
+            "{len} bytes refused as invalid raw JSON"
+        );
+    }
     assert!(sim.violations().is_empty());
 }
 
@@ -398,24 +414,19 @@ async fn driver_chaos_every_event_exactly_once_in_order() {
             seen[target].extend(until(&mut shards[target], is_resumed).await);
         }
     }
-    // Drain: one last marker burst per shard, then read up to it.
+    // Drain: one last marker burst per shard, then read up to the last
+    // event the simulator sent on the session.
+    let mut sent = [0; 2];
     for (target, shard) in shards.iter_mut().enumerate() {
         sim.inject(Some(target as u32), Fault::Burst(1));
-        // Up to 300 ms without a dispatch (heartbeat events go on).
-        let mut last = tokio::time::Instant::now();
-        while last.elapsed() < Duration::from_millis(300) {
-            let event = tokio::time::timeout(Duration::from_millis(100), shard.next_event()).await;
-            match event {
-                Ok(Some(ShardEvent::Dispatch { seq, .. })) => {
-                    seen[target].push(seq);
-                    last = tokio::time::Instant::now();
-                }
-                Ok(Some(_)) | Err(_) => {}
-                Ok(None) => break,
-            }
-        }
+        sent[target] = read_all_sent(&sim, shard, target as u32, &mut seen[target]).await;
     }
     for (target, seqs) in seen.iter().enumerate() {
+        assert_eq!(
+            seqs.last(),
+            Some(&sent[target]),
+            "shard {target}: the last event the simulator sent"
+        );
         // Every dispatch exactly once and in order: the seqs are 1, 2, 3, …
         if let Some(index) = seqs
             .iter()
@@ -494,6 +505,7 @@ async fn lag_behind_a_burst(sim: &Sim, shard: &mut Shard, mut seqs: Vec<u64>, pa
         (1..=3002).collect::<Vec<u64>>(),
         "every event, in order"
     );
+    assert_eq!(sent_seq(sim, 0), 3002, "all the simulator sent");
     let observations = sim.observations();
     assert!(
         observations.violations.is_empty(),
@@ -671,19 +683,14 @@ async fn driver_a_consumer_stalled_for_long_costs_resumes_never_the_session() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Read what arrived, then a marker burst, up to 300 ms without dispatches.
     sim.inject(Some(0), Fault::Burst(1));
-    let mut last = tokio::time::Instant::now();
-    while last.elapsed() < Duration::from_millis(300) {
-        match tokio::time::timeout(Duration::from_millis(100), shard.next_event()).await {
-            Ok(Some(ShardEvent::Dispatch { seq, .. })) => {
-                seqs.push(seq);
-                last = tokio::time::Instant::now();
-            }
-            Ok(Some(_)) | Err(_) => {}
-            Ok(None) => break,
-        }
-    }
-    let expected: Vec<u64> = (1..=*seqs.last().unwrap()).collect();
-    assert_eq!(seqs, expected, "every event once, in order");
+    let sent = read_all_sent(&sim, &mut shard, 0, &mut seqs).await;
+    // The burst ends with the connection it was sent on, so the simulator
+    // sent fewer than 3,000: its own record says how many.
+    let expected: Vec<u64> = (1..=sent).collect();
+    assert_eq!(
+        seqs, expected,
+        "every event the simulator sent, once, in order"
+    );
     let observations = sim.observations();
     assert_eq!(observations.identifies.len(), 1, "the session was kept");
     assert!(

@@ -7,6 +7,7 @@ use std::time::Duration;
 use shardwire_codec::{Compression, Token};
 use shardwire_shard::{Shard, ShardConfig, ShardEvent, Unqueued};
 use shardwire_sim::{Listener, ResumeOutcome, Sim};
+use tokio::time::Instant;
 use twilight_model::gateway::Intents;
 
 pub(crate) const STEP: Duration = Duration::from_secs(10);
@@ -97,4 +98,49 @@ pub(crate) async fn expect_resume(sim: &Sim, shard: &mut Shard) {
     assert_eq!(resume.listener, Listener::Resume);
     assert!(matches!(resume.outcome, ResumeOutcome::Resumed { .. }));
     assert_eq!(observations.identifies.len(), 1, "no identify spent");
+}
+
+/// The last seq the simulator sent on `shard`'s one session: its own
+/// record of what went out (the replay log included).
+pub(crate) fn sent_seq(sim: &Sim, shard: u32) -> u64 {
+    let sessions: Vec<_> = sim
+        .sessions()
+        .into_iter()
+        .filter(|session| session.shard == shard)
+        .collect();
+    assert_eq!(
+        sessions.len(),
+        1,
+        "one session of shard {shard}: {sessions:?}"
+    );
+    sessions[0].seq
+}
+
+/// Reads dispatches into `seqs` until the last one read is the last one
+/// the simulator sent on `shard_id`'s session; returns that seq. Panics
+/// when that does not happen within 20 s: a lost event at the end never
+/// arrives, so it fails here rather than passing unseen.
+pub(crate) async fn read_all_sent(
+    sim: &Sim,
+    shard: &mut Shard,
+    shard_id: u32,
+    seqs: &mut Vec<u64>,
+) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sent = sent_seq(sim, shard_id);
+        if seqs.last() == Some(&sent) {
+            return sent;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shard {shard_id}: read up to {:?}, the simulator sent up to {sent}",
+            seqs.last()
+        );
+        match tokio::time::timeout(Duration::from_millis(100), shard.next_event()).await {
+            Ok(Some(ShardEvent::Dispatch { seq, .. })) => seqs.push(seq),
+            Ok(Some(_)) | Err(_) => {}
+            Ok(None) => panic!("shard {shard_id} ended"),
+        }
+    }
 }
