@@ -215,7 +215,14 @@ fn corrupt_zlib_stream_is_an_error_that_requires_reset_and_never_panics() {
 }
 
 #[test]
-fn garbage_in_every_mode_never_panics() {
+fn garbage_in_every_mode_never_panics_never_decodes_and_a_reset_recovers() {
+    let hello = br#"{"op":10,"d":{"heartbeat_interval":41250}}"#;
+    // The first message of a fresh connection, in each mode.
+    let fresh = |compression: Compression| match compression {
+        Compression::ZlibStream => ZlibStreamEncoder::new().encode(hello),
+        Compression::ZstdStream => ZstdStreamEncoder::new().unwrap().encode(hello).unwrap(),
+        _ => hello.to_vec(),
+    };
     let mut rng = Rng::new(11);
     for compression in [
         Compression::ZlibStream,
@@ -223,15 +230,44 @@ fn garbage_in_every_mode_never_panics() {
         Compression::None,
     ] {
         let mut decoder = Decoder::with_limit(compression, 1 << 20);
-        for _ in 0..500 {
+        let (mut refused, mut resets) = (0, 0);
+        for round in 0..500 {
             let len = rng.below(300) as usize;
             let garbage: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
-            let result = decoder.push(&garbage, MessageKind::Binary);
-            if let Err(error) = result
-                && error.requires_reset()
-            {
-                decoder.reset();
+            match decoder.push(&garbage, MessageKind::Binary) {
+                Ok(Some(payload)) => {
+                    panic!(
+                        "{compression} round {round}: garbage decoded to op {}",
+                        payload.op()
+                    )
+                }
+                // A stream waits for the rest of a payload.
+                Ok(None) => assert_ne!(compression, Compression::None, "round {round}"),
+                Err(error) => {
+                    refused += 1;
+                    if error.requires_reset() {
+                        resets += 1;
+                        decoder.reset();
+                        // Reset, the decoder reads a new connection's
+                        // first message as if nothing had happened.
+                        let message = fresh(compression);
+                        let payload = decoder
+                            .push(&message, MessageKind::Binary)
+                            .unwrap_or_else(|error| {
+                                panic!("{compression} round {round}: after a reset: {error}")
+                            })
+                            .expect("a whole payload");
+                        assert_eq!(payload.op(), 10);
+                    }
+                }
             }
+        }
+        assert!(
+            refused > 100,
+            "{compression}: only {refused} of 500 refused"
+        );
+        if compression != Compression::None {
+            assert!(resets > 0, "{compression}: corrupt streams ask for a reset");
         }
     }
 }

@@ -10,7 +10,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use shardwire_codec::{Compression, Decoded, EventFilter, Payload};
 use shardwire_sim::raw::{RawClient, Received, identify};
-use shardwire_sim::{ClosedBy, Fault, Listener, ResumeOutcome, Sim, ViolationKind};
+use shardwire_sim::{ClosedBy, Fault, Listener, Observations, ResumeOutcome, Sim, ViolationKind};
 use tokio::net::TcpStream;
 
 const TOKEN: &str = "sim-token";
@@ -45,6 +45,23 @@ async fn get(url: &str, authorization: Option<&str>) -> (u16, Value) {
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Polls the simulator's observations until `done` holds (at most 5 s);
+/// returns them.
+async fn observed(sim: &Sim, what: &str, done: impl Fn(&Observations) -> bool) -> Observations {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let observations = sim.observations();
+        if done(&observations) {
+            return observations;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never observed {what}: {observations:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Decodes a dispatch payload with twilight-model through the codec.
@@ -132,6 +149,7 @@ async fn hello_identify_ready_and_guild_creates_in_sequence() {
 
 #[tokio::test]
 async fn every_compression_delivers_the_same_payloads() {
+    let mut first: Option<Vec<Value>> = None;
     for (compression, compress_flag) in [
         (Compression::ZlibStream, false),
         (Compression::ZstdStream, false),
@@ -144,17 +162,38 @@ async fn every_compression_delivers_the_same_payloads() {
         client
             .send(&identify(TOKEN, [0, 2], 1, compress_flag))
             .await;
-        let ready = client.until(0, Some("READY")).await;
+        let mut ready = client.until(0, Some("READY")).await;
         assert_eq!(ready["s"], 1, "{compression} compress={compress_flag}");
+        // The one field that differs between simulators: its own address.
+        assert_eq!(
+            ready["d"]["resume_gateway_url"].take(),
+            sim.resume_gateway_url()
+        );
         sim.inject(Some(0), Fault::Burst(50));
-        let mut last = 0;
-        while last < 53 {
-            last = client.until(0, None).await["s"].as_u64().unwrap();
+        // READY, two GUILD_CREATEs and the burst: seqs 1 to 53, decoded.
+        let mut payloads = vec![ready];
+        while payloads.len() < 53 {
+            payloads.push(client.until(0, None).await);
         }
+        let seqs: Vec<u64> = payloads.iter().map(|p| p["s"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, (1..=53).collect::<Vec<u64>>(), "{compression}");
         assert_eq!(
             sim.observations().connections[0].compress.as_deref(),
             compression.query_value()
         );
+        // The same seed makes the same events: each transport must decode
+        // to exactly the payloads of the first.
+        match &first {
+            None => first = Some(payloads),
+            Some(first) => {
+                for (index, (a, b)) in first.iter().zip(&payloads).enumerate() {
+                    assert_eq!(
+                        a, b,
+                        "{compression} compress={compress_flag}: payload {index} differs"
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -484,12 +523,10 @@ async fn oversized_frames_are_refused_and_other_connections_keep_working() {
         .unwrap();
     stream.write_all(b"0123456789").await.unwrap();
     drop(stream);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let closes = sim.observations().closes;
-    assert!(
-        closes.iter().any(|c| c.by == ClosedBy::Dropped),
-        "{closes:?}"
-    );
+    observed(&sim, "the dropped connection", |o| {
+        o.closes.iter().any(|c| c.by == ClosedBy::Dropped)
+    })
+    .await;
     healthy.send(&json!({"op": 1, "d": 3})).await;
     healthy.until(11, None).await;
 }
@@ -668,8 +705,9 @@ async fn fault_drop_tcp_ends_without_a_close_frame() {
             other => panic!("{other:?}"),
         }
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(sim.observations().closes[0].by, ClosedBy::Dropped);
+    let observations = observed(&sim, "a close", |o| !o.closes.is_empty()).await;
+    assert_eq!(observations.closes.len(), 1);
+    assert_eq!(observations.closes[0].by, ClosedBy::Dropped);
 }
 
 #[tokio::test]
@@ -693,7 +731,19 @@ async fn fault_read_slowly_delays_the_clients_frames() {
     let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
     client.start(TOKEN, [0, 2]).await;
     sim.inject(Some(0), Fault::ReadSlowly(Duration::from_millis(150)));
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The fault takes effect between two frames: probe with heartbeats until
+    // one is read late, so the two below are both read slowly.
+    let mut probes = 0;
+    loop {
+        probes += 1;
+        assert!(probes <= 20, "the fault never slowed a frame");
+        let sent = tokio::time::Instant::now();
+        client.send(&json!({"op": 1, "d": 1})).await;
+        client.until(11, None).await;
+        if sent.elapsed() >= Duration::from_millis(150) {
+            break;
+        }
+    }
     let started = tokio::time::Instant::now();
     client.send(&json!({"op": 1, "d": 1})).await;
     client.send(&json!({"op": 1, "d": 2})).await;
@@ -712,8 +762,10 @@ async fn a_session_ending_close_forgets_the_session() {
     let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
     let ready = client.start(TOKEN, [0, 2]).await;
     client.close(1000).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let close = sim.observations().closes[0].clone();
+    let close = observed(&sim, "the close", |o| !o.closes.is_empty())
+        .await
+        .closes[0]
+        .clone();
     assert_eq!((close.by, close.code), (ClosedBy::Client, Some(1000)));
     let mut again = RawClient::connect(sim.resume_gateway_url(), Compression::None).await;
     again.hello().await;
