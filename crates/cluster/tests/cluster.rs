@@ -12,7 +12,7 @@ use shardwire_codec::{
     Activity, Command, EventFilter, MemberSelection, RequestGuildMembers, Token, UpdatePresence,
 };
 use shardwire_shard::{ShardEvent, ShardState};
-use shardwire_sim::{Sim, ViolationKind};
+use shardwire_sim::{Fault, Sim, ViolationKind};
 use tokio::time::Instant;
 use twilight_model::gateway::Intents;
 use twilight_model::gateway::event::{DispatchEvent, EventType};
@@ -154,33 +154,76 @@ async fn cluster_spawns_explicit_ids_of_a_total() {
     }
 }
 
-/// Starts `shards` at `concurrency` and checks the identify schedule:
-/// bucket rounds one window apart, never faster than the sim allows.
-async fn schedule(shards: u32, concurrency: u32) {
+/// Starts `shards` at `concurrency` with identify windows of `window` and
+/// checks the identify schedule against the simulator's record of each
+/// identify: bucket rounds in order, one window apart, and the buckets of a
+/// round side by side. The exact times are the identify queue's, checked on
+/// a paused clock (queue.rs); over real sockets no bound is tighter than a
+/// window.
+async fn schedule(shards: u32, concurrency: u32, window: Duration) {
     let sim = Sim::builder()
         .shards(shards)
         .max_concurrency(concurrency)
-        .identify_window(WINDOW)
+        .identify_window(window)
         .guilds_per_shard(1)
         .start()
         .await
         .unwrap();
-    let start = Instant::now();
-    let mut cluster = recommended(&sim).await;
+    let mut config = config(&sim, ShardSpec::Recommended);
+    config.identify_window = window;
+    let mut cluster = Cluster::start(config).await.unwrap();
     let ids: Vec<u32> = (0..shards).collect();
-    let (ready, _) = until_all(&mut cluster, &ids, is_ready).await;
-    let rounds = shards.div_ceil(concurrency);
-    let optimum = WINDOW * (rounds - 1);
-    let last = ready.values().max().unwrap().duration_since(start);
-    assert!(
-        last >= optimum,
-        "M={concurrency}: all ready after {last:?}, before the {optimum:?} the limit allows"
-    );
-    assert!(
-        last < optimum + WINDOW,
-        "M={concurrency}: all ready after {last:?}, the optimum is {optimum:?}"
-    );
+    until_all(&mut cluster, &ids, is_ready).await;
     let observations = sim.observations();
+    // Each identify's round: how many of its bucket came before it.
+    let mut per_bucket: BTreeMap<u32, u32> = BTreeMap::new();
+    let arrivals: Vec<(u32, Instant)> = observations
+        .identifies
+        .iter()
+        .map(|identify| {
+            let count = per_bucket
+                .entry(identify.shard[0] % concurrency)
+                .or_default();
+            *count += 1;
+            (*count - 1, identify.at)
+        })
+        .collect();
+    let rounds = shards.div_ceil(concurrency);
+    assert!(
+        per_bucket.values().all(|count| *count <= rounds),
+        "M={concurrency}: {per_bucket:?}"
+    );
+    // Every identify of a round arrives before any of the next one, and the
+    // next round starts a window later (the limit allows no less).
+    for pair in arrivals.windows(2) {
+        let ((round, at), (next_round, next_at)) = (pair[0], pair[1]);
+        assert!(
+            next_round == round || next_round == round + 1,
+            "M={concurrency}: rounds out of order: {arrivals:?}"
+        );
+        if next_round == round + 1 {
+            assert!(
+                next_at - at >= window,
+                "M={concurrency}: a round after {:?}",
+                next_at - at
+            );
+        }
+    }
+    assert_eq!(arrivals.last().map(|(round, _)| round + 1), Some(rounds));
+    // The buckets of a round go together: one queue for all of them would
+    // space them a window apart.
+    for round in 0..rounds {
+        let times: Vec<Instant> = arrivals
+            .iter()
+            .filter(|(r, _)| *r == round)
+            .map(|(_, at)| *at)
+            .collect();
+        let spread = *times.iter().max().unwrap() - *times.iter().min().unwrap();
+        assert!(
+            spread < window,
+            "M={concurrency}: round {round} spread over {spread:?}"
+        );
+    }
     assert!(
         !observations
             .violations
@@ -195,19 +238,21 @@ async fn schedule(shards: u32, concurrency: u32) {
 #[tokio::test]
 async fn cluster_identify_schedule_at_concurrency_1() {
     // 4 shards, one bucket: rounds at 0, 1, 2 and 3 windows.
-    schedule(4, 1).await;
+    schedule(4, 1, WINDOW).await;
 }
 
 #[tokio::test]
 async fn cluster_identify_schedule_at_concurrency_2() {
-    // 4 shards in two buckets: about one window, not three.
-    schedule(4, 2).await;
+    // 4 shards in two buckets: two rounds, not four. A window of a second
+    // leaves a loaded machine time to open the two connections of a round.
+    schedule(4, 2, Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
 async fn cluster_identify_schedule_at_concurrency_16() {
-    // 16 shards, 16 buckets: all at once.
-    schedule(16, 16).await;
+    // 16 shards, 16 buckets: all at once, within one (long) window; one
+    // queue for all would take 15 windows.
+    schedule(16, 16, Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
@@ -451,5 +496,127 @@ async fn cluster_restart_add_remove_then_shutdown_and_resume_with_no_identify() 
         observations.violations.is_empty(),
         "{:?}",
         observations.violations
+    );
+}
+
+#[test]
+fn shard_spec_range_is_those_ids_of_the_total() {
+    assert_eq!(
+        ShardSpec::range(2..5, 8),
+        ShardSpec::Ids {
+            ids: vec![2, 3, 4],
+            total: 8
+        }
+    );
+    assert_eq!(
+        ShardSpec::range(3..3, 8),
+        ShardSpec::Ids {
+            ids: vec![],
+            total: 8
+        }
+    );
+}
+
+#[tokio::test]
+async fn cluster_from_a_range_sends_on_the_named_shard_and_reports_status_and_sessions() {
+    let sim = sim_with(1, 4).await;
+    let mut cluster = Cluster::start(config(&sim, ShardSpec::range(1..3, 4)))
+        .await
+        .unwrap();
+    assert_eq!(cluster.shard_ids(), vec![1, 2]);
+    until_all(&mut cluster, &[1, 2], is_ready).await;
+    assert_eq!(identified(&sim), BTreeSet::from([[1, 4], [2, 4]]));
+
+    // send: on shard 2 and no other.
+    cluster
+        .send(
+            2,
+            Command::RequestSoundboardSounds(shardwire_codec::RequestSoundboardSounds {
+                guild_ids: vec![Id::new(5)],
+            }),
+        )
+        .await
+        .unwrap();
+    let answered_on = loop {
+        let (shard, event) = next(&mut cluster).await;
+        if matches!(&event, ShardEvent::Dispatch { event_type, .. } if event_type == "SOUNDBOARD_SOUNDS")
+        {
+            break shard;
+        }
+        if event == (ShardEvent::Sent { opcode: 31 }) {
+            assert_eq!(shard, 2, "sent on the named shard");
+        }
+    };
+    assert_eq!(answered_on, 2);
+    let error = cluster
+        .send(0, Command::Heartbeat { seq: None })
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClusterError::UnknownShard(0)), "{error}");
+
+    // status and sessions: the simulator's sessions, shard by shard.
+    let held: HashMap<u32, String> = sim
+        .sessions()
+        .into_iter()
+        .map(|session| (session.shard, session.session_id))
+        .collect();
+    assert_eq!(held.len(), 2);
+    for id in [1, 2] {
+        let status = cluster.status(id).expect("a status");
+        assert_eq!(status.id, id);
+        assert_eq!(status.state, ShardState::Active);
+        let session = status.session.expect("a session");
+        assert_eq!(Some(&session.session_id), held.get(&id), "shard {id}");
+    }
+    assert_eq!(cluster.status(0), None, "not a shard of this cluster");
+    let sessions = cluster.sessions();
+    assert_eq!(
+        sessions.keys().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([1, 2])
+    );
+    for (id, session) in &sessions {
+        assert_eq!(Some(&session.session_id), held.get(id), "shard {id}");
+        assert_eq!(cluster.status(*id).unwrap().session.as_ref(), Some(session));
+    }
+}
+
+#[tokio::test]
+async fn request_guild_members_gives_up_after_its_timeout() {
+    let sim = sim_with(1, 1).await;
+    let mut cluster = recommended(&sim).await;
+    until_all(&mut cluster, &[0], is_ready).await;
+    // The simulator reads each frame half a second late: no chunk can come
+    // within 50 ms.
+    assert_eq!(
+        sim.inject(Some(0), Fault::ReadSlowly(Duration::from_millis(500))),
+        1
+    );
+    let timeout = Duration::from_millis(50);
+    let asked = Instant::now();
+    let error = cluster
+        .request_guild_members(
+            RequestGuildMembers {
+                guild_id: Id::new(1 << 22),
+                selection: MemberSelection::Query {
+                    query: String::new(),
+                    limit: 0,
+                },
+                presences: false,
+                nonce: Some("late".into()),
+            },
+            timeout,
+        )
+        .await
+        .unwrap_err();
+    // At the timeout, not when the late answer comes (a hundred times
+    // later would still be on time on a loaded machine).
+    let waited = asked.elapsed();
+    assert!(
+        waited >= timeout && waited < timeout * 100,
+        "gave up after {waited:?}"
+    );
+    assert!(
+        matches!(error, ClusterError::Timeout(t) if t == timeout),
+        "{error}"
     );
 }
