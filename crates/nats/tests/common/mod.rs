@@ -3,11 +3,24 @@
 use shardwire_nats::{Layout, LocalServer, Nats};
 
 /// Starts a server; `None` (the test skips) only where no binary is found
-/// and `SHARDWIRE_REQUIRE_NATS` is unset.
+/// and `SHARDWIRE_REQUIRE_NATS` is unset. A skip writes one line,
+/// `SKIP: <test>: …`, straight to the process's stderr: the test harness
+/// captures `eprintln!` of a passing test, so the line would never show,
+/// and `.ci/run` counts these lines as skipped tests.
 pub(crate) async fn server() -> Option<LocalServer> {
-    LocalServer::start_or_skip()
+    let server = LocalServer::start_or_skip()
         .await
-        .expect("nats-server is required here")
+        .expect("nats-server is required here");
+    if server.is_none() {
+        use std::io::Write;
+        let thread = std::thread::current();
+        let test = thread.name().unwrap_or("a NATS test");
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIP: {test}: no nats-server (set NATS_SERVER, or SHARDWIRE_REQUIRE_NATS to fail instead)"
+        );
+    }
+    server
 }
 
 /// Another connection to the server, as another process would have.
