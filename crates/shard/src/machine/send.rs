@@ -119,8 +119,9 @@ impl ShardMachine {
 fn raw_opcode(bytes: &[u8]) -> Result<u8, SendError> {
     if bytes.len() > shardwire_codec::MAX_COMMAND_SIZE {
         return Err(SendError::InvalidRaw(format!(
-            "{} bytes, over 4096",
-            bytes.len()
+            "{} bytes, over the gateway's {}",
+            bytes.len(),
+            shardwire_codec::MAX_COMMAND_SIZE
         )));
     }
     #[derive(serde::Deserialize)]
