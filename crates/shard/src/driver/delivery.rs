@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use tokio::sync::mpsc;
 
-use super::handle::{Status, Tap, lock};
+use super::handle::{Output, Status, lock};
 use crate::Session;
 use crate::ShardEvent;
 use crate::batch::{Batch, Queued};
@@ -112,15 +112,6 @@ impl Pending {
     pub(super) fn is_empty(&self) -> bool {
         self.len == 0
     }
-}
-
-/// Where a shard's task sends its events.
-pub(super) enum Output {
-    /// The [`Shard`] handle's own channel, in batches (see [`Batch`]): each
-    /// event the handle returns points into its batch's JSON.
-    Handle(mpsc::Sender<Batch>),
-    /// An [`EventSink`]: one event at a time, each through the tap first.
-    Sink(mpsc::Sender<(u32, ShardEvent)>, Option<Tap>),
 }
 
 /// Waits for room in the consumer's channel, then hands it the first batch

@@ -10,7 +10,6 @@ use shardwire_codec::{Command, EventFilter};
 use shardwire_heartbeat::Latency;
 use tokio::sync::mpsc;
 
-use super::delivery::Output;
 use super::{Task, now};
 use crate::batch::Batch;
 use crate::{IdentifyQueue, ResumeError, SendError, Session, ShardConfig, ShardEvent, ShardState};
@@ -94,6 +93,15 @@ impl EventSink {
         self.tap = Some(tap);
         self
     }
+}
+
+/// Where a shard's task sends its events.
+pub(super) enum Output {
+    /// The [`Shard`] handle's own channel, in batches (see [`Batch`]): each
+    /// event the handle returns points into its batch's JSON.
+    Handle(mpsc::Sender<Batch>),
+    /// An [`EventSink`]: one event at a time, each through the tap first.
+    Sink(mpsc::Sender<(u32, ShardEvent)>, Option<Tap>),
 }
 
 /// One gateway connection, running on its own tokio task.

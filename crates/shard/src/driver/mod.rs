@@ -25,8 +25,8 @@ use shardwire_codec::frame::{ClientFrame, Frame as Received, FrameError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use self::delivery::{Delivered, Output, Pending, deliver};
-use self::handle::{Control, Status, lock};
+use self::delivery::{Delivered, Pending, deliver};
+use self::handle::{Control, Output, Status, lock};
 pub use self::handle::{EventSink, Shard, ShardSender, Tap};
 use self::socket::{Socket, connect};
 use crate::{IdentifyQueue, IdentifyRefused, Order, ShardMachine, ShardState};
