@@ -325,6 +325,9 @@ pub enum Fault {
     /// Send this many generated events, each built and compressed as it
     /// goes. Like Discord, the simulator keeps reading and acknowledging
     /// heartbeats in between; faults injected meanwhile wait their turn.
+    /// The burst belongs to the connection it was sent on: if that
+    /// connection ends, the rest is never sent (a resume replays only what
+    /// was).
     Burst(u64),
     /// Send this many events flat out from a pre-encoded corpus, built once
     /// per simulator and shared by every connection: for throughput
