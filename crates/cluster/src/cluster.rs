@@ -12,8 +12,8 @@ use shardwire_codec::{
 };
 use shardwire_shard::{
     EventSink, IdentifyQueue, SendError, Session, Shard, ShardConfig, ShardEvent, ShardState,
+    SinkEvents,
 };
-use tokio::sync::mpsc;
 use twilight_model::gateway::Intents;
 use twilight_model::gateway::event::EventType;
 use twilight_model::id::Id;
@@ -192,8 +192,8 @@ pub struct Cluster {
     total: u32,
     gateway_url: String,
     shards: BTreeMap<u32, Shard>,
-    sink: mpsc::Sender<(u32, ShardEvent)>,
-    events: mpsc::Receiver<(u32, ShardEvent)>,
+    sink: EventSink,
+    events: SinkEvents,
     queue: Arc<dyn IdentifyQueue>,
     chunks: Arc<Chunks>,
     config: ClusterConfig,
@@ -267,7 +267,7 @@ impl Cluster {
             .queue
             .clone()
             .unwrap_or_else(|| Arc::new(LocalQueue::with_window(limit, config.identify_window)));
-        let (sink, events) = mpsc::channel(EVENT_BUFFER);
+        let (sink, events) = EventSink::channel(EVENT_BUFFER);
         let mut cluster = Self {
             gateway,
             total,
@@ -323,7 +323,7 @@ impl Cluster {
             }
             Some(event)
         });
-        let sink = EventSink::new(self.sink.clone()).with_tap(tap);
+        let sink = self.sink.clone().with_tap(tap);
         let shard = Shard::start_with_sink(shard_config, self.queue.clone(), sink);
         self.shards.insert(id, shard);
     }
@@ -561,7 +561,7 @@ impl Cluster {
             }
         }
         // Whatever is still in the channel was delivered as well.
-        while let Ok(event) = self.events.try_recv() {
+        while let Some(event) = self.events.try_recv() {
             events.push(event);
         }
         Shutdown {

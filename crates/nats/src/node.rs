@@ -15,7 +15,7 @@ use shardwire_codec::{Compression, Token};
 use shardwire_shard::{
     EventSink, FatalError, IdentifyQueue, Session, Shard, ShardConfig, ShardEvent,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use twilight_model::gateway::Intents;
@@ -617,9 +617,9 @@ impl Runner {
         }
         let generation = self.next_generation;
         self.next_generation += 1;
-        let (tx, rx) = mpsc::channel(SHARD_BUFFER);
+        let (sink, rx) = EventSink::channel(SHARD_BUFFER);
         let queue: Arc<dyn IdentifyQueue> = self.queue.clone();
-        let shard = Shard::start_with_sink(shard_config, queue, EventSink::new(tx));
+        let shard = Shard::start_with_sink(shard_config, queue, sink);
         self.events.push(Box::pin(futures_util::stream::unfold(
             rx,
             move |mut rx| async move {

@@ -27,6 +27,16 @@ pub(crate) enum Queued {
 }
 
 impl Queued {
+    /// The seq of a dispatch.
+    fn seq(&self) -> Option<u64> {
+        match self {
+            Self::Dispatch { seq, .. } | Self::Event(ShardEvent::Dispatch { seq, .. }) => {
+                Some(*seq)
+            }
+            Self::Event(_) => None,
+        }
+    }
+
     /// The bytes of JSON it carries: its weight against
     /// [`ShardConfig::max_pending_bytes`](crate::ShardConfig::max_pending_bytes).
     pub(crate) fn weight(&self) -> usize {
@@ -77,6 +87,8 @@ pub(crate) struct Batch {
     events: VecDeque<Queued>,
     /// The sum of the events' weights.
     weight: usize,
+    /// The last seq of the dispatches a [`Tap`](crate::Tap) took out.
+    tapped_seq: Option<u64>,
 }
 
 impl Batch {
@@ -87,7 +99,37 @@ impl Batch {
             text: Arc::new(text),
             events,
             weight,
+            tapped_seq: None,
         }
+    }
+
+    /// Passes every event through `tap`, keeping what it gives back in
+    /// place. The events it takes still count as delivered (see
+    /// [`Batch::tapped_seq`]).
+    pub(crate) fn tap(&mut self, shard: u32, tap: &crate::Tap) {
+        let text = &self.text;
+        let mut tapped_seq = self.tapped_seq;
+        self.events.retain_mut(|queued| {
+            let seq = queued.seq();
+            let taken = std::mem::replace(queued, Queued::Event(ShardEvent::Resumed));
+            match tap(shard, taken.into_event(text)) {
+                Some(event) => {
+                    *queued = Queued::Event(event);
+                    true
+                }
+                None => {
+                    tapped_seq = seq.or(tapped_seq);
+                    false
+                }
+            }
+        });
+        self.tapped_seq = tapped_seq;
+        self.weight = self.events.iter().map(Queued::weight).sum();
+    }
+
+    /// The last seq of the dispatches a tap took out of this batch.
+    pub(crate) fn tapped_seq(&self) -> Option<u64> {
+        self.tapped_seq
     }
 
     /// Events left.
@@ -106,6 +148,7 @@ impl Batch {
     }
 
     /// Adds an event that carries its own JSON.
+    #[cfg(test)]
     pub(crate) fn push(&mut self, event: ShardEvent) {
         let event = Queued::Event(event);
         self.weight += event.weight();
@@ -345,7 +388,40 @@ mod tests {
         assert_eq!(
             machine.session().map(|session| session.seq),
             Some(5),
-            "the session follows what the machine received"
+            "the session follows what was delivered: 5 was polled last"
+        );
+    }
+
+    #[test]
+    fn a_tap_keeps_what_it_gives_back_and_what_it_takes_counts_as_delivered() {
+        use shardwire_codec::MessageKind;
+        let (mut machine, now) = ready_machine();
+        for seq in 2..6 {
+            machine.handle_message(now, message(seq).as_bytes(), MessageKind::Text);
+        }
+        let mut batch = machine.take_batch().expect("a batch");
+        // Takes 3 and 5, and gives 4 back changed.
+        let tap: crate::Tap = std::sync::Arc::new(|shard, event| {
+            assert_eq!(shard, 0);
+            match event {
+                ShardEvent::Dispatch { seq: 3 | 5, .. } => None,
+                ShardEvent::Dispatch { seq: 4, .. } => Some(ShardEvent::Resumed),
+                other => Some(other),
+            }
+        });
+        batch.tap(0, &tap);
+        assert_eq!((batch.len(), batch.tapped_seq()), (2, Some(5)));
+        assert_eq!(batch.weight(), message(2).len());
+        machine.handle_delivered(&batch);
+        assert_eq!(
+            machine.session().map(|session| session.seq),
+            Some(5),
+            "the taken 5 was delivered, to the tap"
+        );
+        let events: Vec<ShardEvent> = std::iter::from_fn(|| batch.pop()).collect();
+        assert!(
+            matches!(&events[..], [ShardEvent::Dispatch { seq: 2, json, .. }, ShardEvent::Resumed] if *json == message(2)),
+            "{events:?}"
         );
     }
 

@@ -39,7 +39,7 @@ mod queue;
 mod ratelimit;
 mod session;
 
-pub use crate::driver::{EventSink, Shard, ShardSender, Tap};
+pub use crate::driver::{EventSink, Shard, ShardSender, SinkEvents, Tap};
 pub use crate::json::Json;
 pub use crate::machine::{
     Order, ResumeError, SendError, ShardConfig, ShardEvent, ShardMachine, ShardState,

@@ -468,6 +468,48 @@ fn an_imported_session_resumes_instead_of_identifying() {
 }
 
 #[test]
+fn the_exported_session_follows_what_was_delivered_and_resumes_follow_what_was_received() {
+    let mut h = Harness::new(config());
+    h.start();
+    assert_eq!(h.shard.session(), None, "READY not delivered yet");
+    h.events();
+    assert_eq!(h.shard.session().map(|s| s.seq), Some(1));
+    for _ in 0..3 {
+        h.dispatch("MESSAGE_CREATE", json!({"content": "m"}));
+    }
+    assert_eq!(
+        h.shard.session().map(|s| s.seq),
+        Some(1),
+        "three dispatches received, none delivered"
+    );
+    assert!(h.shard.poll_event().is_some());
+    assert_eq!(h.shard.session().map(|s| s.seq), Some(2));
+    // A reconnection resumes from what was received: the rest is still
+    // held for the consumer.
+    let url = h.closed_and_reconnect(None);
+    assert!(url.starts_with(RESUME), "{url}");
+    let (_, frames) = h.reopen();
+    assert!(frames.iter().any(|frame| is_resume(frame, 4)), "{frames:?}");
+    assert_eq!(h.shard.session().map(|s| s.seq), Some(2));
+    // A session that ends is no longer exported, even with its events
+    // still undelivered; the next one shows once its READY is delivered.
+    h.server(&json!({"op": 9, "d": false}));
+    assert_eq!(h.shard.session(), None);
+    let events = h.events();
+    assert!(
+        events
+            .iter()
+            .any(|event| matches!(event, ShardEvent::Dispatch { seq: 4, .. })),
+        "{events:?}"
+    );
+    assert_eq!(
+        h.shard.session(),
+        None,
+        "the old session's events move nothing"
+    );
+}
+
+#[test]
 fn an_imported_session_that_fails_its_check_is_ignored() {
     let mut config = config();
     config.session = Some(Session {

@@ -62,6 +62,7 @@ fn a_resume_url_that_cannot_be_reached_resumes_on_the_gateway_url() {
     expect_resume(&mut h);
     h.dispatch("RESUMED", json!({}));
     assert_eq!(h.shard.state(), ShardState::Active);
+    h.events();
     assert_eq!(h.shard.session().map(|s| s.seq), Some(3));
     // Until a READY names another, resumes stay on the gateway URL.
     let (url, _) = reconnect_after_close(&mut h, Some(RESUMABLE_CLOSE));
@@ -107,6 +108,7 @@ fn a_resume_url_that_is_not_a_url_resumes_on_the_gateway_url() {
             json!({"session_id": "s1", "resume_gateway_url": resume_url, "v": 10}),
         );
         assert_eq!(h.shard.state(), ShardState::Active, "{resume_url:?}");
+        h.events();
         let session = h.shard.session().cloned().expect("a session");
         assert_eq!(session.resume_url, GATEWAY, "{resume_url:?}");
         let (url, _) = reconnect_after_close(&mut h, None);

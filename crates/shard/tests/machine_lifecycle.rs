@@ -160,6 +160,7 @@ fn without_reconnect_a_close_or_a_failure_ends_the_shard_keeping_its_session() {
     for ending in 0..3 {
         let mut h = Harness::new(without_reconnect());
         h.start();
+        h.events();
         h.shard.handle_close(h.now, Some(4000));
         if ending > 0 {
             // Asked to connect again: the next connection fails or drops.

@@ -12,11 +12,17 @@ use tokio::sync::mpsc;
 
 use super::{Task, now};
 use crate::batch::Batch;
+use crate::session::ResumePoint;
 use crate::{IdentifyQueue, ResumeError, SendError, Session, ShardConfig, ShardEvent, ShardState};
 
 /// Events in the channel between the shard's task and its handle, under
-/// load: it holds `EVENT_BUFFER / super::HANDOVER_BATCH` batches.
+/// load (see [`batches_for`]).
 const EVENT_BUFFER: usize = 1024;
+
+/// A channel's room in batches for about `events` events.
+fn batches_for(events: usize) -> usize {
+    (events / super::HANDOVER_BATCH).max(1)
+}
 
 /// What the user asks of the shard task.
 pub(super) enum Control {
@@ -40,35 +46,25 @@ pub(super) enum Control {
 pub(super) struct Status {
     pub(super) state: ShardState,
     pub(super) latency: Latency,
-    pub(super) session: Option<Session>,
+    /// A copy of the machine's resume point of what it delivered, taken
+    /// when it moves.
+    pub(super) delivered: ResumePoint,
     /// A copy of the machine's limiter, taken when a payload goes out.
     pub(super) limiter: crate::CommandRateLimiter,
-    /// The current session as its READY had it.
-    pub(super) session_at_ready: Option<Session>,
-}
-
-/// Follows the session through the events a consumer takes.
-pub(super) fn note_session(session: &mut Option<Session>, event: &ShardEvent) {
-    match event {
-        ShardEvent::Ready { session: ready } => *session = Some(ready.clone()),
-        ShardEvent::Dispatch { seq, .. } => {
-            if let Some(session) = session {
-                session.seq = session.seq.max(*seq);
-            }
-        }
-        _ => {}
-    }
 }
 
 /// Sees each event of a shard before it is queued for the consumer, and
 /// may keep it (return `None`) or pass it on. It runs on the shard's task,
-/// so it must be quick.
+/// so it must be quick. An event it keeps counts as delivered: the
+/// exported session moves past it.
 pub type Tap = Arc<dyn Fn(u32, ShardEvent) -> Option<ShardEvent> + Send + Sync>;
 
 /// Where a shard started with [`Shard::start_with_sink`] sends its events:
-/// a channel shared by many shards, each event tagged with its shard id.
+/// a channel shared by many shards (clone the sink for each), read as one
+/// stream through its [`SinkEvents`].
+#[derive(Clone)]
 pub struct EventSink {
-    tx: mpsc::Sender<(u32, ShardEvent)>,
+    tx: mpsc::Sender<(u32, Batch)>,
     tap: Option<Tap>,
 }
 
@@ -81,10 +77,18 @@ impl std::fmt::Debug for EventSink {
 }
 
 impl EventSink {
-    /// A sink into `tx`.
+    /// A sink with room for about `events` events, and its receiving end.
+    /// The shards hand their events over in batches, like a [`Shard`]
+    /// handle's, with no copy each.
     #[must_use]
-    pub fn new(tx: mpsc::Sender<(u32, ShardEvent)>) -> Self {
-        Self { tx, tap: None }
+    pub fn channel(events: usize) -> (Self, SinkEvents) {
+        let (tx, rx) = mpsc::channel(batches_for(events));
+        let sink = Self { tx, tap: None };
+        let events = SinkEvents {
+            rx,
+            batch: (0, Batch::default()),
+        };
+        (sink, events)
     }
 
     /// With a [`Tap`] that sees every event first.
@@ -95,13 +99,59 @@ impl EventSink {
     }
 }
 
-/// Where a shard's task sends its events.
-pub(super) enum Output {
-    /// The [`Shard`] handle's own channel, in batches (see [`Batch`]): each
-    /// event the handle returns points into its batch's JSON.
-    Handle(mpsc::Sender<Batch>),
-    /// An [`EventSink`]: one event at a time, each through the tap first.
-    Sink(mpsc::Sender<(u32, ShardEvent)>, Option<Tap>),
+/// The events of every shard sending into an [`EventSink`], each tagged
+/// with its shard id, in order within each shard.
+pub struct SinkEvents {
+    rx: mpsc::Receiver<(u32, Batch)>,
+    /// The batch being handed out, and its shard.
+    batch: (u32, Batch),
+}
+
+impl std::fmt::Debug for SinkEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkEvents")
+            .field("buffered", &self.batch.1.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SinkEvents {
+    /// The next event; `None` once every sink and every shard using one
+    /// is gone.
+    pub async fn recv(&mut self) -> Option<(u32, ShardEvent)> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next event if one is there now.
+    pub fn try_recv(&mut self) -> Option<(u32, ShardEvent)> {
+        loop {
+            if let Some(event) = self.batch.1.pop() {
+                return Some((self.batch.0, event));
+            }
+            self.batch = self.rx.try_recv().ok()?;
+        }
+    }
+
+    /// Polls for the next event, as [`SinkEvents::recv`].
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<(u32, ShardEvent)>> {
+        loop {
+            if let Some(event) = self.batch.1.pop() {
+                return Poll::Ready(Some((self.batch.0, event)));
+            }
+            match ready!(self.rx.poll_recv(cx)) {
+                Some(batch) => self.batch = batch,
+                None => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+/// Where a shard's task sends its events: batches (see [`Batch`]), each
+/// event pointing into its batch's JSON, tagged with the shard's id.
+pub(super) struct Output {
+    pub(super) events: mpsc::Sender<(u32, Batch)>,
+    /// An [`EventSink`]'s tap, which sees each event first.
+    pub(super) tap: Option<Tap>,
 }
 
 /// One gateway connection, running on its own tokio task.
@@ -114,11 +164,11 @@ pub struct Shard {
     /// The control channel to the shard's task, and its id.
     sender: ShardSender,
     /// `None` when the events go to an [`EventSink`].
-    events: Option<mpsc::Receiver<Batch>>,
+    events: Option<mpsc::Receiver<(u32, Batch)>>,
     /// The batch being handed out.
     batch: Batch,
     /// The session as of the last event this handle returned.
-    consumed: Option<Session>,
+    consumed: ResumePoint,
     /// The dispatches this handle types as it returns them (see
     /// [`Shard::start`]).
     typing: EventFilter,
@@ -209,12 +259,14 @@ impl Shard {
     /// allocation or a copy of its own.
     #[must_use]
     pub fn start(mut config: ShardConfig, queue: Arc<dyn IdentifyQueue>) -> Self {
-        let (events_tx, events) = mpsc::channel(EVENT_BUFFER / super::HANDOVER_BATCH);
-        let consumed = config.session.clone();
+        let (events_tx, events) = mpsc::channel(batches_for(EVENT_BUFFER));
         let typing = std::mem::replace(&mut config.typed_events, EventFilter::none());
-        let mut shard = Self::spawn(config, queue, Output::Handle(events_tx));
+        let out = Output {
+            events: events_tx,
+            tap: None,
+        };
+        let mut shard = Self::spawn(config, queue, out);
         shard.events = Some(events);
-        shard.consumed = consumed;
         shard.typing = typing;
         shard
     }
@@ -230,7 +282,7 @@ impl Shard {
         {
             *typed = crate::machine::typed_json(&self.typing, json);
         }
-        note_session(&mut self.consumed, &event);
+        self.consumed.note(&event);
         event
     }
 
@@ -244,25 +296,30 @@ impl Shard {
         queue: Arc<dyn IdentifyQueue>,
         sink: EventSink,
     ) -> Self {
-        Self::spawn(config, queue, Output::Sink(sink.tx, sink.tap))
+        let out = Output {
+            events: sink.tx,
+            tap: sink.tap,
+        };
+        Self::spawn(config, queue, out)
     }
 
     pub(super) fn spawn(config: ShardConfig, queue: Arc<dyn IdentifyQueue>, out: Output) -> Self {
         let shard_id = config.shard_id;
         let (control, control_rx) = mpsc::unbounded_channel();
+        let machine = crate::ShardMachine::new(config);
+        let consumed = machine.delivered().clone();
         let status = Arc::new(Mutex::new(Status {
             state: ShardState::Disconnected,
             latency: shardwire_heartbeat::Heartbeat::new().latency().clone(),
-            session: config.session.clone(),
+            delivered: consumed.clone(),
             limiter: crate::CommandRateLimiter::new(Duration::from_millis(41_250)),
-            session_at_ready: config.session.clone(),
         }));
-        Task::spawn(config, queue, status.clone(), out, control_rx);
+        Task::spawn(machine, queue, status.clone(), out, control_rx);
         Self {
             sender: ShardSender { control, shard_id },
             events: None,
             batch: Batch::default(),
-            consumed: None,
+            consumed,
             typing: EventFilter::none(),
             status,
         }
@@ -275,7 +332,7 @@ impl Shard {
             if let Some(event) = self.batch.pop() {
                 return Some(self.hand_out(event));
             }
-            self.batch = self.events.as_mut()?.recv().await?;
+            self.batch = self.events.as_mut()?.recv().await?.1;
         }
     }
 
@@ -389,16 +446,10 @@ impl Shard {
     #[must_use]
     pub fn session(&self) -> Option<Session> {
         let status = lock(&self.status);
-        let delivered = status.session.as_ref()?;
         if self.events.is_none() {
-            return Some(delivered.clone());
+            return status.delivered.session().cloned();
         }
-        match &self.consumed {
-            Some(consumed) if consumed.session_id == delivered.session_id => Some(consumed.clone()),
-            // A new session whose READY this handle has not returned yet:
-            // resume it from its start.
-            _ => status.session_at_ready.clone(),
-        }
+        status.delivered.for_consumer_at(&self.consumed)
     }
 
     /// This shard's id.
@@ -421,7 +472,7 @@ impl futures_core::Stream for Shard {
                 return Poll::Ready(None);
             };
             match ready!(events.poll_recv(cx)) {
-                Some(batch) => this.batch = batch,
+                Some((_, batch)) => this.batch = batch,
                 None => return Poll::Ready(None),
             }
         }

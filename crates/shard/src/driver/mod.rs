@@ -11,8 +11,9 @@
 //! [`Shard`] handle in order, with no task spawned per event.
 //!
 //! The files: this one (the task's loop), `handle` (the user's side:
-//! [`Shard`], [`ShardSender`], [`EventSink`]), `delivery` (events held for
-//! the consumer and handed over in batches) and `socket` (the connection:
+//! [`Shard`], [`ShardSender`], [`EventSink`] and [`SinkEvents`]), `delivery`
+//! (events held for the consumer and handed over in batches, each told to
+//! the machine as delivered) and `socket` (the connection:
 //! the shard's own handshake, reads into the codec's frame buffer, writes
 //! of the client frames the codec encodes).
 
@@ -25,9 +26,9 @@ use shardwire_codec::frame::{ClientFrame, Frame as Received, FrameError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use self::delivery::{Delivered, Pending, deliver};
+use self::delivery::{Pending, deliver};
 use self::handle::{Control, Output, Status, lock};
-pub use self::handle::{EventSink, Shard, ShardSender, Tap};
+pub use self::handle::{EventSink, Shard, ShardSender, SinkEvents, Tap};
 use self::socket::{Socket, connect};
 use crate::{IdentifyQueue, IdentifyRefused, Order, ShardMachine, ShardState};
 
@@ -88,7 +89,6 @@ struct Task {
     release_memory: bool,
     /// See [`ShardConfig::max_payload_bytes`]: larger frames are refused.
     max_message: usize,
-    delivered: Delivered,
     /// The machine's next deadline, and the timer set for it.
     timer: Pin<Box<tokio::time::Sleep>>,
     timer_at: Option<Instant>,
@@ -102,18 +102,19 @@ impl Task {
     /// Starts the task of a shard whose handle reads `status` and sends
     /// `control`.
     pub(super) fn spawn(
-        config: crate::ShardConfig,
+        machine: ShardMachine,
         queue: Arc<dyn IdentifyQueue>,
         status: Arc<Mutex<Status>>,
         out: Output,
         control: mpsc::UnboundedReceiver<Control>,
     ) {
+        let config = machine.config();
         let span = tracing::info_span!("shard", id = config.shard_id, count = config.shard_count);
         let task = Self {
             max_pending_bytes: config.max_pending_bytes,
             release_memory: config.release_memory,
             max_message: config.max_payload_bytes,
-            machine: ShardMachine::new(config),
+            machine,
             queue,
             status,
             out,
@@ -121,7 +122,6 @@ impl Task {
             connecting: None,
             turn: None,
             pending: Pending::default(),
-            delivered: Delivered::default(),
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             timer_at: None,
         };
@@ -167,12 +167,7 @@ impl Task {
                         None => std::future::pending().await,
                     }
                 };
-                let delivering = deliver(
-                    &self.out,
-                    &mut self.pending,
-                    &mut self.delivered,
-                    self.machine.shard_id(),
-                );
+                let delivering = deliver(&self.out, &mut self.pending, &mut self.machine);
                 tokio::select! {
                     delivered = delivering, if has_pending => match delivered {
                         Ok(()) => Wake::Delivered,
@@ -231,45 +226,38 @@ impl Task {
 
     /// Hands the consumer what fits in the channel without waiting.
     fn hand_over(&mut self) {
-        let shard = self.machine.shard_id();
-        while !self.pending.is_empty() {
-            let sent = match &self.out {
-                Output::Handle(tx) => tx
-                    .try_reserve()
-                    .is_ok_and(|permit| self.pending.send_batch(permit, &mut self.delivered)),
-                Output::Sink(tx, _) => tx.try_reserve().is_ok_and(|permit| {
-                    self.pending.send_event(permit, &mut self.delivered, shard)
-                }),
-            };
-            if !sent {
+        while let Ok(permit) = self.out.events.try_reserve() {
+            if !self.pending.send_batch(permit, &mut self.machine) {
                 break;
             }
         }
-        self.delivered.publish(&self.status);
+        self.publish_session();
     }
 
-    /// Moves the machine's events to `pending` as one batch (a sink's
-    /// events go there one by one as the machine makes them, see
-    /// [`Task::flush`]).
+    /// Copies the machine's resume point of what it delivered to the
+    /// status, when it moved.
+    fn publish_session(&self) {
+        let mut status = lock(&self.status);
+        if status.delivered != *self.machine.delivered() {
+            status.delivered.clone_from(self.machine.delivered());
+        }
+    }
+
+    /// Moves the machine's events to `pending` as one batch, through the
+    /// tap if there is one.
     fn collect(&mut self) {
-        if matches!(self.out, Output::Handle(_))
-            && let Some(batch) = self.machine.take_batch()
-        {
+        if let Some(mut batch) = self.machine.take_batch() {
+            if let Some(tap) = &self.out.tap {
+                batch.tap(self.machine.shard_id(), tap);
+            }
             self.pending.push_batch(batch);
         }
     }
 
     /// Whether a batch's worth of events waits for the consumer.
     fn batch_ready(&self) -> bool {
-        match self.out {
-            Output::Handle(_) => {
-                let (events, bytes) = self.machine.queued();
-                events >= HANDOVER_BATCH || bytes >= HANDOVER_BYTES
-            }
-            Output::Sink(..) => {
-                self.pending.len() >= HANDOVER_BATCH || self.pending.bytes >= HANDOVER_BYTES
-            }
-        }
+        let (events, bytes) = self.machine.queued();
+        events >= HANDOVER_BATCH || bytes >= HANDOVER_BYTES
     }
 
     /// Hands every whole frame in the receive buffer to the machine, each
@@ -432,24 +420,9 @@ impl Task {
                     status.latency = latency.clone();
                 }
                 // A session the machine dropped cannot be resumed; a new one
-                // shows once its READY is delivered (see `Delivered`).
+                // shows once its READY is delivered (see `Task::hand_over`).
                 if self.machine.session().is_none() {
-                    status.session = None;
-                    status.session_at_ready = None;
-                }
-            }
-            // A sink's events go through the tap as they are made; a
-            // handle's are taken in batches (see `Task::collect`).
-            if let Output::Sink(_, tap) = &self.out {
-                while let Some(event) = self.machine.poll_event() {
-                    let event = match tap {
-                        Some(tap) => match tap(self.machine.shard_id(), event) {
-                            Some(event) => event,
-                            None => continue,
-                        },
-                        None => event,
-                    };
-                    self.pending.push_back(event);
+                    status.delivered.forget();
                 }
             }
             if !progressed {

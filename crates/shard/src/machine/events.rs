@@ -29,9 +29,11 @@ impl ShardMachine {
         }
     }
 
-    /// The next event for the user.
+    /// The next event for the user. Taking it delivers it: the exported
+    /// [`session`](Self::session) follows.
     pub fn poll_event(&mut self) -> Option<ShardEvent> {
         let event = self.events.pop_front()?.into_copied_event(&self.text);
+        self.delivered.note(&event);
         if self.events.is_empty() {
             // Nothing points into the text any more.
             self.text.clear();
@@ -79,6 +81,20 @@ impl ShardMachine {
     #[cfg(test)]
     pub(crate) fn text_capacity(&self) -> usize {
         self.text.capacity()
+    }
+
+    /// Input: the driver handed `batch` to the consumer (its events, and
+    /// those a tap took from it, count as delivered).
+    pub(crate) fn handle_delivered(&mut self, batch: &Batch) {
+        for event in batch.iter() {
+            match event {
+                Queued::Event(event) => self.delivered.note(event),
+                Queued::Dispatch { seq, .. } => self.delivered.dispatch(*seq),
+            }
+        }
+        if let Some(seq) = batch.tapped_seq() {
+            self.delivered.dispatch(seq);
+        }
     }
 
     /// Every queued event at once, with the JSON of their dispatches in one

@@ -35,6 +35,7 @@ pub(crate) use self::scanned::typed_json;
 use self::timer::{Timer, TimerTable};
 use crate::batch::Queued;
 use crate::policy::{GOING_AWAY, NORMAL_CLOSE};
+use crate::session::ResumePoint;
 use crate::{
     AfterClose, Backoff, CommandRateLimiter, Endpoint, FatalError, RESUMABLE_CLOSE, Scheme,
     Session, after_close,
@@ -52,7 +53,11 @@ pub struct ShardMachine {
     jitter: Jitter,
     limiter: CommandRateLimiter,
     backoff: Backoff,
+    /// The session as received: a reconnection resumes it from here (what
+    /// was received and not yet delivered is still held for the consumer).
     session: Option<Session>,
+    /// The session as delivered: what [`ShardMachine::session`] exports.
+    delivered: ResumePoint,
     /// The user asked to disconnect: do not reconnect.
     stopping: bool,
     /// When the last message arrived (see [`Timer::Hibernate`]).
@@ -138,6 +143,7 @@ impl ShardMachine {
             jitter: Jitter::new(seed),
             limiter: CommandRateLimiter::new(Duration::from_secs(41)),
             backoff: Backoff::new(config.backoff_initial, config.backoff_cap, seed ^ 0xb0ff),
+            delivered: ResumePoint::new(session.clone()),
             session,
             stopping: false,
             last_message_at: None,
@@ -156,16 +162,31 @@ impl ShardMachine {
         }
     }
 
+    /// How this shard connects.
+    #[must_use]
+    pub fn config(&self) -> &ShardConfig {
+        &self.config
+    }
+
     /// The state.
     #[must_use]
     pub fn state(&self) -> ShardState {
         self.state
     }
 
-    /// The session, to export when the process stops.
+    /// The session to export (when the process stops, or to hand a shard
+    /// to another): as of the last event delivered, so a resume from it
+    /// replays exactly what the consumer has not had. An event counts as
+    /// delivered once [`poll_event`](Self::poll_event) returns it (or the
+    /// driver hands its batch over). `None` when there is nothing to resume.
     #[must_use]
     pub fn session(&self) -> Option<&Session> {
-        self.session.as_ref()
+        self.delivered.session()
+    }
+
+    /// The resume point of what was delivered (see [`ShardMachine::session`]).
+    pub(crate) fn delivered(&self) -> &ResumePoint {
+        &self.delivered
     }
 
     /// The heartbeat round trips.
@@ -431,6 +452,11 @@ impl ShardMachine {
     /// heartbeat's schedule and the first queued command's rate-limit slot.
     /// Every input ends here.
     fn settle(&mut self, now: Instant) {
+        // A session dropped is dropped for the export too; the next one
+        // shows once its READY is delivered.
+        if self.session.is_none() {
+            self.delivered.forget();
+        }
         self.timers
             .set_or_stop(Timer::Heartbeat, self.heartbeat.poll_timeout());
         let slot = (self.state == ShardState::Active && !self.queued.is_empty())

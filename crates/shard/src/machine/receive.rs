@@ -193,7 +193,7 @@ impl ShardMachine {
     fn on_dispatch(&mut self, now: Instant, payload: Scanned) {
         let Some(seq) = payload.seq else { return };
         if let Some(session) = &mut self.session {
-            session.seq = session.seq.max(seq);
+            session.advance(seq);
         }
         if !matches!(payload.event_type.as_deref(), Some("READY" | "RESUMED")) {
             self.undecodable = 0;
