@@ -134,10 +134,17 @@ async fn tail_takes_the_token_from_the_environment_and_filters_events() {
     .spawn()
     .unwrap();
     let lines = {
-        // Some generated traffic on shard 3 once it is up.
+        // Some generated traffic on shard 3 once its session is up.
         let injector = async {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            sim.inject(Some(3), Fault::Burst(20));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while !sim.sessions().iter().any(|session| session.shard == 3) {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "shard 3 never identified"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(sim.inject(Some(3), Fault::Burst(20)), 1);
         };
         let (lines, ()) = tokio::join!(lines(child, 6), injector);
         lines

@@ -19,7 +19,7 @@ async fn sim(faults: Vec<RestFault>) -> Sim {
         .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_429_and_a_5xx_are_waited_out_and_retried() {
     let sim = sim(vec![
         RestFault::RateLimited {
@@ -43,7 +43,7 @@ async fn a_429_and_a_5xx_are_waited_out_and_retried() {
     assert!(seen[2].at - seen[1].at >= Duration::from_millis(500));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_answer_too_large_or_endless_is_refused_with_its_size() {
     for fault in [
         RestFault::Oversized(100_000),
@@ -67,7 +67,7 @@ async fn an_answer_too_large_or_endless_is_refused_with_its_size() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_gateway_url_that_can_never_work_stops_the_start_naming_it() {
     let sim = Sim::builder()
         .gateway_url_override("ws://[::zz]:99999/%zz")
@@ -113,7 +113,7 @@ async fn raw_api(answer: &'static [u8]) -> String {
     base
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn answers_no_discord_would_give_are_one_clear_error_each() {
     let cases: [(&[u8], &str); 4] = [
         (
@@ -148,14 +148,15 @@ async fn answers_no_discord_would_give_are_one_clear_error_each() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn garbage_instead_of_http_is_retried_then_reported() {
     let base = raw_api(b"\xff\xfe garbage \r\n\r\n").await;
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let error = Gateway::fetch_from(&base, &Token::new("t"))
         .await
         .unwrap_err();
     assert!(matches!(error, GatewayError::Unreachable { .. }), "{error}");
-    // Three retries after 0.5 s, 1 s and 2 s: not a busy loop.
-    assert!(started.elapsed() >= Duration::from_millis(3500));
+    // Three retries after 0.5 s, 1 s and 2 s, on the paused clock: not a
+    // busy loop.
+    assert_eq!(started.elapsed(), Duration::from_millis(3500));
 }

@@ -23,7 +23,7 @@ async fn quiet_sim() -> Sim {
         .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn heartbeat_sends_one_beat_now_with_the_last_seq() {
     let sim = quiet_sim().await;
     let mut shard = start(&sim, 0, 1, Compression::None);
@@ -42,7 +42,7 @@ async fn heartbeat_sends_one_beat_now_with_the_last_seq() {
     assert!(observations.violations.is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn reconnect_closes_resumably_and_resumes_on_the_resume_url() {
     let sim = quiet_sim().await;
     let mut shard = start(&sim, 0, 1, Compression::ZlibStream);
@@ -59,7 +59,7 @@ async fn reconnect_closes_resumably_and_resumes_on_the_resume_url() {
     assert!(observations.violations.is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn reinstantiate_drops_the_session_and_identifies_on_the_original_url() {
     let sim = quiet_sim().await;
     let mut shard = start(&sim, 0, 1, Compression::ZlibStream);

@@ -53,23 +53,37 @@ async fn deliver(sim: &Sim, shard: &mut Shard, seen: &mut Vec<u64>, upto: u64) -
     others
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_wrong_accept_key_is_refused_and_nothing_is_sent_to_that_server() {
     let sim = builder().wrong_accept_key(true).start().await.unwrap();
-    let shard = start_with(&sim, Compression::ZlibStream, |_| {});
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let config = config(&sim, 0, 1, Compression::ZlibStream);
+    // It tries again (the server may get better) after each backoff, which
+    // on the paused clock gives an exact count: a first try, then one per
+    // delay that has run out within the wait.
+    let wait = Duration::from_millis(500);
+    let mut backoff = config.backoff();
+    let mut elapsed = Duration::ZERO;
+    let mut expected = 1;
+    loop {
+        elapsed += backoff.next_delay();
+        if elapsed >= wait {
+            break;
+        }
+        expected += 1;
+    }
+    let shard = Shard::start(config, Arc::new(Unqueued));
+    tokio::time::sleep(wait).await;
     let observations = sim.observations();
-    // It tried again (the server may get better), with a backoff: 10 ms
-    // doubling to 100 ms allows a handful of tries in half a second.
     let tries = observations.connections.len();
-    assert!((2..=12).contains(&tries), "{tries} connections");
+    assert_eq!(tries, expected, "connections in {wait:?}");
+    assert!(tries > 2, "a backoff of 10 ms to 100 ms allows a handful");
     assert!(observations.identifies.is_empty(), "no Identify, no token");
     assert!(observations.resumes.is_empty());
     assert!(observations.heartbeats.is_empty());
     assert_ne!(shard.status(), ShardState::Active);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn payloads_in_any_field_order_pretty_printed_and_escaped_read_as_discords() {
     for order in [FieldOrder::DataFirst, FieldOrder::DataInside] {
         for compression in [Compression::ZlibStream, Compression::None] {
@@ -125,7 +139,7 @@ async fn payloads_in_any_field_order_pretty_printed_and_escaped_read_as_discords
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn json_in_binary_frames_without_compression_is_read() {
     let sim = builder().binary_json(true).start().await.unwrap();
     let mut shard = start_with(&sim, Compression::None, |_| {});
@@ -135,7 +149,7 @@ async fn json_in_binary_frames_without_compression_is_read() {
     deliver(&sim, &mut shard, &mut seqs, 23).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_dispatch_that_can_never_be_read_is_retried_by_resuming_then_stops_the_shard() {
     let sim = builder().start().await.unwrap();
     let mut shard = start_with(&sim, Compression::ZlibStream, |_| {});
@@ -190,7 +204,7 @@ async fn a_dispatch_that_can_never_be_read_is_retried_by_resuming_then_stops_the
     assert_eq!(shard.session().map(|s| s.seq), Some(9));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_dead_resume_url_resumes_on_the_gateway_url_and_loses_nothing() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("ws://{}", closed.local_addr().unwrap());
@@ -223,7 +237,7 @@ async fn a_dead_resume_url_resumes_on_the_gateway_url_and_loses_nothing() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_close_from_the_server_is_answered_with_a_close() {
     let sim = builder().start().await.unwrap();
     let mut shard = start_with(&sim, Compression::ZlibStream, |_| {});

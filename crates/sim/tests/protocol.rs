@@ -74,7 +74,7 @@ fn typed_ok(payload: &Value) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn rest_gateway_bot_checks_the_token_and_reports_limits() {
     let sim = Sim::builder()
         .shards(4)
@@ -107,7 +107,7 @@ async fn rest_gateway_bot_checks_the_token_and_reports_limits() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn hello_identify_ready_and_guild_creates_in_sequence() {
     let sim = sim().await;
     let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
@@ -147,7 +147,7 @@ async fn hello_identify_ready_and_guild_creates_in_sequence() {
     assert!(sim.violations().is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn every_compression_delivers_the_same_payloads() {
     let mut first: Option<Vec<Value>> = None;
     for (compression, compress_flag) in [
@@ -197,7 +197,7 @@ async fn every_compression_delivers_the_same_payloads() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn split_payloads_and_fragmented_frames_reassemble() {
     let sim = Sim::builder()
         .split_payloads(true)
@@ -217,7 +217,7 @@ async fn split_payloads_and_fragmented_frames_reassemble() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn heartbeats_are_acknowledged_and_recorded() {
     let sim = sim().await;
     let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
@@ -231,7 +231,7 @@ async fn heartbeats_are_acknowledged_and_recorded() {
     assert_eq!(seen, vec![(Some(0), Some(3)), (Some(0), None)]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_client_that_stops_heartbeating_is_closed_with_4009() {
     let sim = Sim::builder()
         .heartbeat_interval(Duration::from_millis(100))
@@ -260,7 +260,7 @@ async fn session_with_events(sim: &Sim, events: u64) -> (String, u64) {
     (session, last)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn resume_on_the_resume_url_replays_after_seq_then_sends_resumed() {
     let sim = Sim::builder().guilds_per_shard(1).start().await.unwrap();
     let (session, last) = session_with_events(&sim, 10).await;
@@ -287,7 +287,7 @@ async fn resume_on_the_resume_url_replays_after_seq_then_sends_resumed() {
     assert_eq!(observations.identifies.len(), 1, "no new identify");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn sessions_lists_each_live_session_with_its_last_seq() {
     let sim = Sim::builder().guilds_per_shard(1).start().await.unwrap();
     assert!(sim.sessions().is_empty());
@@ -304,7 +304,7 @@ async fn sessions_lists_each_live_session_with_its_last_seq() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn resume_of_an_unknown_session_gets_invalid_session_false() {
     let sim = sim().await;
     let mut client = RawClient::connect(sim.resume_gateway_url(), Compression::None).await;
@@ -319,7 +319,7 @@ async fn resume_of_an_unknown_session_gets_invalid_session_false() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn resume_with_a_seq_ahead_of_the_server_is_closed_with_4007() {
     let sim = sim().await;
     let (session, last) = session_with_events(&sim, 2).await;
@@ -350,7 +350,7 @@ async fn identify_closes_with(
     client.closed().await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn identify_is_validated_with_discords_close_codes() {
     let sim = Sim::builder()
         .shards(2)
@@ -392,7 +392,7 @@ async fn identify_is_validated_with_discords_close_codes() {
     assert!(sim.observations().identifies.iter().all(|i| !i.accepted));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn identifying_faster_than_max_concurrency_gets_invalid_session() {
     let window = Duration::from_millis(400);
     let sim = Sim::builder()
@@ -462,7 +462,7 @@ async fn more_than_120_payloads_a_minute_is_closed_with_4008() {
     assert_eq!(sim.violations()[0].kind, ViolationKind::RateLimited);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn bad_payloads_get_the_close_codes_discord_sends() {
     let sim = sim().await;
     let cases: Vec<(Vec<u8>, u16, ViolationKind)> = vec![
@@ -503,7 +503,7 @@ async fn bad_payloads_get_the_close_codes_discord_sends() {
     assert_eq!(client.closed().await, Some(4005));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn oversized_frames_are_refused_and_other_connections_keep_working() {
     let sim = sim().await;
     let mut healthy = RawClient::connect(sim.gateway_url(), Compression::None).await;
@@ -531,7 +531,7 @@ async fn oversized_frames_are_refused_and_other_connections_keep_working() {
     healthy.until(11, None).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn request_guild_members_is_answered_in_chunks_with_the_nonce() {
     let sim = Sim::builder()
         .members_per_guild(2500)
@@ -613,7 +613,7 @@ async fn voice_presence_soundboard_and_channel_info_commands_are_answered() {
     assert!(sim.violations().is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn faults_reconnect_invalid_session_and_heartbeat_request() {
     let sim = sim().await;
     let mut client = RawClient::connect(sim.gateway_url(), Compression::ZlibStream).await;
@@ -633,7 +633,7 @@ async fn faults_reconnect_invalid_session_and_heartbeat_request() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn fault_close_with_any_code() {
     for code in [4000, 4001, 4007, 4008, 4009, 1011] {
         let sim = sim().await;
@@ -671,7 +671,7 @@ async fn fault_zombie_stops_acknowledging_heartbeats() {
     assert_eq!(sim.observations().heartbeats.len(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn fault_corrupt_compressed_bytes_break_the_clients_codec() {
     for compression in [
         Compression::ZlibStream,
@@ -692,7 +692,7 @@ async fn fault_corrupt_compressed_bytes_break_the_clients_codec() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn fault_drop_tcp_ends_without_a_close_frame() {
     let sim = sim().await;
     let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
@@ -710,7 +710,7 @@ async fn fault_drop_tcp_ends_without_a_close_frame() {
     assert_eq!(observations.closes[0].by, ClosedBy::Dropped);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn fault_huge_guild_create_of_25000_members() {
     let sim = sim().await;
     let mut client = RawClient::connect(sim.gateway_url(), Compression::ZlibStream).await;
@@ -725,7 +725,7 @@ async fn fault_huge_guild_create_of_25000_members() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn fault_read_slowly_delays_the_clients_frames() {
     let sim = sim().await;
     let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
@@ -756,7 +756,7 @@ async fn fault_read_slowly_delays_the_clients_frames() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_session_ending_close_forgets_the_session() {
     let sim = sim().await;
     let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
@@ -775,7 +775,7 @@ async fn a_session_ending_close_forgets_the_session() {
     assert_eq!(again.until(9, None).await["d"], false);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn events_flow_at_the_configured_rate() {
     let sim = Sim::builder().event_rate(200.0).start().await.unwrap();
     let mut client = RawClient::connect(sim.gateway_url(), Compression::ZlibStream).await;
@@ -795,7 +795,7 @@ async fn events_flow_at_the_configured_rate() {
     assert!(kinds.len() >= 3, "a mix of events: {kinds:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_bad_query_string_is_refused_before_the_upgrade() {
     let sim = sim().await;
     for query in [
@@ -808,7 +808,7 @@ async fn a_bad_query_string_is_refused_before_the_upgrade() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_flood_from_the_pre_encoded_corpus_decodes_in_order_and_resumes() {
     for compression in [
         Compression::ZlibStream,
@@ -845,7 +845,7 @@ async fn a_flood_from_the_pre_encoded_corpus_decodes_in_order_and_resumes() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_token_stays_out_of_debug_output() {
     let sim = Sim::builder()
         .token("super-secret-token")
@@ -856,7 +856,7 @@ async fn the_token_stays_out_of_debug_output() {
     assert!(!debug.contains("super-secret-token"), "{debug}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_burst_keeps_acknowledging_heartbeats_and_faults_wait_their_turn() {
     let sim = sim().await;
     let mut client = RawClient::connect(sim.gateway_url(), Compression::ZlibStream).await;
@@ -893,7 +893,7 @@ async fn a_burst_keeps_acknowledging_heartbeats_and_faults_wait_their_turn() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn flood_after_ready_sends_the_public_flood_corpus() {
     let sim = Sim::builder()
         .guilds_per_shard(2)
@@ -919,7 +919,7 @@ async fn flood_after_ready_sends_the_public_flood_corpus() {
     assert!(sim.violations().is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn stamped_events_carry_the_time_they_were_generated() {
     let sim = Sim::builder()
         .event_rate(500.0)

@@ -138,4 +138,11 @@ impl ShardConfig {
             reconnect: true,
         }
     }
+
+    /// The reconnect backoff a shard with this configuration follows, from
+    /// its first delay.
+    #[must_use]
+    pub fn backoff(&self) -> crate::Backoff {
+        crate::Backoff::new(self.backoff_initial, self.backoff_cap, self.seed ^ 0xb0ff)
+    }
 }

@@ -142,7 +142,7 @@ impl ShardMachine {
             heartbeat: Heartbeat::new(),
             jitter: Jitter::new(seed),
             limiter: CommandRateLimiter::new(Duration::from_secs(41)),
-            backoff: Backoff::new(config.backoff_initial, config.backoff_cap, seed ^ 0xb0ff),
+            backoff: config.backoff(),
             delivered: ResumePoint::new(session.clone()),
             session,
             stopping: false,
