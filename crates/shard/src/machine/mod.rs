@@ -6,8 +6,8 @@
 //! `poll_transmit`), sleeping until `poll_timeout`.
 //!
 //! The files: `config` (how a shard connects), `output` (the states,
-//! orders, events and errors it hands out), this one (the connection's
-//! lifecycle: open, close, reconnect, timers), `receive` (what each payload
+//! orders, events and errors it hands out), this one (the machine's
+//! `Phase` and the connection's lifecycle: open, close, reconnect, timers), `receive` (what each payload
 //! does), `send` (commands out, under the rate limit), `events` (the user's
 //! event queue and batches), `timer` (the deadline table), `body` (the
 //! fields read from Hello, READY and RATE_LIMITED) and `scanned`.
@@ -44,9 +44,8 @@ use crate::{
 /// The protocol of one gateway connection, without I/O.
 pub struct ShardMachine {
     config: ShardConfig,
-    state: ShardState,
-    /// What belongs to the current connection (or the last one).
-    link: Link,
+    /// Where the machine is, with what belongs there.
+    phase: Phase,
     timers: TimerTable,
     decoder: Decoder,
     heartbeat: Heartbeat,
@@ -58,8 +57,6 @@ pub struct ShardMachine {
     session: Option<Session>,
     /// The session as delivered: what [`ShardMachine::session`] exports.
     delivered: ResumePoint,
-    /// The user asked to disconnect: do not reconnect.
-    stopping: bool,
     /// When the last message arrived (see [`Timer::Hibernate`]).
     last_message_at: Option<Instant>,
     names: Names,
@@ -75,7 +72,6 @@ pub struct ShardMachine {
     queued: VecDeque<(u8, Vec<u8>)>,
     /// A connection has opened before (the next one is a reconnection).
     connected_before: bool,
-    fatal: Option<FatalError>,
     /// The session's resume URL could not be connected to: resumes go to
     /// the gateway URL (Discord takes them there) until the next READY.
     resume_url_failed: bool,
@@ -84,11 +80,35 @@ pub struct ShardMachine {
     undecodable: u32,
 }
 
-/// What one connection does besides its [`ShardState`]. Each connection
-/// starts with a fresh one ([`ShardMachine::open`]), so nothing of it
-/// outlives its connection.
-#[derive(Debug, Default)]
+/// Where a machine is. What belongs to one connection lives in its
+/// [`Link`], made when it opens and gone when it closes; what outlives
+/// connections (the session, the backoff) is the machine's.
+#[derive(Debug)]
+enum Phase {
+    /// Not connected and not trying to.
+    Disconnected,
+    /// Between connections, until [`Timer::Reconnect`].
+    Reconnecting,
+    /// A connection, from its [`Order::Connect`] to its close.
+    Open(Link),
+    /// Stopped by a close no reconnect can fix.
+    Fatal(FatalError),
+}
+
+/// How far a connection has come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Connecting,
+    WaitingForHello,
+    Identifying,
+    Resuming,
+    Active,
+}
+
+/// One connection.
+#[derive(Debug)]
 struct Link {
+    step: Step,
     /// This connection resumes (else it identifies).
     resuming: bool,
     /// It goes to the session's resume URL.
@@ -103,20 +123,24 @@ struct Link {
     wait_before_identify: bool,
 }
 
-/// A close the machine asked for.
+/// A close the machine asked for: what to do once it has closed.
 #[derive(Debug)]
-struct Closing {
-    then: AfterClose,
-    /// The user asked for it (`reconnect`, `resume`, …): it reconnects even
+enum Closing {
+    /// The machine's own (a timeout, a zombie, Hello or READY unusable):
+    /// then this, if [`ShardConfig::reconnect`] allows.
+    Ours(AfterClose),
+    /// The user's (`reconnect`, `resume`, `identify`, …): then this, even
     /// with [`ShardConfig::reconnect`] off.
-    by_user: bool,
+    Users(AfterClose),
+    /// The user's `disconnect`: stay disconnected.
+    Stop,
 }
 
 impl fmt::Debug for ShardMachine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShardMachine")
             .field("shard", &[self.config.shard_id, self.config.shard_count])
-            .field("state", &self.state)
+            .field("state", &self.state())
             .field(
                 "session",
                 &self.session.as_ref().map(|s| (&s.session_id, s.seq)),
@@ -135,8 +159,7 @@ impl ShardMachine {
             .clone()
             .filter(|session| session.check().is_ok());
         Self {
-            state: ShardState::Disconnected,
-            link: Link::default(),
+            phase: Phase::Disconnected,
             timers: TimerTable::default(),
             decoder: Decoder::with_limit(config.compression, config.max_payload_bytes),
             heartbeat: Heartbeat::new(),
@@ -145,7 +168,6 @@ impl ShardMachine {
             backoff: config.backoff(),
             delivered: ResumePoint::new(session.clone()),
             session,
-            stopping: false,
             last_message_at: None,
             names: Names::default(),
             transmits: VecDeque::new(),
@@ -155,7 +177,6 @@ impl ShardMachine {
             batch_hint: (0, 0),
             queued: VecDeque::new(),
             connected_before: false,
-            fatal: None,
             resume_url_failed: false,
             undecodable: 0,
             config,
@@ -171,7 +192,41 @@ impl ShardMachine {
     /// The state.
     #[must_use]
     pub fn state(&self) -> ShardState {
-        self.state
+        match &self.phase {
+            Phase::Disconnected => ShardState::Disconnected,
+            Phase::Reconnecting => ShardState::Reconnecting,
+            Phase::Open(link) => match link.step {
+                Step::Connecting => ShardState::Connecting,
+                Step::WaitingForHello => ShardState::WaitingForHello,
+                Step::Identifying => ShardState::Identifying,
+                Step::Resuming => ShardState::Resuming,
+                Step::Active => ShardState::Active,
+            },
+            Phase::Fatal(_) => ShardState::FatallyClosed,
+        }
+    }
+
+    /// How far the open connection has come; `None` without one.
+    fn step(&self) -> Option<Step> {
+        match &self.phase {
+            Phase::Open(link) => Some(link.step),
+            _ => None,
+        }
+    }
+
+    /// The open connection.
+    fn link_mut(&mut self) -> Option<&mut Link> {
+        match &mut self.phase {
+            Phase::Open(link) => Some(link),
+            _ => None,
+        }
+    }
+
+    /// Moves the open connection on to `step`.
+    fn set_step(&mut self, step: Step) {
+        if let Some(link) = self.link_mut() {
+            link.step = step;
+        }
     }
 
     /// The session to export (when the process stops, or to hand a shard
@@ -232,7 +287,7 @@ impl ShardMachine {
     /// would end the session (4009) instead of letting it resume.
     #[must_use]
     pub fn may_pause_reading(&self) -> bool {
-        self.state == ShardState::Active
+        self.step() == Some(Step::Active)
     }
 
     /// The next deadline: call [`ShardMachine::handle_timeout`] then.
@@ -254,11 +309,7 @@ impl ShardMachine {
     /// Starts connecting (resuming an imported or kept session if there is
     /// one). Does nothing unless disconnected.
     pub fn connect(&mut self, now: Instant) {
-        if matches!(
-            self.state,
-            ShardState::Disconnected | ShardState::Reconnecting
-        ) {
-            self.stopping = false;
+        if matches!(self.phase, Phase::Disconnected | Phase::Reconnecting) {
             self.open(now);
         }
         self.settle(now);
@@ -283,7 +334,7 @@ impl ShardMachine {
         self.session = None;
         if self.connection_open() {
             self.close_by_user(AfterClose::Identify);
-        } else if self.state == ShardState::Reconnecting {
+        } else if matches!(self.phase, Phase::Reconnecting) {
             self.open(now);
         }
         self.settle(now);
@@ -296,17 +347,19 @@ impl ShardMachine {
     /// identifies only once). A disconnected shard connects.
     pub fn identify(&mut self, now: Instant) {
         self.session = None;
-        match self.state {
-            ShardState::Disconnected | ShardState::Reconnecting => {
-                self.stopping = false;
-                self.open(now);
-            }
-            ShardState::Connecting | ShardState::WaitingForHello if !self.link.resuming => {}
-            ShardState::Identifying | ShardState::FatallyClosed => {}
-            ShardState::Connecting
-            | ShardState::WaitingForHello
-            | ShardState::Resuming
-            | ShardState::Active => self.close_by_user(AfterClose::Identify),
+        match &self.phase {
+            Phase::Disconnected | Phase::Reconnecting => self.open(now),
+            Phase::Open(Link {
+                step: Step::Connecting | Step::WaitingForHello,
+                resuming: false,
+                ..
+            })
+            | Phase::Open(Link {
+                step: Step::Identifying,
+                ..
+            })
+            | Phase::Fatal(_) => {}
+            Phase::Open(_) => self.close_by_user(AfterClose::Identify),
         }
         self.settle(now);
     }
@@ -320,19 +373,23 @@ impl ShardMachine {
     /// [`ResumeError::NoSession`] without a session,
     /// [`ResumeError::Fatal`] once fatally closed.
     pub fn resume(&mut self, now: Instant) -> Result<(), ResumeError> {
-        if let Some(fatal) = &self.fatal {
+        if let Phase::Fatal(fatal) = &self.phase {
             return Err(ResumeError::Fatal(fatal.clone()));
         }
         if self.session.is_none() {
             return Err(ResumeError::NoSession);
         }
-        match self.state {
-            ShardState::Disconnected | ShardState::Reconnecting => {
-                self.stopping = false;
-                self.open(now);
-            }
-            ShardState::Connecting | ShardState::WaitingForHello if self.link.resuming => {}
-            ShardState::Resuming => {}
+        match &self.phase {
+            Phase::Disconnected | Phase::Reconnecting => self.open(now),
+            Phase::Open(Link {
+                step: Step::Connecting | Step::WaitingForHello,
+                resuming: true,
+                ..
+            })
+            | Phase::Open(Link {
+                step: Step::Resuming,
+                ..
+            }) => {}
             _ => self.close_by_user(AfterClose::Resume),
         }
         self.settle(now);
@@ -342,27 +399,25 @@ impl ShardMachine {
     /// Closes with `code` and stays disconnected. 1000 and 1001 end the
     /// session on Discord's side, so the session is dropped with them.
     pub fn disconnect(&mut self, now: Instant, code: u16) {
-        self.stopping = true;
         if matches!(code, NORMAL_CLOSE | GOING_AWAY) {
             self.session = None;
         }
         self.timers.stop(Timer::Reconnect);
-        if self.connection_open() {
-            self.link.closing = Some(Closing {
-                then: AfterClose::Resume,
-                by_user: true,
-            });
-            self.orders.push_back(Order::Close { code });
-        } else if self.state != ShardState::FatallyClosed {
-            self.state = ShardState::Disconnected;
+        match &mut self.phase {
+            Phase::Open(link) => {
+                link.closing = Some(Closing::Stop);
+                self.orders.push_back(Order::Close { code });
+            }
+            Phase::Reconnecting => self.phase = Phase::Disconnected,
+            Phase::Disconnected | Phase::Fatal(_) => {}
         }
         self.settle(now);
     }
 
     /// The driver opened the WebSocket.
     pub fn handle_connected(&mut self, now: Instant) {
-        if self.state == ShardState::Connecting {
-            self.state = ShardState::WaitingForHello;
+        if self.step() == Some(Step::Connecting) {
+            self.set_step(Step::WaitingForHello);
             self.timers.stop(Timer::Connect);
             self.timers
                 .set(Timer::Hello, now + self.config.hello_timeout);
@@ -379,7 +434,7 @@ impl ShardMachine {
     /// The driver could not open the WebSocket (`error`: why, in one line,
     /// for [`ShardEvent::ConnectFailed`]).
     pub fn handle_connect_failed(&mut self, now: Instant, error: &str) {
-        if self.state == ShardState::Connecting {
+        if self.step() == Some(Step::Connecting) {
             self.connect_failed(now, error.to_owned());
         }
         self.settle(now);
@@ -413,7 +468,7 @@ impl ShardMachine {
             Timer::Hibernate => self.hibernate_if_quiet(now),
             Timer::Reconnect => self.open(now),
             Timer::Connect => {
-                if self.state == ShardState::Connecting {
+                if self.step() == Some(Step::Connecting) {
                     self.orders.push_back(Order::Abandon);
                     let error = format!(
                         "connecting took longer than ShardConfig::connect_timeout ({:?})",
@@ -459,7 +514,7 @@ impl ShardMachine {
         }
         self.timers
             .set_or_stop(Timer::Heartbeat, self.heartbeat.poll_timeout());
-        let slot = (self.state == ShardState::Active && !self.queued.is_empty())
+        let slot = (self.step() == Some(Step::Active) && !self.queued.is_empty())
             .then(|| self.limiter.next_available(now));
         self.timers.set_or_stop(Timer::CommandSlot, slot);
     }
@@ -484,10 +539,13 @@ impl ShardMachine {
             .filter(|_| !self.resume_url_failed)
             .map(|session| self.url(&session.resume_url))
             .filter(|url| Endpoint::parse(url, Scheme::WebSocket).is_ok());
-        self.link = Link {
+        let link = Link {
+            step: Step::Connecting,
             resuming: self.session.is_some(),
             to_resume_url: resume_url.is_some(),
-            ..Link::default()
+            closing: None,
+            broke: false,
+            wait_before_identify: false,
         };
         let url = match resume_url {
             Some(url) => url,
@@ -500,7 +558,7 @@ impl ShardMachine {
             }
         };
         self.decoder.reset();
-        self.state = ShardState::Connecting;
+        self.phase = Phase::Open(link);
         self.timers
             .set(Timer::Connect, now + self.config.connect_timeout);
         self.orders.push_back(Order::Connect { url });
@@ -513,52 +571,48 @@ impl ShardMachine {
     }
 
     fn connection_open(&self) -> bool {
-        matches!(
-            self.state,
-            ShardState::Connecting
-                | ShardState::WaitingForHello
-                | ShardState::Identifying
-                | ShardState::Resuming
-                | ShardState::Active
-        )
+        matches!(self.phase, Phase::Open(_))
     }
 
     /// Asks the driver to close with a resumable code, then do `then`.
     fn close_ourselves(&mut self, then: AfterClose) {
-        self.close(then, false);
+        self.close(Closing::Ours(then));
     }
 
     /// As [`ShardMachine::close_ourselves`], for a close the user asked for.
     fn close_by_user(&mut self, then: AfterClose) {
-        self.close(then, true);
+        self.close(Closing::Users(then));
     }
 
-    fn close(&mut self, then: AfterClose, by_user: bool) {
+    fn close(&mut self, closing: Closing) {
         // A connection being closed waits for nothing more, even when a
         // close is already on its way.
         self.heartbeat.stop();
         self.timers.stop(Timer::Hello);
         self.timers.stop(Timer::Ready);
-        if self.link.closing.is_some() {
+        let Some(link) = self.link_mut() else { return };
+        if link.closing.is_some() {
             return;
         }
-        self.link.closing = Some(Closing { then, by_user });
+        link.closing = Some(closing);
         self.orders.push_back(Order::Close {
             code: RESUMABLE_CLOSE,
         });
     }
 
     fn on_close(&mut self, now: Instant, code: Option<u16>, reason: &str) {
-        if !self.connection_open() {
-            // No connection to close: a close we asked for is moot, and must
-            // not hold up the next connection's own.
-            self.link = Link::default();
-            return;
-        }
-        let was_connecting = self.state == ShardState::Connecting;
-        let link = std::mem::take(&mut self.link);
+        // The phase after the close is set below; until then, the link is
+        // taken out (no connection, nothing to close).
+        let link = match std::mem::replace(&mut self.phase, Phase::Disconnected) {
+            Phase::Open(link) => link,
+            other => {
+                self.phase = other;
+                return;
+            }
+        };
+        let was_connecting = link.step == Step::Connecting;
         // An active connection is reconnected at once, unless it broke.
-        let reconnect_at_once = self.state == ShardState::Active && !link.broke;
+        let reconnect_at_once = link.step == Step::Active && !link.broke;
         self.heartbeat.stop();
         self.timers.stop_connection();
         if !was_connecting {
@@ -567,15 +621,12 @@ impl ShardMachine {
                 reason: reason.to_owned(),
             });
         }
-        if self.stopping {
-            self.state = ShardState::Disconnected;
-            return;
-        }
-        let by_user = link.closing.as_ref().is_some_and(|closing| closing.by_user);
-        let next = link.closing.map_or_else(
-            || after_close(code, self.config.intents),
-            |closing| closing.then,
-        );
+        let (next, by_user) = match link.closing {
+            Some(Closing::Stop) => return,
+            Some(Closing::Users(then)) => (then, true),
+            Some(Closing::Ours(then)) => (then, false),
+            None => (after_close(code, self.config.intents), false),
+        };
         let mut delay = if reconnect_at_once {
             Duration::ZERO
         } else {
@@ -604,19 +655,17 @@ impl ShardMachine {
             }
         }
         if !self.config.reconnect && !by_user {
-            self.state = ShardState::Disconnected;
             return;
         }
-        self.state = ShardState::Reconnecting;
+        self.phase = Phase::Reconnecting;
         self.timers.set(Timer::Reconnect, now + delay);
     }
 
     fn stop_fatally(&mut self, error: FatalError) {
-        self.state = ShardState::FatallyClosed;
+        self.phase = Phase::Fatal(error.clone());
         self.timers.stop(Timer::Reconnect);
         self.heartbeat.stop();
         self.queued.clear();
-        self.fatal = Some(error.clone());
         self.emit(ShardEvent::Fatal(error));
     }
 }

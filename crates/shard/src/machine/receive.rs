@@ -9,7 +9,7 @@ use super::body::{Hello, RateLimited, Ready};
 use super::events::with_headroom;
 use super::scanned::{Scanned, typed};
 use super::timer::Timer;
-use super::{ShardEvent, ShardMachine, ShardState};
+use super::{Phase, ShardEvent, ShardMachine, Step};
 use crate::batch::Queued;
 use crate::{AfterClose, Endpoint, FatalError, IdentifyRefused, Json, Scheme, Session};
 use crate::{RESUMABLE_CLOSE, UNDECODABLE_LIMIT};
@@ -24,7 +24,7 @@ impl ShardMachine {
     fn on_message(&mut self, now: Instant, bytes: &[u8], kind: MessageKind) {
         // Only an open connection has messages: one that straggles in after
         // the close (or before the open) is not acted on.
-        if !self.connection_open() || self.state == ShardState::Connecting {
+        if !self.connection_open() || self.step() == Some(Step::Connecting) {
             return;
         }
         self.last_message_at = Some(now);
@@ -66,7 +66,7 @@ impl ShardMachine {
     /// The driver found a frame that breaks the WebSocket protocol, and
     /// closed the connection. It counts as an undecodable message.
     pub fn handle_protocol_error(&mut self, now: Instant, error: &str) {
-        if self.connection_open() && self.state != ShardState::Connecting {
+        if self.connection_open() && self.step() != Some(Step::Connecting) {
             self.undecodable(error);
             // The connection is gone already: no close to wait for.
             self.orders
@@ -82,7 +82,9 @@ impl ShardMachine {
     /// After [`UNDECODABLE_LIMIT`] in a row, the shard stops.
     fn undecodable(&mut self, error: &str) {
         self.undecodable += 1;
-        self.link.broke = true;
+        if let Some(link) = self.link_mut() {
+            link.broke = true;
+        }
         if self.undecodable >= UNDECODABLE_LIMIT {
             tracing::error!(
                 error,
@@ -109,7 +111,9 @@ impl ShardMachine {
                     self.close_ourselves(AfterClose::Resume);
                 } else {
                     self.session = None;
-                    self.link.wait_before_identify = true;
+                    if let Some(link) = self.link_mut() {
+                        link.wait_before_identify = true;
+                    }
                     self.close_ourselves(AfterClose::Identify);
                 }
             }
@@ -129,7 +133,7 @@ impl ShardMachine {
     }
 
     fn on_hello(&mut self, now: Instant, interval: Option<std::time::Duration>) {
-        if self.state != ShardState::WaitingForHello {
+        if self.step() != Some(Step::WaitingForHello) {
             return;
         }
         self.timers.stop(Timer::Hello);
@@ -144,8 +148,9 @@ impl ShardMachine {
         self.limiter.reset(interval);
         self.timers
             .set(Timer::Ready, now + self.config.ready_timeout);
-        if let (true, Some(session)) = (self.link.resuming, self.session.clone()) {
-            self.state = ShardState::Resuming;
+        let resuming = matches!(&self.phase, Phase::Open(link) if link.resuming);
+        if let (true, Some(session)) = (resuming, self.session.clone()) {
+            self.set_step(Step::Resuming);
             let resume = Command::Resume(Resume {
                 token: self.config.token.clone(),
                 session_id: session.session_id,
@@ -153,14 +158,14 @@ impl ShardMachine {
             });
             self.transmit_command(now, &resume);
         } else {
-            self.state = ShardState::Identifying;
+            self.set_step(Step::Identifying);
             self.orders.push_back(super::Order::WaitIdentifyTurn);
         }
     }
 
     /// The identify queue gave this shard its turn.
     pub fn handle_identify_turn(&mut self, now: Instant) {
-        if self.state == ShardState::Identifying {
+        if self.step() == Some(Step::Identifying) {
             let identify = Command::Identify(Identify {
                 token: self.config.token.clone(),
                 properties: self.config.properties.clone(),
@@ -182,7 +187,7 @@ impl ShardMachine {
     /// resumably, tells the user ([`ShardEvent::IdentifyRefused`]) and stays
     /// disconnected until asked to connect again.
     pub fn handle_identify_refused(&mut self, now: Instant, refused: IdentifyRefused) {
-        if self.state == ShardState::Identifying {
+        if self.step() == Some(Step::Identifying) {
             tracing::warn!(%refused, "the identify queue refused this shard's turn");
             self.emit(ShardEvent::IdentifyRefused(refused));
             self.disconnect(now, RESUMABLE_CLOSE);
@@ -249,7 +254,7 @@ impl ShardMachine {
     }
 
     fn become_active(&mut self, now: Instant) {
-        self.state = ShardState::Active;
+        self.set_step(Step::Active);
         self.timers.stop(Timer::Ready);
         self.backoff.reset();
         self.flush_queued(now);

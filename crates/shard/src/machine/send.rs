@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use shardwire_codec::Command;
 
-use super::{SendError, ShardEvent, ShardMachine, ShardState};
+use super::{Phase, SendError, ShardEvent, ShardMachine, Step};
 use crate::{AfterClose, FatalError};
 
 impl ShardMachine {
@@ -42,14 +42,14 @@ impl ShardMachine {
     }
 
     fn refuse_if_fatal(&self) -> Result<(), SendError> {
-        match &self.fatal {
-            Some(fatal) => Err(SendError::Fatal(fatal.clone())),
-            None => Ok(()),
+        match &self.phase {
+            Phase::Fatal(fatal) => Err(SendError::Fatal(fatal.clone())),
+            _ => Ok(()),
         }
     }
 
     fn enqueue(&mut self, now: Instant, opcode: u8, bytes: Vec<u8>) -> Result<(), SendError> {
-        if self.state == ShardState::Active
+        if self.step() == Some(Step::Active)
             && self.queued.is_empty()
             && self.limiter.try_acquire_command(now)
         {
@@ -65,7 +65,7 @@ impl ShardMachine {
 
     /// Sends what the queue holds, as far as the rate limit allows.
     pub(super) fn flush_queued(&mut self, now: Instant) {
-        while self.state == ShardState::Active && !self.queued.is_empty() {
+        while self.step() == Some(Step::Active) && !self.queued.is_empty() {
             if !self.limiter.try_acquire_command(now) {
                 return;
             }
