@@ -14,7 +14,10 @@
 //!   voice state, member, soundboard and channel-info requests), encoded with
 //!   the gateway's 4096-byte limit enforced.
 //! - [`frame::FrameBuffer`]: a connection's receive buffer, handing out each
-//!   WebSocket message from the server where it was received.
+//!   WebSocket message where it was received, for a client (the server's
+//!   frames) or a server (the client's, unmasked in place);
+//!   [`frame::FrameHeader`] and [`frame::encode_frame`] write frames for
+//!   either end.
 //! - [`CodecError`]: every failure, and whether the connection's decoder can
 //!   go on ([`CodecError::requires_reset`]).
 //!

@@ -1,8 +1,10 @@
-//! Server WebSocket frames: every length encoding, fed whole or a byte at a
-//! time, fragmentation, control frames, protocol errors and memory.
+//! WebSocket frames: the server's read in the client's role (every length
+//! encoding, fed whole or a byte at a time, fragmentation, control frames,
+//! protocol errors and memory), the client's read in the server's role
+//! (masked, unmasked in place), and the writer read back in both.
 
 use shardwire_codec::MessageKind;
-use shardwire_codec::frame::{Frame, FrameBuffer, FrameError};
+use shardwire_codec::frame::{Frame, FrameBuffer, FrameError, Role};
 use shardwire_corpus::{Rng, server_frame as frame};
 
 const LIMIT: usize = 1 << 20;
@@ -91,8 +93,13 @@ fn pieces() -> [usize; 4] {
 /// Reads `bytes` a byte at a time, in small and large pieces and whole;
 /// each time exactly `expect` comes out and nothing is left over.
 fn each_piece_size(bytes: &[u8], expect: &[Got]) {
+    each_piece_size_as(Role::Client, bytes, expect);
+}
+
+/// [`each_piece_size`], reading in `role`.
+fn each_piece_size_as(role: Role, bytes: &[u8], expect: &[Got]) {
     for piece in pieces() {
-        let mut frames = FrameBuffer::new(LIMIT);
+        let mut frames = FrameBuffer::with_role(role, LIMIT);
         assert_eq!(feed(&mut frames, bytes, piece), expect, "pieces of {piece}");
         assert_eq!(frames.buffered(), 0);
     }
@@ -352,5 +359,216 @@ mod client_frames {
             decode(&encode(ClientFrame::Close(None), [9, 9, 9, 9])),
             (0x8, vec![])
         );
+    }
+}
+
+/// The client's frames, read in the server's role.
+mod server_role {
+    use shardwire_codec::frame::{FrameHeader, encode_frame};
+
+    use super::*;
+
+    /// A client frame, masked with a key from `rng`.
+    fn masked(rng: &mut Rng, fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mask = (rng.next_u64() as u32).to_be_bytes();
+        encode_frame(fin, opcode, Some(mask), payload, &mut out);
+        out
+    }
+
+    #[test]
+    fn masked_frames_are_unmasked_where_they_were_received() {
+        let mut rng = Rng::new(3);
+        let sizes = [0, 1, 7, 8, 9, 125, 126, 65_535, 65_536, 200_000];
+        let mut bytes = Vec::new();
+        let mut expect = Vec::new();
+        for (i, &size) in sizes.iter().enumerate() {
+            let payload: Vec<u8> = (0..size).map(|b| (b * 13 + i) as u8).collect();
+            let opcode = if i % 2 == 0 { 1 } else { 2 };
+            bytes.extend(masked(&mut rng, true, opcode, &payload));
+            expect.push(if opcode == 1 {
+                Got::Text(payload)
+            } else {
+                Got::Binary(payload)
+            });
+        }
+        each_piece_size_as(Role::Server, &bytes, &expect);
+    }
+
+    #[test]
+    fn the_masked_hello_of_rfc_6455_section_5_7_reads_as_hello() {
+        let bytes = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        each_piece_size_as(Role::Server, &bytes, &[Got::Text(b"Hello".to_vec())]);
+    }
+
+    #[test]
+    fn fragments_are_assembled_around_control_frames() {
+        let mut rng = Rng::new(5);
+        let mut bytes = masked(&mut rng, false, 1, b"{\"op\":");
+        bytes.extend(masked(&mut rng, true, 9, b"are you there"));
+        bytes.extend(masked(&mut rng, false, 0, b"1,"));
+        bytes.extend(masked(&mut rng, true, 10, b"pong"));
+        bytes.extend(masked(&mut rng, true, 0, b"\"d\":3}"));
+        bytes.extend(masked(&mut rng, true, 8, &[0x03, 0xe8, b'o', b'k']));
+        let expect = vec![
+            Got::Ping(b"are you there".to_vec()),
+            Got::Pong(b"pong".to_vec()),
+            Got::Text(b"{\"op\":1,\"d\":3}".to_vec()),
+            Got::Close(Some(1000), b"ok".to_vec()),
+        ];
+        each_piece_size_as(Role::Server, &bytes, &expect);
+    }
+
+    #[test]
+    fn protocol_errors_are_reported_as_for_a_client() {
+        let mut rng = Rng::new(7);
+        let big = vec![0u8; 200];
+        let cases: Vec<(Vec<u8>, FrameError)> = vec![
+            // RFC 6455 5.1: a server closes on an unmasked client frame.
+            (frame(true, 1, b"{}"), FrameError::Unmasked),
+            (frame(true, 9, b""), FrameError::Unmasked),
+            (
+                [masked(&mut rng, false, 1, b"{"), frame(true, 0, b"}")].concat(),
+                FrameError::Unmasked,
+            ),
+            (
+                [0x81 | 0x40, 0x80, 1, 2, 3, 4].to_vec(),
+                FrameError::ReservedBits,
+            ),
+            (
+                masked(&mut rng, true, 3, b"x"),
+                FrameError::UnknownOpcode(3),
+            ),
+            (masked(&mut rng, true, 9, &big), FrameError::InvalidControl),
+            (masked(&mut rng, false, 8, b""), FrameError::InvalidControl),
+            (
+                masked(&mut rng, true, 0, b"x"),
+                FrameError::UnexpectedContinuation,
+            ),
+            (
+                [
+                    masked(&mut rng, false, 2, b"a"),
+                    masked(&mut rng, true, 1, b"b"),
+                ]
+                .concat(),
+                FrameError::Interleaved,
+            ),
+            (masked(&mut rng, true, 8, b"x"), FrameError::InvalidClose),
+            (
+                masked(&mut rng, true, 2, &vec![0; LIMIT + 1]),
+                FrameError::TooLarge { limit: LIMIT },
+            ),
+            (
+                [
+                    masked(&mut rng, false, 2, &vec![0; LIMIT / 2 + 1]),
+                    masked(&mut rng, true, 0, &vec![0; LIMIT / 2]),
+                ]
+                .concat(),
+                FrameError::TooLarge { limit: LIMIT },
+            ),
+            // Refused from the length alone, before any masking key.
+            (
+                [vec![0x82, 0x80 | 127], u64::MAX.to_be_bytes().to_vec()].concat(),
+                FrameError::TooLarge { limit: LIMIT },
+            ),
+        ];
+        for (bytes, error) in cases {
+            for piece in pieces() {
+                let mut frames = FrameBuffer::with_role(Role::Server, LIMIT);
+                let got = feed(&mut frames, &bytes, piece);
+                assert_eq!(got.last(), Some(&Got::Error(error.clone())), "{bytes:02x?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_masked_frame_still_fails_the_client_role() {
+        let mut rng = Rng::new(9);
+        let mut frames = FrameBuffer::new(LIMIT);
+        frames.extend_from_slice(&masked(&mut rng, true, 1, b"{}")[..2]);
+        // Refused from the first two bytes, as before the server role.
+        assert_eq!(frames.next_frame(), Err(FrameError::Masked));
+    }
+
+    /// Reads one frame's header back by hand: FIN, opcode, mask bit, the
+    /// length and its form, and the masking key.
+    fn parse_header(bytes: &[u8]) -> (bool, u8, Option<[u8; 4]>, u64, usize) {
+        let (len, at) = match bytes[1] & 0x7f {
+            126 => (u64::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
+            127 => (u64::from_be_bytes(bytes[2..10].try_into().unwrap()), 10),
+            len => (u64::from(len), 2),
+        };
+        let mask = (bytes[1] & 0x80 != 0).then(|| bytes[at..at + 4].try_into().unwrap());
+        let end = at + if mask.is_some() { 4 } else { 0 };
+        (bytes[0] & 0x80 != 0, bytes[0] & 0x0f, mask, len, end)
+    }
+
+    #[test]
+    fn headers_written_read_back_in_both_roles() {
+        let mut rng = Rng::new(13);
+        let boundaries = [0, 1, 125, 126, 127, 65_535, 65_536, 65_537];
+        for round in 0..40 {
+            let len = if round < boundaries.len() {
+                boundaries[round]
+            } else {
+                boundaries[rng.below(boundaries.len() as u64) as usize] + rng.below(3) as usize
+            };
+            let payload: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+            let opcode = 1 + rng.below(2) as u8;
+            for role in [Role::Client, Role::Server] {
+                let mask = (role == Role::Server).then(|| (rng.next_u64() as u32).to_be_bytes());
+                let header = FrameHeader::new(true, opcode, mask, len);
+                let shortest = match len {
+                    0..=125 => 2,
+                    126..=65_535 => 4,
+                    _ => 10,
+                } + if mask.is_some() { 4 } else { 0 };
+                assert_eq!(header.as_bytes().len(), shortest, "{len}");
+                assert_eq!(
+                    parse_header(header.as_bytes()),
+                    (true, opcode, mask, len as u64, shortest)
+                );
+                let mut bytes = Vec::new();
+                encode_frame(true, opcode, mask, &payload, &mut bytes);
+                assert_eq!(&bytes[..shortest], header.as_bytes());
+                let expect = if opcode == 1 {
+                    Got::Text(payload.clone())
+                } else {
+                    Got::Binary(payload.clone())
+                };
+                let piece = 1 + rng.below(70_000) as usize;
+                let mut frames = FrameBuffer::with_role(role, LIMIT);
+                assert_eq!(feed(&mut frames, &bytes, piece), vec![expect], "{len}");
+                // The other role refuses it.
+                let mut other = FrameBuffer::with_role(
+                    if role == Role::Client {
+                        Role::Server
+                    } else {
+                        Role::Client
+                    },
+                    LIMIT,
+                );
+                other.extend_from_slice(&bytes);
+                let refused = if role == Role::Client {
+                    FrameError::Unmasked
+                } else {
+                    FrameError::Masked
+                };
+                assert_eq!(other.next_frame(), Err(refused), "{len}");
+            }
+        }
+    }
+
+    #[test]
+    fn fragments_and_odd_frames_are_written_as_asked() {
+        let header = FrameHeader::new(false, 0, None, 3);
+        assert_eq!(header.as_bytes(), [0x00, 3]);
+        let header = FrameHeader::new(true, 0xB, Some([1, 2, 3, 4]), 0);
+        assert_eq!(header.as_bytes(), [0x8B, 0x80, 1, 2, 3, 4]);
+        // Only four bits of opcode: never the reserved bits.
+        assert_eq!(FrameHeader::new(true, 0x71, None, 0).as_bytes(), [0x81, 0]);
+        assert_eq!(frame(false, 2, b"ab"), [0x02, 2, b'a', b'b']);
     }
 }

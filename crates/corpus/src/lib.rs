@@ -12,13 +12,15 @@
 //!   guilds of the caller's choosing.
 //! - [`ZlibStreamEncoder`], [`ZstdStreamEncoder`], [`zlib_payload`]: the
 //!   gateway's transport compressions and its payload compression.
-//! - [`server_frame`]: an unmasked WebSocket frame, as a server sends it.
+//! - [`server_frame`]: an unmasked WebSocket frame, as a server sends it
+//!   (written by shardwire-codec's frame writer).
 //! - [`Rng`]: the seeded SplitMix64 generator behind all of it.
 //!
 //! The same seed gives the same bytes on every machine and in every release
 //! of this crate: recorded corpora, benchmark figures and fuzz seeds depend
-//! on it. It depends on no other shardwire crate, so the codec can test
-//! against it without depending on it.
+//! on it. Of shardwire's crates it depends on the codec alone, for its frame
+//! writer; the codec's tests and benchmarks depend on it in turn, a cycle
+//! through dev-dependencies only, which cargo allows.
 //!
 //! ```
 //! use shardwire_corpus::{Corpus, ZlibStreamEncoder, server_frame};

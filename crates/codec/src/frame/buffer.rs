@@ -1,16 +1,8 @@
-//! WebSocket frames (RFC 6455, section 5): the server's, parsed where they
-//! were received, and the client's, encoded masked
-//! ([`encode_client_frame`]).
-//!
-//! A [`FrameBuffer`] is the receive buffer of one connection: the socket
-//! reads into [`FrameBuffer::spare`], and [`FrameBuffer::next_frame`] hands
-//! out each complete message as a slice of that buffer, so a message is
-//! never copied between the socket and the decoder. Only a message split
-//! over several frames (which Discord does not send) is assembled in a
-//! second buffer.
+//! Reading frames: the receive buffer of one connection, for either role.
 
 use std::fmt;
 
+use super::{Frame, FrameError, Role, apply_mask, opcode};
 use crate::MessageKind;
 
 /// The buffer's first size, and how much room a read gets at least.
@@ -20,78 +12,12 @@ const FIRST_READ: usize = 8 * 1024;
 /// grows it as far as the frame needs.
 const MAX_READ: usize = 64 * 1024;
 
-/// One thing the server sent.
-#[derive(Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Frame<'a> {
-    /// A whole text or binary message.
-    Message {
-        /// Its bytes.
-        payload: &'a [u8],
-        /// Text or binary.
-        kind: MessageKind,
-    },
-    /// A ping; the client answers with a pong carrying the same bytes.
-    Ping(&'a [u8]),
-    /// An unsolicited or answering pong.
-    Pong(&'a [u8]),
-    /// The server's close frame.
-    Close {
-        /// The close code, when the frame had one.
-        code: Option<u16>,
-        /// The reason, as sent (meant to be UTF-8).
-        reason: &'a [u8],
-    },
-}
-
-/// A frame that breaks the protocol. The connection cannot go on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FrameError {
-    /// Reserved bits were set, and no extension was negotiated.
-    ReservedBits,
-    /// A frame from the server was masked.
-    Masked,
-    /// An opcode RFC 6455 does not define.
-    UnknownOpcode(u8),
-    /// A control frame longer than 125 bytes or split over several frames.
-    InvalidControl,
-    /// A close frame with a one-byte payload.
-    InvalidClose,
-    /// A continuation frame with no message to continue.
-    UnexpectedContinuation,
-    /// A new message began before the previous one's last frame.
-    Interleaved,
-    /// A message larger than the limit.
-    TooLarge {
-        /// The limit, in bytes.
-        limit: usize,
-    },
-}
-
-impl fmt::Display for FrameError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ReservedBits => f.write_str("a frame set reserved bits"),
-            Self::Masked => f.write_str("the server masked a frame"),
-            Self::UnknownOpcode(opcode) => write!(f, "unknown frame opcode {opcode:#x}"),
-            Self::InvalidControl => {
-                f.write_str("a control frame was longer than 125 bytes or fragmented")
-            }
-            Self::InvalidClose => f.write_str("a close frame had a one-byte payload"),
-            Self::UnexpectedContinuation => f.write_str("a continuation frame continued nothing"),
-            Self::Interleaved => f.write_str("a new message began inside a fragmented one"),
-            Self::TooLarge { limit } => write!(f, "a message was larger than {limit} bytes"),
-        }
-    }
-}
-
-impl std::error::Error for FrameError {}
-
 /// A checked frame header.
 struct Head {
     fin: bool,
     opcode: u8,
+    /// The masking key, in the server's role.
+    mask: Option<[u8; 4]>,
     /// Payload bytes.
     len: usize,
     /// Header and payload bytes.
@@ -108,7 +34,7 @@ enum Found {
 }
 
 /// The receive buffer of one WebSocket connection; see the [module
-/// docs](self).
+/// docs](super).
 pub struct FrameBuffer {
     /// Initialized memory; bytes `start..end` are received and not yet
     /// parsed.
@@ -123,6 +49,7 @@ pub struct FrameBuffer {
     partial: Vec<u8>,
     partial_kind: Option<MessageKind>,
     max_message: usize,
+    role: Role,
 }
 
 impl fmt::Debug for FrameBuffer {
@@ -131,15 +58,24 @@ impl fmt::Debug for FrameBuffer {
             .field("buffered", &(self.end - self.start))
             .field("capacity", &self.buf.len())
             .field("max_message", &self.max_message)
+            .field("role", &self.role)
             .finish_non_exhaustive()
     }
 }
 
 impl FrameBuffer {
-    /// An empty buffer for messages of at most `max_message` bytes. It
-    /// allocates on the first read.
+    /// An empty client's buffer (for the server's frames) for messages of
+    /// at most `max_message` bytes: [`with_role`](Self::with_role) with
+    /// [`Role::Client`].
     #[must_use]
     pub fn new(max_message: usize) -> Self {
+        Self::with_role(Role::Client, max_message)
+    }
+
+    /// An empty buffer for the end `role` says, for messages of at most
+    /// `max_message` bytes. It allocates on the first read.
+    #[must_use]
+    pub fn with_role(role: Role, max_message: usize) -> Self {
         Self {
             buf: Vec::new(),
             start: 0,
@@ -149,6 +85,7 @@ impl FrameBuffer {
             partial: Vec::new(),
             partial_kind: None,
             max_message,
+            role,
         }
     }
 
@@ -251,15 +188,18 @@ impl FrameBuffer {
     /// incomplete.
     fn head(&self) -> Result<Option<Head>, FrameError> {
         let held = &self.buf[self.start..self.end];
-        let Some((len, header_len)) = header(held) else {
+        let Some((len, length_end)) = header(held) else {
             return Ok(None);
         };
         let (first, second) = (held[0], held[1]);
         if first & 0x70 != 0 {
             return Err(FrameError::ReservedBits);
         }
-        if second & 0x80 != 0 {
-            return Err(FrameError::Masked);
+        let masked = second & 0x80 != 0;
+        match (self.role, masked) {
+            (Role::Client, true) => return Err(FrameError::Masked),
+            (Role::Server, false) => return Err(FrameError::Unmasked),
+            _ => {}
         }
         let fin = first & 0x80 != 0;
         let opcode = first & 0x0f;
@@ -272,9 +212,19 @@ impl FrameBuffer {
             .ok_or(FrameError::TooLarge {
                 limit: self.max_message,
             })?;
+        // Checked before the masking key is in: errors show from the rest.
+        let (mask, header_len) = if masked {
+            let Some(key) = held.get(length_end..length_end + 4) else {
+                return Ok(None);
+            };
+            (Some([key[0], key[1], key[2], key[3]]), length_end + 4)
+        } else {
+            (None, length_end)
+        };
         Ok(Some(Head {
             fin,
             opcode,
+            mask,
             len,
             total: header_len + len,
         }))
@@ -286,13 +236,14 @@ impl FrameBuffer {
     ///
     /// # Errors
     ///
-    /// A [`FrameError`] when the server broke the protocol; the connection
+    /// A [`FrameError`] when the peer broke the protocol; the connection
     /// cannot go on.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, FrameError> {
         let found = loop {
             let Some(Head {
                 fin,
                 opcode,
+                mask,
                 len,
                 total,
             }) = self.head()?
@@ -306,8 +257,11 @@ impl FrameBuffer {
             self.need = 0;
             let payload = self.start + total - len..self.start + total;
             self.start += total;
+            if let Some(mask) = mask {
+                apply_mask(&mut self.buf[payload.clone()], mask);
+            }
             match opcode {
-                0x0 => {
+                opcode::CONTINUATION => {
                     let Some(kind) = self.partial_kind else {
                         return Err(FrameError::UnexpectedContinuation);
                     };
@@ -322,11 +276,11 @@ impl FrameBuffer {
                         break Found::Assembled(kind);
                     }
                 }
-                0x1 | 0x2 => {
+                opcode::TEXT | opcode::BINARY => {
                     if self.partial_kind.is_some() {
                         return Err(FrameError::Interleaved);
                     }
-                    let kind = if opcode == 0x1 {
+                    let kind = if opcode == opcode::TEXT {
                         MessageKind::Text
                     } else {
                         MessageKind::Binary
@@ -338,7 +292,7 @@ impl FrameBuffer {
                     self.partial.extend_from_slice(&self.buf[payload]);
                     self.partial_kind = Some(kind);
                 }
-                0x8 => {
+                opcode::CLOSE => {
                     break match len {
                         0 => Found::Close(None, payload),
                         1 => return Err(FrameError::InvalidClose),
@@ -351,8 +305,8 @@ impl FrameBuffer {
                         }
                     };
                 }
-                0x9 => break Found::Ping(payload),
-                0xa => break Found::Pong(payload),
+                opcode::PING => break Found::Ping(payload),
+                opcode::PONG => break Found::Pong(payload),
                 other => return Err(FrameError::UnknownOpcode(other)),
             }
         };
@@ -375,8 +329,8 @@ impl FrameBuffer {
     }
 }
 
-/// The payload length and header length of the frame `held` starts with, if
-/// its header is complete.
+/// The payload length of the frame `held` starts with, and where its length
+/// ends (and its masking key, if any, begins), once the length is in.
 fn header(held: &[u8]) -> Option<(u64, usize)> {
     let second = *held.get(1)?;
     match second & 0x7f {
@@ -390,53 +344,4 @@ fn header(held: &[u8]) -> Option<(u64, usize)> {
         }
         len => Some((u64::from(len), 2)),
     }
-}
-
-/// A frame the client sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ClientFrame<'a> {
-    /// A whole text message (a gateway payload's JSON).
-    Text(&'a [u8]),
-    /// The answer to a ping, with the ping's bytes (at most 125).
-    Pong(&'a [u8]),
-    /// A close, with a code or without one.
-    Close(Option<u16>),
-}
-
-/// Appends `frame` to `out` as one unfragmented client frame, masked with
-/// `mask` as RFC 6455 5.3 requires of every frame a client sends. The mask
-/// must come from a strong source of randomness, one per frame.
-///
-/// A control frame's payload is cut to the 125 bytes RFC 6455 allows.
-pub fn encode_client_frame(frame: ClientFrame<'_>, mask: [u8; 4], out: &mut Vec<u8>) {
-    let code_bytes;
-    let (opcode, payload): (u8, &[u8]) = match frame {
-        ClientFrame::Text(payload) => (0x1, payload),
-        ClientFrame::Pong(payload) => (0xA, &payload[..payload.len().min(125)]),
-        ClientFrame::Close(code) => {
-            code_bytes = code.map(u16::to_be_bytes);
-            (0x8, code_bytes.as_ref().map_or(&[][..], |code| &code[..]))
-        }
-    };
-    out.reserve(14 + payload.len());
-    out.push(0x80 | opcode);
-    match payload.len() {
-        len @ 0..=125 => out.push(0x80 | len as u8),
-        len @ 126..=0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        len => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(
-        payload
-            .iter()
-            .zip(mask.iter().cycle())
-            .map(|(byte, key)| byte ^ key),
-    );
 }
