@@ -22,7 +22,9 @@
 //! ```
 
 mod config;
+mod inbound;
 mod observe;
+mod outbound;
 pub mod raw;
 mod rest;
 mod server;

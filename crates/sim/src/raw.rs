@@ -1,5 +1,6 @@
 //! A minimal raw WebSocket client for driving the simulator in tests: it
-//! speaks bytes and JSON, nothing of shardwire's shard.
+//! speaks bytes and JSON, nothing of shardwire's shard. fastwebsockets
+//! does its HTTP upgrade; the codec reads and writes its frames.
 
 #![allow(
     dead_code,
@@ -11,13 +12,18 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload, handshake};
+use fastwebsockets::handshake;
 use http_body_util::Empty;
 use hyper::Request;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
+use shardwire_codec::frame::{
+    Frame, FrameBuffer, close_code_allowed, close_payload, encode_frame, opcode,
+};
 use shardwire_codec::{Compression, Decoder, MessageKind};
+use shardwire_corpus::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How long any single receive may take before the caller panics.
@@ -37,10 +43,16 @@ pub enum Received {
     Undecodable(String),
 }
 
+/// The largest message the client reads.
+const MAX_MESSAGE: usize = 64 << 20;
+
 /// One raw gateway connection, decoding with shardwire-codec.
 pub struct RawClient {
-    ws: FragmentCollector<TokioIo<Upgraded>>,
+    io: TokioIo<Upgraded>,
+    frames: FrameBuffer,
     decoder: Decoder,
+    /// The masking keys: a test client's need not be unpredictable.
+    masks: Rng,
 }
 
 impl std::fmt::Debug for RawClient {
@@ -91,26 +103,36 @@ impl RawClient {
             .await
             .map_err(|e| e.to_string())?;
         Ok(Self {
-            ws: FragmentCollector::new(ws),
+            io: ws.into_inner(),
+            frames: FrameBuffer::new(MAX_MESSAGE),
             decoder: Decoder::new(compression),
+            masks: Rng::new(u64::from(std::process::id())),
         })
     }
 
     /// Sends a JSON payload as a text message.
     pub async fn send(&mut self, value: &Value) {
         let bytes = serde_json::to_vec(value).unwrap();
-        self.send_raw(&bytes, OpCode::Text).await;
+        self.send_raw(&bytes, MessageKind::Text).await;
     }
 
-    /// Sends bytes as one message with the given opcode.
-    pub async fn send_raw(&mut self, bytes: &[u8], opcode: OpCode) {
-        let frame = Frame::new(true, opcode, None, Payload::Owned(bytes.to_vec()));
-        let _ = self.ws.write_frame(frame).await;
+    /// Sends bytes as one message of the given kind.
+    pub async fn send_raw(&mut self, bytes: &[u8], kind: MessageKind) {
+        self.send_frame(kind.opcode(), bytes).await;
     }
 
     /// Sends a close frame with this code.
     pub async fn close(&mut self, code: u16) {
-        let _ = self.ws.write_frame(Frame::close(code, b"")).await;
+        self.send_frame(opcode::CLOSE, &code.to_be_bytes()).await;
+    }
+
+    /// Sends one final frame, masked; a failed write shows in what is read
+    /// next.
+    async fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
+        let mask = (self.masks.next_u64() as u32).to_be_bytes();
+        let mut frame = Vec::new();
+        encode_frame(true, opcode, Some(mask), payload, &mut frame);
+        let _ = self.io.write_all(&frame).await;
     }
 
     /// The next payload or the end of the connection.
@@ -122,21 +144,42 @@ impl RawClient {
 
     async fn recv_inner(&mut self) -> Received {
         loop {
-            let frame = match self.ws.read_frame().await {
-                Ok(frame) => frame,
-                Err(_) => return Received::Dropped,
-            };
-            let kind = match frame.opcode {
-                OpCode::Text => MessageKind::Text,
-                OpCode::Binary => MessageKind::Binary,
-                OpCode::Close => {
-                    let code = (frame.payload.len() >= 2)
-                        .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
+            let (payload, kind) = match self.frames.next_frame() {
+                Ok(Some(Frame::Message { payload, kind })) => {
+                    // A text message must be UTF-8 (RFC 6455 8.1).
+                    if kind == MessageKind::Text && std::str::from_utf8(payload).is_err() {
+                        return Received::Dropped;
+                    }
+                    (payload, kind)
+                }
+                Ok(Some(Frame::Ping(payload))) => {
+                    let payload = payload.to_vec();
+                    self.send_frame(opcode::PONG, &payload).await;
+                    continue;
+                }
+                Ok(Some(Frame::Close { code, reason })) => {
+                    // Answered as it came (RFC 6455 5.5.1), or with 1002 for
+                    // a code no endpoint may send (7.4).
+                    if code.is_some_and(|code| !close_code_allowed(code)) {
+                        let refusal = close_payload(Some(1002), reason);
+                        self.send_frame(opcode::CLOSE, &refusal).await;
+                        return Received::Dropped;
+                    }
+                    let echo = close_payload(code, reason);
+                    self.send_frame(opcode::CLOSE, &echo).await;
                     return Received::Closed(code);
                 }
-                _ => continue,
+                Ok(Some(_)) => continue,
+                Ok(None) => {
+                    match self.io.read(self.frames.spare()).await {
+                        Ok(0) | Err(_) => return Received::Dropped,
+                        Ok(read) => self.frames.filled(read),
+                    }
+                    continue;
+                }
+                Err(_) => return Received::Dropped,
             };
-            match self.decoder.push(&frame.payload, kind) {
+            match self.decoder.push(payload, kind) {
                 Ok(Some(payload)) => {
                     return Received::Payload(serde_json::from_str(payload.json()).unwrap());
                 }
@@ -196,9 +239,10 @@ impl RawClient {
     }
 
     /// The connection's byte stream, for reading the server's frames raw
-    /// (as a measurement that must not parse them does).
+    /// (as a measurement that must not parse them does). Bytes already read
+    /// and not yet handed out stay behind.
     pub fn into_stream(self) -> TokioIo<Upgraded> {
-        TokioIo::new(self.ws.into_inner().into_inner())
+        self.io
     }
 }
 

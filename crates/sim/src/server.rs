@@ -85,7 +85,11 @@ async fn handle(
         Ok((response, upgrade)) => {
             tokio::spawn(async move {
                 match upgrade.await {
-                    Ok(socket) => session::run(socket, kind, compression, shared).await,
+                    // The frames are the codec's: only the upgraded
+                    // connection is taken from fastwebsockets.
+                    Ok(socket) => {
+                        session::run(socket.into_inner(), kind, compression, shared).await;
+                    }
                     Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
                 }
             });

@@ -1,30 +1,31 @@
 //! One gateway connection: the protocol as Discord speaks it.
 //!
-//! A reader task turns the client's frames into [`Inbound`] messages; the
-//! session task owns the write half and waits on the reader, the fault
-//! channel and its timers at once. fastwebsockets' `read_frame` is not
-//! cancel-safe, so it never races in a `select!`.
+//! A reader task ([`crate::inbound`]) turns the client's frames into
+//! [`Inbound`] messages; the session task owns the write half
+//! ([`crate::outbound`]) and waits on the reader, the fault channel and its
+//! timers at once.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Payload, WebSocket, WebSocketWrite};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use shardwire_codec::Compression;
+use shardwire_codec::frame::opcode;
+use shardwire_codec::{Compression, MessageKind};
 use shardwire_corpus::{EventGenerator, Rng, ZlibStreamEncoder, ZstdStreamEncoder, zlib_payload};
-use tokio::io::{BufWriter, WriteHalf};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, sleep, sleep_until};
+use tokio::time::{Instant, sleep_until};
 
 use crate::config::{KNOWN_INTENTS, PRIVILEGED_INTENTS};
+use crate::inbound::{Inbound, MAX_FRAME, read_loop};
 use crate::observe::{
     CloseSeen, ClosedBy, ConnectionSeen, Fault, HeartbeatSeen, IdentifySeen, Listener,
     ResumeOutcome, ResumeSeen, ViolationKind,
 };
+use crate::outbound::FrameWriter;
 use crate::state::{REPLAY_LOG, Session, Shared, lock};
 
 type Io = TokioIo<Upgraded>;
@@ -34,15 +35,9 @@ const MAX_CLIENT_PAYLOAD: usize = 4096;
 /// Client payloads allowed per window.
 const RATE_LIMIT: usize = 120;
 const RATE_WINDOW: Duration = Duration::from_secs(60);
-/// Messages larger than this are refused before they are buffered (and the
-/// connection dropped); smaller ones are read whole, so the 4096-byte rule
-/// closes them cleanly with 4002.
-const MAX_FRAME: usize = 1024 * 1024;
 /// How long a closing session keeps reading, so the client's unread bytes do
 /// not turn the close into a reset that loses the close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-/// The write buffer under the WebSocket writer.
-const WRITE_BUFFER: usize = 64 * 1024;
 /// Members per GUILD_MEMBERS_CHUNK.
 const CHUNK_SIZE: usize = 1000;
 /// Backlog items sent between two looks at what the client sent.
@@ -63,15 +58,6 @@ enum Pending {
     Fault(Fault),
 }
 
-enum Inbound {
-    Message(Vec<u8>),
-    Close(Option<u16>),
-    /// A control frame fastwebsockets must send back (pong, close echo).
-    Obligated(OpCode, Vec<u8>),
-    TooLarge,
-    Gone,
-}
-
 /// How a session ended, for the close record.
 enum End {
     /// The client closed (code, if any).
@@ -83,7 +69,7 @@ enum End {
 }
 
 pub(crate) async fn run(
-    socket: WebSocket<Io>,
+    socket: Io,
     listener: Listener,
     compression: Compression,
     shared: Arc<Shared>,
@@ -97,23 +83,10 @@ pub(crate) async fn run(
             at: Instant::now(),
         });
     });
-    let mut socket = socket;
-    socket.set_max_message_size(MAX_FRAME);
-    socket.set_auto_close(true);
-    socket.set_auto_pong(true);
-    // Writes go through a buffer: ordinary sends flush after each message,
-    // a flood only when the buffer fills, so it is not a syscall per event.
-    let (read, write) = socket.split(|io| {
-        let (read, write) = tokio::io::split(io);
-        (read, BufWriter::with_capacity(WRITE_BUFFER, write))
-    });
+    let (read, write) = tokio::io::split(socket);
     let (inbound_tx, inbound) = mpsc::channel(64);
     let read_delay = Arc::new(AtomicU64::new(0));
-    let reader = tokio::spawn(read_loop(
-        FragmentCollectorRead::new(read),
-        inbound_tx,
-        read_delay.clone(),
-    ));
+    let reader = tokio::spawn(read_loop(read, inbound_tx, read_delay.clone()));
     let (faults_tx, faults) = mpsc::unbounded_channel();
     shared.register(id, faults_tx);
 
@@ -122,7 +95,7 @@ pub(crate) async fn run(
         id,
         listener,
         shared: shared.clone(),
-        writer: write,
+        writer: FrameWriter::new(write),
         outbound: Outbound::new(compression),
         rng: Rng::new(seed),
         shard: None,
@@ -179,52 +152,6 @@ pub(crate) async fn run(
     reader.abort();
 }
 
-async fn read_loop(
-    mut read: FragmentCollectorRead<tokio::io::ReadHalf<Io>>,
-    tx: mpsc::Sender<Inbound>,
-    delay: Arc<AtomicU64>,
-) {
-    loop {
-        let obligated = tx.clone();
-        let mut send = move |frame: Frame<'_>| {
-            let message = Inbound::Obligated(frame.opcode, frame.payload.to_vec());
-            let obligated = obligated.clone();
-            async move {
-                let _ = obligated.send(message).await;
-                Ok::<(), std::io::Error>(())
-            }
-        };
-        let message = match read.read_frame(&mut send).await {
-            Ok(frame) => match frame.opcode {
-                OpCode::Text | OpCode::Binary => Inbound::Message(frame.payload.to_vec()),
-                OpCode::Close => {
-                    let code = (frame.payload.len() >= 2)
-                        .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
-                    let _ = tx.send(Inbound::Close(code)).await;
-                    return;
-                }
-                _ => continue,
-            },
-            Err(fastwebsockets::WebSocketError::FrameTooLarge) => {
-                let _ = tx.send(Inbound::TooLarge).await;
-                return;
-            }
-            Err(_) => {
-                let _ = tx.send(Inbound::Gone).await;
-                return;
-            }
-        };
-        // A slow reader: hold each frame before handing it on.
-        let pause = delay.load(Ordering::Relaxed);
-        if pause > 0 {
-            sleep(Duration::from_millis(pause)).await;
-        }
-        if tx.send(message).await.is_err() {
-            return;
-        }
-    }
-}
-
 /// The outbound compression of one connection.
 enum Outbound {
     None { payload_compression: bool },
@@ -255,7 +182,7 @@ struct Conn {
     id: u64,
     listener: Listener,
     shared: Arc<Shared>,
-    writer: WebSocketWrite<BufWriter<WriteHalf<Io>>>,
+    writer: FrameWriter,
     outbound: Outbound,
     rng: Rng,
     shard: Option<[u32; 2]>,
@@ -355,10 +282,9 @@ impl Conn {
     async fn on_inbound(&mut self, message: Inbound) -> Step {
         match message {
             Inbound::Message(bytes) => self.on_message(&bytes).await,
-            Inbound::Obligated(opcode, payload) => {
-                let frame = Frame::new(true, opcode, None, Payload::Owned(payload));
+            Inbound::Reply { opcode, payload } => {
                 self.writer
-                    .write_frame(frame)
+                    .frame(true, opcode, &payload)
                     .await
                     .map_err(|_| End::Dropped)?;
                 self.writer.flush().await.map_err(|_| End::Dropped)
@@ -814,17 +740,17 @@ impl Conn {
                 Ok(())
             }
             Fault::CorruptCompressed => {
-                let (bytes, opcode): (Vec<u8>, OpCode) = match self.outbound {
+                let (bytes, kind): (Vec<u8>, MessageKind) = match self.outbound {
                     // An invalid deflate block type (11), then the sync suffix
                     // so the client takes it as a whole payload.
                     Outbound::Zlib(_) => (
                         vec![0x07, 0xff, 0x13, 0x37, 0x00, 0x00, 0xff, 0xff],
-                        OpCode::Binary,
+                        MessageKind::Binary,
                     ),
-                    Outbound::Zstd(_) => (vec![0xff; 24], OpCode::Binary),
-                    Outbound::None { .. } => (b"{\"op\":0,\"d\":".to_vec(), OpCode::Text),
+                    Outbound::Zstd(_) => (vec![0xff; 24], MessageKind::Binary),
+                    Outbound::None { .. } => (b"{\"op\":0,\"d\":".to_vec(), MessageKind::Text),
                 };
-                self.write_message(&bytes, opcode).await
+                self.write_message(&bytes, kind).await
             }
             Fault::DropTcp => Err(End::Dropped),
             Fault::HugeGuildCreate { members } => {
@@ -886,7 +812,7 @@ impl Conn {
         match self.outbound {
             Outbound::Zlib(_) => {
                 for message in &flood.zlib {
-                    self.write_unflushed(message, OpCode::Binary).await?;
+                    self.write_unflushed(message, MessageKind::Binary).await?;
                 }
                 // The client's window now holds the flood; the live encoder's
                 // does not. Continue with a fresh raw stream.
@@ -897,7 +823,7 @@ impl Conn {
                 payload_compression: false,
             } => {
                 for payload in &flood.payloads {
-                    self.write_unflushed(payload, self.json_opcode()).await?;
+                    self.write_unflushed(payload, self.json_kind()).await?;
                 }
                 self.writer.flush().await.map_err(|_| End::Dropped)
             }
@@ -992,78 +918,66 @@ impl Conn {
                     let pieces = split_points(&mut self.rng, &bytes);
                     let mut start = 0;
                     for end in pieces {
-                        self.write_message(&bytes[start..end], OpCode::Binary)
+                        self.write_message(&bytes[start..end], MessageKind::Binary)
                             .await?;
                         start = end;
                     }
                     Ok(())
                 } else {
-                    self.write_message(&bytes, OpCode::Binary).await
+                    self.write_message(&bytes, MessageKind::Binary).await
                 }
             }
             Outbound::Zstd(encoder) => match encoder.encode(json) {
-                Ok(bytes) => self.write_message(&bytes, OpCode::Binary).await,
+                Ok(bytes) => self.write_message(&bytes, MessageKind::Binary).await,
                 Err(_) => Err(End::Dropped),
             },
             Outbound::None {
                 payload_compression: true,
             } if json.starts_with(br#"{"t":""#) => {
                 let bytes = zlib_payload(json);
-                self.write_message(&bytes, OpCode::Binary).await
+                self.write_message(&bytes, MessageKind::Binary).await
             }
-            Outbound::None { .. } => self.write_message(json, self.json_opcode()).await,
+            Outbound::None { .. } => self.write_message(json, self.json_kind()).await,
         }
     }
 
     /// The frame type uncompressed JSON goes in.
-    fn json_opcode(&self) -> OpCode {
+    fn json_kind(&self) -> MessageKind {
         if self.shared.config.binary_json {
-            OpCode::Binary
+            MessageKind::Binary
         } else {
-            OpCode::Text
+            MessageKind::Text
         }
     }
 
     /// Writes one WebSocket message, in several frames if so configured, and
     /// flushes it to the socket.
-    async fn write_message(&mut self, bytes: &[u8], opcode: OpCode) -> Step {
-        self.write_unflushed(bytes, opcode).await?;
+    async fn write_message(&mut self, bytes: &[u8], kind: MessageKind) -> Step {
+        self.write_unflushed(bytes, kind).await?;
         self.writer.flush().await.map_err(|_| End::Dropped)
     }
 
     /// Writes one message into the write buffer.
-    async fn write_unflushed(&mut self, bytes: &[u8], opcode: OpCode) -> Step {
-        if self.shared.config.fragment_frames && bytes.len() > 1 {
+    async fn write_unflushed(&mut self, bytes: &[u8], kind: MessageKind) -> Step {
+        let written = if self.shared.config.fragment_frames && bytes.len() > 1 {
             let cut = 1 + self.rng.below(bytes.len() as u64 - 1) as usize;
-            let first = Frame::new(false, opcode, None, Payload::Borrowed(&bytes[..cut]));
-            self.writer
-                .write_frame(first)
-                .await
-                .map_err(|_| End::Dropped)?;
-            let rest = Frame::new(
-                true,
-                OpCode::Continuation,
-                None,
-                Payload::Borrowed(&bytes[cut..]),
-            );
-            return self
-                .writer
-                .write_frame(rest)
-                .await
-                .map_err(|_| End::Dropped);
-        }
-        let frame = Frame::new(true, opcode, None, Payload::Borrowed(bytes));
-        self.writer
-            .write_frame(frame)
-            .await
-            .map_err(|_| End::Dropped)
+            let first = self.writer.frame(false, kind.opcode(), &bytes[..cut]).await;
+            match first {
+                Ok(()) => {
+                    self.writer
+                        .frame(true, opcode::CONTINUATION, &bytes[cut..])
+                        .await
+                }
+                Err(error) => Err(error),
+            }
+        } else {
+            self.writer.frame(true, kind.opcode(), bytes).await
+        };
+        written.map_err(|_| End::Dropped)
     }
 
     async fn close(&mut self, code: u16, reason: &str) -> Step {
-        let _ = self
-            .writer
-            .write_frame(Frame::close(code, reason.as_bytes()))
-            .await;
+        let _ = self.writer.close(code, reason.as_bytes()).await;
         let _ = self.writer.flush().await;
         Err(End::Server(code))
     }

@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::OpCode;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use shardwire_codec::{Compression, Decoded, EventFilter, Payload};
+use shardwire_codec::{Compression, Decoded, EventFilter, MessageKind, Payload};
 use shardwire_sim::raw::{RawClient, Received, identify};
 use shardwire_sim::{ClosedBy, Fault, Listener, Observations, ResumeOutcome, Sim, ViolationKind};
 use tokio::net::TcpStream;
@@ -487,7 +486,7 @@ async fn bad_payloads_get_the_close_codes_discord_sends() {
     for (bytes, code, kind) in cases {
         let mut client = RawClient::connect(sim.gateway_url(), Compression::None).await;
         client.hello().await;
-        client.send_raw(&bytes, OpCode::Text).await;
+        client.send_raw(&bytes, MessageKind::Text).await;
         assert_eq!(
             client.closed().await,
             Some(code),
@@ -510,7 +509,8 @@ async fn oversized_frames_are_refused_and_other_connections_keep_working() {
     healthy.start(TOKEN, [0, 2]).await;
     let mut big = RawClient::connect(sim.gateway_url(), Compression::None).await;
     big.hello().await;
-    big.send_raw(&vec![b'x'; 200_000], OpCode::Binary).await;
+    big.send_raw(&vec![b'x'; 200_000], MessageKind::Binary)
+        .await;
     assert_eq!(big.closed().await, Some(4002));
     // A client that vanishes in the middle of a frame: a masked text frame
     // header announcing 4000 bytes, 10 of them, then nothing.

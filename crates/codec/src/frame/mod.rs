@@ -128,6 +128,19 @@ pub const fn close_code_allowed(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1013 | 3000..=4999)
 }
 
+/// The payload of a close frame (RFC 6455 5.5.1): the code, big-endian,
+/// then the reason; nothing without a code.
+#[must_use]
+pub fn close_payload(code: Option<u16>, reason: &[u8]) -> Vec<u8> {
+    let Some(code) = code else {
+        return Vec::new();
+    };
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(reason);
+    payload
+}
+
 /// XORs `bytes` with the masking key `mask`, repeated (RFC 6455 5.3):
 /// masking and unmasking alike.
 pub(crate) fn apply_mask(bytes: &mut [u8], mask: [u8; 4]) {
