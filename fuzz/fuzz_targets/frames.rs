@@ -1,14 +1,18 @@
 #![no_main]
-//! WebSocket frames: server frames (garbage read in any pieces never
-//! panics, never hangs and never holds much more than the limit; real
-//! frames built from the input, fragmented at random with pings in between,
-//! come out whole), and the client frames the shard sends (each message
-//! encoded masked reads back, header and payload, by an independent
-//! reading; the server-side reader refuses it as masked).
+//! WebSocket frames, in both roles: garbage read in any pieces never
+//! panics, never hangs and never holds much more than the limit, as a
+//! client's reader or a server's; real frames built from the input
+//! (unmasked for the client's reader, masked with random keys for the
+//! server's), fragmented at random with pings in between, come out whole;
+//! and the client frames the shard sends (each message encoded masked reads
+//! back, header and payload, by an independent reading and by the server's
+//! reader; the client's reader refuses it as masked).
 
 use libfuzzer_sys::fuzz_target;
-use shardwire_codec::frame::{ClientFrame, Frame, FrameBuffer, FrameError, encode_client_frame};
-use shardwire_corpus::{Rng, server_frame as frame};
+use shardwire_codec::frame::{
+    ClientFrame, Frame, FrameBuffer, FrameError, Role, encode_client_frame, encode_frame,
+};
+use shardwire_corpus::Rng;
 
 mod common;
 
@@ -53,45 +57,62 @@ fn read_all(rng: &mut Rng, frames: &mut FrameBuffer, bytes: &[u8]) -> (Vec<Vec<u
     }
 }
 
+/// One frame as `role`'s peer sends it: masked with a random key when it
+/// goes to a server.
+fn frame(rng: &mut Rng, role: Role, fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = (role == Role::Server).then(|| (rng.next_u64() as u32).to_le_bytes());
+    let mut out = Vec::new();
+    encode_frame(fin, opcode, mask, payload, &mut out);
+    out
+}
+
+/// The input's messages as `role`'s peer sends them, fragmented at random
+/// with pings in between, and what must come out.
+fn real_frames(rng: &mut Rng, role: Role, body: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let mut bytes = Vec::new();
+    let mut expect = Vec::new();
+    for message in body.split(|&b| b == b'\n') {
+        let parts = 1 + rng.below(3) as usize;
+        let step = message.len().div_ceil(parts).max(1);
+        let chunks: Vec<&[u8]> = if message.is_empty() {
+            vec![message]
+        } else {
+            message.chunks(step).collect()
+        };
+        for (i, chunk) in chunks.iter().enumerate() {
+            let opcode = if i == 0 { 2 } else { 0 };
+            bytes.extend(frame(rng, role, i + 1 == chunks.len(), opcode, chunk));
+            if i + 1 < chunks.len() && rng.below(2) == 0 {
+                bytes.extend(frame(rng, role, true, 9, b"ping"));
+                expect.push(b"ping".to_vec());
+            }
+        }
+        expect.push(message.to_vec());
+    }
+    (bytes, expect)
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some(mut input) = common::split(data) else {
         return;
     };
-    let mut frames = FrameBuffer::new(common::LIMIT);
-    if input.round_trip {
-        let mut bytes = Vec::new();
-        let mut expect = Vec::new();
-        for message in input.body.split(|&b| b == b'\n') {
-            let parts = 1 + input.rng.below(3) as usize;
-            let step = message.len().div_ceil(parts).max(1);
-            let chunks: Vec<&[u8]> = if message.is_empty() {
-                vec![message]
-            } else {
-                message.chunks(step).collect()
-            };
-            for (i, chunk) in chunks.iter().enumerate() {
-                bytes.extend(frame(
-                    i + 1 == chunks.len(),
-                    if i == 0 { 2 } else { 0 },
-                    chunk,
-                ));
-                if i + 1 < chunks.len() && input.rng.below(2) == 0 {
-                    bytes.extend(frame(true, 9, b"ping"));
-                    expect.push(b"ping".to_vec());
-                }
-            }
-            expect.push(message.to_vec());
+    for role in [Role::Client, Role::Server] {
+        let mut frames = FrameBuffer::with_role(role, common::LIMIT);
+        if input.round_trip {
+            let (bytes, expect) = real_frames(&mut input.rng, role, input.body);
+            let (seen, failed) = read_all(&mut input.rng, &mut frames, &bytes);
+            assert!(!failed, "real frames were refused ({role:?})");
+            assert_eq!(seen, expect, "{role:?}");
+        } else {
+            let _ = read_all(&mut input.rng, &mut frames, input.body);
         }
-        let (seen, failed) = read_all(&mut input.rng, &mut frames, &bytes);
-        assert!(!failed, "real frames were refused");
-        assert_eq!(seen, expect);
+    }
+    if input.round_trip {
         for message in input.body.split(|&b| b == b'\n') {
             let mask = input.rng.next_u64().to_le_bytes();
             let mask = [mask[0], mask[1], mask[2], mask[3]];
             client_frame_reads_back(message, mask);
         }
-    } else {
-        let _ = read_all(&mut input.rng, &mut frames, input.body);
     }
 });
 
@@ -123,8 +144,20 @@ fn client_frame_reads_back(message: &[u8], mask: [u8; 4]) {
             .enumerate()
             .all(|(i, b)| b ^ mask[i % 4] == message[i])
     );
-    // A client's frame is not a server's: the shard's reader refuses it.
+    // A client's frame is not a server's: the shard's reader refuses it,
+    // and a server's reads it back.
     let mut frames = FrameBuffer::new(common::LIMIT);
     frames.extend_from_slice(&frame);
     assert_eq!(frames.next_frame(), Err(FrameError::Masked));
+    if message.len() <= common::LIMIT {
+        let mut frames = FrameBuffer::with_role(Role::Server, common::LIMIT);
+        frames.extend_from_slice(&frame);
+        assert_eq!(
+            frames.next_frame(),
+            Ok(Some(Frame::Message {
+                payload: message,
+                kind: shardwire_codec::MessageKind::Text,
+            }))
+        );
+    }
 }
