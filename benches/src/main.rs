@@ -45,6 +45,10 @@ enum Command {
         /// Deserialize every event into twilight-model types.
         #[arg(long)]
         typed: bool,
+        /// shardwire only: every shard's events in one `EventSink`, read by
+        /// one consumer, as a `Cluster` and the NATS node run them.
+        #[arg(long)]
+        sink: bool,
         #[arg(long)]
         shards: u32,
         /// The flood per shard, as the sim was told.
@@ -206,6 +210,67 @@ async fn shardwire_e2e(
         });
     }
     collect(tasks).await
+}
+
+/// As [`shardwire_e2e`], with every shard's events in one `EventSink`
+/// read by one consumer.
+async fn shardwire_sink_e2e(
+    gateway: &str,
+    token: &str,
+    shards: u32,
+    events: u64,
+    typed: bool,
+) -> Result<Consumed> {
+    let (sink, mut merged) = shardwire::shard::EventSink::channel(4096);
+    let mut running = Vec::new();
+    for id in 0..shards {
+        let mut config = ShardConfig::new(Token::new(token), Intents::GUILDS, id, shards, gateway);
+        config.compression = Compression::ZlibStream;
+        if typed {
+            config.typed_events = EventFilter::all();
+        }
+        running.push(Shard::start_with_sink(
+            config,
+            Arc::new(Unqueued),
+            sink.clone(),
+        ));
+    }
+    drop(sink);
+    let mut per_shard: Vec<Consumed> = (0..shards).map(|_| Consumed::default()).collect();
+    let mut left = shards;
+    while left > 0 {
+        let Some((id, event)) = merged.recv().await else {
+            bail!("the shards stopped");
+        };
+        let Some(consumed) = per_shard.get_mut(id as usize) else {
+            bail!("an event from shard {id}");
+        };
+        match event {
+            ShardEvent::Dispatch {
+                seq, json, event, ..
+            } => {
+                consumed.dispatch();
+                consumed.bytes += json.len() as u64;
+                consumed.typed += u64::from(event.is_some());
+                if seq == BEFORE_FLOOD + events {
+                    let done = std::mem::take(consumed).done();
+                    *consumed = done;
+                    left -= 1;
+                }
+            }
+            ShardEvent::Fatal(error) => bail!("shard {id}: {error}"),
+            _ => {}
+        }
+    }
+    drop(running);
+    let mut total = Consumed::default();
+    for consumed in per_shard {
+        total.dispatches += consumed.dispatches;
+        total.bytes += consumed.bytes;
+        total.typed += consumed.typed;
+        total.floods.extend(consumed.floods);
+    }
+    Ok(total)
 }
 
 async fn twilight_e2e(
@@ -556,6 +621,7 @@ async fn run(command: Command) -> Result<serde_json::Value> {
         Command::E2e {
             client,
             typed,
+            sink,
             shards,
             events,
             gateway,
@@ -564,7 +630,11 @@ async fn run(command: Command) -> Result<serde_json::Value> {
             let cpu = cpu_time()?;
             let wall = Instant::now();
             let mut consumed = match client {
+                Client::Shardwire if sink => {
+                    shardwire_sink_e2e(&gateway, &token, shards, events, typed).await?
+                }
                 Client::Shardwire => shardwire_e2e(&gateway, &token, shards, events, typed).await?,
+                Client::Twilight if sink => bail!("--sink is shardwire's"),
                 Client::Twilight => twilight_e2e(&gateway, &token, shards, events, typed).await?,
             };
             let flood_s = busy(std::mem::take(&mut consumed.floods)).as_secs_f64();
@@ -580,6 +650,7 @@ async fn run(command: Command) -> Result<serde_json::Value> {
             Ok(json!({
                 "client": format!("{client:?}").to_lowercase(),
                 "typed": typed,
+                "sink": sink,
                 "shards": shards,
                 "events": consumed.dispatches,
                 "bytes": consumed.bytes,
