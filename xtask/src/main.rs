@@ -97,9 +97,14 @@ fn flag_value<T: std::str::FromStr>(args: &[String], flag: &str) -> Result<Optio
 
 fn bench_codec(args: &[String]) -> Result<()> {
     let mut command = Command::new(env!("CARGO"));
-    command
-        .current_dir(root())
-        .args(["bench", "-p", "shardwire-codec", "--bench", "codec", "--"]);
+    command.current_dir(root()).args([
+        "bench",
+        "-p",
+        "shardwire-codec-tests",
+        "--bench",
+        "codec",
+        "--",
+    ]);
     if args.iter().any(|arg| arg == "--quick") {
         command.args(["--sample-count", "20", "--min-time", "0.5"]);
     } else {

@@ -19,8 +19,8 @@
 //! The same seed gives the same bytes on every machine and in every release
 //! of this crate: recorded corpora, benchmark figures and fuzz seeds depend
 //! on it. Of shardwire's crates it depends on the codec alone, for its frame
-//! writer; the codec's tests and benchmarks depend on it in turn, a cycle
-//! through dev-dependencies only, which cargo allows.
+//! writer; the codec's tests that need its traffic are in
+//! `crates/codec-tests`, so nothing cycles back.
 //!
 //! ```
 //! use shardwire_corpus::{Corpus, ZlibStreamEncoder, server_frame};

@@ -24,8 +24,13 @@
 //!   WebSocket (the opening handshake checked as RFC 6455 says, over
 //!   hyper; TLS by rustls with webpki roots), yielding events in order as a
 //!   `Stream` or through `next_event`;
-//! - [`Json`]: an event's JSON, read as a `&str`; a `Shard` handle's events
-//!   share their batch's buffer, so handing them out copies nothing.
+//! - [`EventSink`] and [`SinkEvents`]: many shards' events in one stream, in
+//!   the same batches (what a cluster and the NATS node use);
+//! - [`Json`]: an event's JSON, read as a `&str`; the events of a batch
+//!   share its buffer, so handing them out copies nothing.
+//!
+//! The resume point is the machine's: [`ShardMachine::session`] follows what
+//! was delivered, and [`Shard::session`] what the handle's user took.
 
 mod batch;
 mod driver;
