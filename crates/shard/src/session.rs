@@ -99,11 +99,26 @@ impl ResumePoint {
     }
 
     /// Follows one event.
+    #[inline]
     pub(crate) fn note(&mut self, event: &crate::ShardEvent) {
         match event {
             crate::ShardEvent::Ready { session } => self.ready(session),
             crate::ShardEvent::Dispatch { seq, .. } => self.dispatch(*seq),
             _ => {}
+        }
+    }
+
+    /// Becomes a copy of `other`, without reallocating when it follows
+    /// the same session (only the seqs move then).
+    pub(crate) fn follow(&mut self, other: &Self) {
+        match (&mut self.session, &other.session) {
+            (Some(mine), Some(theirs))
+                if mine.session_id == theirs.session_id && mine.resume_url == theirs.resume_url =>
+            {
+                mine.seq = theirs.seq;
+                self.ready_seq = other.ready_seq;
+            }
+            _ => self.clone_from(other),
         }
     }
 
@@ -165,6 +180,23 @@ mod tests {
         point.forget();
         point.note(&dispatch(6));
         assert_eq!(point.session(), None);
+    }
+
+    #[test]
+    fn following_a_point_copies_it_whole() {
+        let mut delivered = ResumePoint::new(Some(session("a", 1)));
+        let mut copy = ResumePoint::new(None);
+        copy.follow(&delivered);
+        assert_eq!(copy, delivered);
+        delivered.dispatch(5);
+        copy.follow(&delivered);
+        assert_eq!(copy, delivered, "the seq moved");
+        delivered.ready(&session("b", 9));
+        copy.follow(&delivered);
+        assert_eq!(copy, delivered, "another session");
+        delivered.forget();
+        copy.follow(&delivered);
+        assert_eq!(copy, delivered);
     }
 
     #[test]

@@ -186,6 +186,7 @@ impl FrameBuffer {
 
     /// The header of the frame at `start`, checked; `None` while it is
     /// incomplete.
+    #[inline]
     fn head(&self) -> Result<Option<Head>, FrameError> {
         let held = &self.buf[self.start..self.end];
         let Some((len, length_end)) = header(held) else {

@@ -235,12 +235,10 @@ impl Task {
     }
 
     /// Copies the machine's resume point of what it delivered to the
-    /// status, when it moved.
+    /// status.
     fn publish_session(&self) {
         let mut status = lock(&self.status);
-        if status.delivered != *self.machine.delivered() {
-            status.delivered.clone_from(self.machine.delivered());
-        }
+        status.delivered.follow(self.machine.delivered());
     }
 
     /// Moves the machine's events to `pending` as one batch, through the
