@@ -144,14 +144,22 @@ async fn a_node_publishes_every_dispatch_once_takes_commands_and_hands_over_on_s
                 .unwrap()
         );
     }
-    wait_for("READY from every shard", Duration::from_secs(15), || {
-        let seen = seen.lock().unwrap();
-        (0..4).all(|shard| {
-            seen.payloads
-                .iter()
-                .any(|(s, t, _)| *s == shard && t == "READY")
-        })
-    })
+    // READY and then the guilds: a GUILD_CREATE may come in a later
+    // delivery than its READY.
+    wait_for(
+        "READY and a guild from every shard",
+        Duration::from_secs(15),
+        || {
+            let seen = seen.lock().unwrap();
+            (0..4).all(|shard| {
+                ["READY", "GUILD_CREATE"].iter().all(|wanted| {
+                    seen.payloads
+                        .iter()
+                        .any(|(s, t, _)| *s == shard && t == wanted)
+                })
+            })
+        },
+    )
     .await;
     // A command through NATS: a member request on shard 1, answered by a
     // chunk that comes back through the stream.
