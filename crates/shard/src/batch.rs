@@ -132,6 +132,12 @@ impl Batch {
         self.tapped_seq
     }
 
+    /// Counts dispatches a tap took from a later batch, which had nothing
+    /// else, as delivered with this one.
+    pub(crate) fn note_tapped(&mut self, seq: Option<u64>) {
+        self.tapped_seq = self.tapped_seq.max(seq);
+    }
+
     /// Events left.
     pub(crate) fn len(&self) -> usize {
         self.events.len()
@@ -170,7 +176,7 @@ impl Batch {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn dispatch(seq: u64, json: Range<usize>) -> Queued {
@@ -215,7 +221,7 @@ mod tests {
     }
 
     /// A machine on an uncompressed connection, past READY.
-    fn ready_machine() -> (crate::ShardMachine, std::time::Instant) {
+    pub(crate) fn ready_machine() -> (crate::ShardMachine, std::time::Instant) {
         use shardwire_codec::{Compression, MessageKind, Token};
         let mut config = crate::ShardConfig::new(
             Token::new("batch-test-token"),
@@ -239,7 +245,7 @@ mod tests {
         (machine, now)
     }
 
-    fn message(seq: u64) -> String {
+    pub(crate) fn message(seq: u64) -> String {
         format!(r#"{{"t":"MESSAGE_CREATE","s":{seq},"op":0,"d":{{"content":"m{seq}"}}}}"#)
     }
 

@@ -19,12 +19,18 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    /// Adds a batch of events; an empty one (a tap took all) is dropped.
-    pub(super) fn push_batch(&mut self, batch: Batch) {
+    /// Adds a batch of events. One a tap emptied is not queued, but what
+    /// the tap took still counts as delivered once everything before it is:
+    /// at once when nothing waits, else with the last waiting batch.
+    pub(super) fn push_batch(&mut self, batch: Batch, machine: &mut ShardMachine) {
         if batch.len() > 0 {
             self.len += batch.len();
             self.bytes += batch.weight();
             self.batches.push_back(batch);
+        } else if let Some(last) = self.batches.back_mut() {
+            last.note_tapped(batch.tapped_seq());
+        } else {
+            machine.handle_delivered(&batch);
         }
     }
 
@@ -73,21 +79,7 @@ mod tests {
     use crate::ShardEvent;
 
     #[test]
-    fn pending_batches_go_whole_are_weighed_by_their_json_and_an_empty_one_is_dropped() {
-        let mut pending = Pending::default();
-        pending.push_batch(Batch::default());
-        assert!(pending.is_empty() && pending.batches.is_empty());
-        let mut batch = Batch::default();
-        batch.push(ShardEvent::Message { json: "ab".into() });
-        batch.push(ShardEvent::Resumed);
-        batch.push(ShardEvent::Message { json: "cde".into() });
-        pending.push_batch(batch);
-        let mut batch = Batch::default();
-        batch.push(ShardEvent::Message {
-            json: "x".repeat(100).into(),
-        });
-        pending.push_batch(batch);
-        assert_eq!((pending.len(), pending.bytes), (4, 105));
+    fn pending_batches_go_whole_are_weighed_by_their_json_and_an_empty_one_is_not_queued() {
         let mut machine = crate::ShardMachine::new(crate::ShardConfig::new(
             shardwire_codec::Token::new("delivery-test-token"),
             twilight_model::gateway::Intents::GUILDS,
@@ -95,6 +87,20 @@ mod tests {
             4,
             "wss://gateway.example",
         ));
+        let mut pending = Pending::default();
+        pending.push_batch(Batch::default(), &mut machine);
+        assert!(pending.is_empty() && pending.batches.is_empty());
+        let mut batch = Batch::default();
+        batch.push(ShardEvent::Message { json: "ab".into() });
+        batch.push(ShardEvent::Resumed);
+        batch.push(ShardEvent::Message { json: "cde".into() });
+        pending.push_batch(batch, &mut machine);
+        let mut batch = Batch::default();
+        batch.push(ShardEvent::Message {
+            json: "x".repeat(100).into(),
+        });
+        pending.push_batch(batch, &mut machine);
+        assert_eq!((pending.len(), pending.bytes), (4, 105));
         let (tx, mut rx) = mpsc::channel(4);
         assert!(pending.send_batch(tx.try_reserve().expect("room"), &mut machine));
         assert_eq!((pending.len(), pending.bytes), (1, 100));
@@ -104,5 +110,44 @@ mod tests {
         assert!(!pending.send_batch(tx.try_reserve().expect("room"), &mut machine));
         assert!(pending.is_empty());
         assert_eq!(pending.bytes, 0);
+    }
+
+    #[test]
+    fn what_a_tap_took_from_an_emptied_batch_is_delivered_after_what_waits_before_it() {
+        use shardwire_codec::MessageKind;
+        let seq = |machine: &ShardMachine| machine.session().map(|session| session.seq);
+        let (mut machine, now) = crate::batch::tests::ready_machine();
+        let take_all: crate::Tap = std::sync::Arc::new(|_, _| None);
+        let mut pending = Pending::default();
+        // Nothing waits: the taken 2 is delivered at once.
+        machine.handle_message(
+            now,
+            crate::batch::tests::message(2).as_bytes(),
+            MessageKind::Text,
+        );
+        let mut batch = machine.take_batch().expect("a batch");
+        batch.tap(0, &take_all);
+        pending.push_batch(batch, &mut machine);
+        assert_eq!(seq(&machine), Some(2));
+        // 3 waits for the consumer; 4, taken, counts only once 3 is handed over.
+        machine.handle_message(
+            now,
+            crate::batch::tests::message(3).as_bytes(),
+            MessageKind::Text,
+        );
+        pending.push_batch(machine.take_batch().expect("a batch"), &mut machine);
+        machine.handle_message(
+            now,
+            crate::batch::tests::message(4).as_bytes(),
+            MessageKind::Text,
+        );
+        let mut batch = machine.take_batch().expect("a batch");
+        batch.tap(0, &take_all);
+        pending.push_batch(batch, &mut machine);
+        assert_eq!(seq(&machine), Some(2), "3 is not delivered yet");
+        let (tx, _rx) = mpsc::channel(1);
+        assert!(pending.send_batch(tx.try_reserve().expect("room"), &mut machine));
+        assert_eq!(seq(&machine), Some(4));
+        assert!(pending.is_empty());
     }
 }

@@ -248,7 +248,7 @@ impl Task {
             if let Some(tap) = &self.out.tap {
                 batch.tap(self.machine.shard_id(), tap);
             }
-            self.pending.push_batch(batch);
+            self.pending.push_batch(batch, &mut self.machine);
         }
     }
 
