@@ -141,6 +141,21 @@ impl Consumed {
         }
     }
 
+    /// Counts a shardwire dispatch: its JSON, and whether it came typed.
+    fn shardwire_dispatch(&mut self, json: &shardwire::Json, typed: bool) {
+        self.dispatch();
+        self.bytes += json.len() as u64;
+        self.typed += u64::from(typed);
+    }
+
+    /// Adds another shard's counts.
+    fn add(&mut self, other: Self) {
+        self.dispatches += other.dispatches;
+        self.bytes += other.bytes;
+        self.typed += other.typed;
+        self.floods.extend(other.floods);
+    }
+
     /// The shard's flood is over.
     fn done(mut self) -> Self {
         if let Some(from) = self.flood_from {
@@ -182,11 +197,7 @@ async fn shardwire_e2e(
 ) -> Result<Consumed> {
     let mut tasks = JoinSet::new();
     for id in 0..shards {
-        let mut config = ShardConfig::new(Token::new(token), Intents::GUILDS, id, shards, gateway);
-        config.compression = Compression::ZlibStream;
-        if typed {
-            config.typed_events = EventFilter::all();
-        }
+        let config = e2e_config(gateway, token, id, shards, typed);
         let mut shard = Shard::start(config, Arc::new(Unqueued));
         tasks.spawn(async move {
             let mut consumed = Consumed::default();
@@ -195,9 +206,7 @@ async fn shardwire_e2e(
                     ShardEvent::Dispatch {
                         seq, json, event, ..
                     } => {
-                        consumed.dispatch();
-                        consumed.bytes += json.len() as u64;
-                        consumed.typed += u64::from(event.is_some());
+                        consumed.shardwire_dispatch(&json, event.is_some());
                         if seq >= BEFORE_FLOOD + events {
                             return Ok(consumed.done());
                         }
@@ -212,6 +221,16 @@ async fn shardwire_e2e(
     collect(tasks).await
 }
 
+/// A shard of the e2e flood: zlib-stream, every dispatch typed if asked.
+fn e2e_config(gateway: &str, token: &str, id: u32, shards: u32, typed: bool) -> ShardConfig {
+    let mut config = ShardConfig::new(Token::new(token), Intents::GUILDS, id, shards, gateway);
+    config.compression = Compression::ZlibStream;
+    if typed {
+        config.typed_events = EventFilter::all();
+    }
+    config
+}
+
 /// As [`shardwire_e2e`], with every shard's events in one `EventSink`
 /// read by one consumer.
 async fn shardwire_sink_e2e(
@@ -224,11 +243,7 @@ async fn shardwire_sink_e2e(
     let (sink, mut merged) = shardwire::shard::EventSink::channel(4096);
     let mut running = Vec::new();
     for id in 0..shards {
-        let mut config = ShardConfig::new(Token::new(token), Intents::GUILDS, id, shards, gateway);
-        config.compression = Compression::ZlibStream;
-        if typed {
-            config.typed_events = EventFilter::all();
-        }
+        let config = e2e_config(gateway, token, id, shards, typed);
         running.push(Shard::start_with_sink(
             config,
             Arc::new(Unqueued),
@@ -249,12 +264,9 @@ async fn shardwire_sink_e2e(
             ShardEvent::Dispatch {
                 seq, json, event, ..
             } => {
-                consumed.dispatch();
-                consumed.bytes += json.len() as u64;
-                consumed.typed += u64::from(event.is_some());
+                consumed.shardwire_dispatch(&json, event.is_some());
                 if seq == BEFORE_FLOOD + events {
-                    let done = std::mem::take(consumed).done();
-                    *consumed = done;
+                    *consumed = std::mem::take(consumed).done();
                     left -= 1;
                 }
             }
@@ -265,10 +277,7 @@ async fn shardwire_sink_e2e(
     drop(running);
     let mut total = Consumed::default();
     for consumed in per_shard {
-        total.dispatches += consumed.dispatches;
-        total.bytes += consumed.bytes;
-        total.typed += consumed.typed;
-        total.floods.extend(consumed.floods);
+        total.add(consumed);
     }
     Ok(total)
 }
@@ -360,11 +369,7 @@ fn twilight_config(gateway: &str, token: &str) -> twilight_gateway::Config<NoWai
 async fn collect(mut tasks: JoinSet<Result<Consumed>>) -> Result<Consumed> {
     let mut total = Consumed::default();
     while let Some(joined) = tasks.join_next().await {
-        let consumed = joined??;
-        total.dispatches += consumed.dispatches;
-        total.bytes += consumed.bytes;
-        total.typed += consumed.typed;
-        total.floods.extend(consumed.floods);
+        total.add(joined??);
     }
     Ok(total)
 }
