@@ -21,7 +21,7 @@ use shardwire_corpus::EventGenerator;
 use shardwire_examples::Target;
 use shardwire_sim::Fault;
 use twilight_model::gateway::Intents;
-use twilight_model::gateway::event::{DispatchEvent, EventType};
+use twilight_model::gateway::event::{Event, EventType};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -55,7 +55,7 @@ async fn main() -> Result<()> {
             ShardEvent::Dispatch {
                 event: Some(event), ..
             } => {
-                let DispatchEvent::MessageCreate(message) = *event else {
+                let Event::MessageCreate(message) = *event else {
                     continue;
                 };
                 if message.author.bot || message.content != "!ping" {

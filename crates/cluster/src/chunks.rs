@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use shardwire_codec::Payload;
 use shardwire_shard::ShardEvent;
 use tokio::sync::oneshot;
-use twilight_model::gateway::event::DispatchEvent;
+use twilight_model::gateway::event::Event;
 use twilight_model::gateway::payload::incoming::MemberChunk;
 use twilight_model::gateway::presence::Presence;
 use twilight_model::guild::Member;
@@ -97,7 +97,7 @@ impl Chunks {
             return Some(event);
         }
         let chunk = match typed.as_deref() {
-            Some(DispatchEvent::MemberChunk(chunk)) => Some(chunk.clone()),
+            Some(Event::MemberChunk(chunk)) => Some(chunk.clone()),
             _ => Payload::scan(json.as_bytes())
                 .ok()
                 .and_then(|payload| serde_json::from_str::<MemberChunk>(payload.data()).ok()),

@@ -1,26 +1,23 @@
 //! Many shards as one: spawning, one merged event stream, routing by guild,
 //! member-chunk collection and lifecycle.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use shardwire_codec::{
-    Command, Compression, EventFilter, RequestGuildMembers, Token, UpdatePresence,
-};
+use shardwire_codec::{Compression, EventFilter, Token, UpdatePresence};
 use shardwire_shard::{
     EventSink, IdentifyQueue, SendError, Session, Shard, ShardConfig, ShardEvent, ShardState,
     SinkEvents,
 };
-use twilight_model::gateway::Intents;
 use twilight_model::gateway::event::EventType;
-use twilight_model::id::Id;
-use twilight_model::id::marker::GuildMarker;
+use twilight_model::gateway::{Intents, ShardId};
 
-use crate::chunks::{Chunks, GuildMembers};
-use crate::{DEFAULT_API_BASE, Gateway, GatewayError, IDENTIFY_WINDOW, LocalQueue};
+use crate::sender::{ClusterSender, Shared};
+use crate::store::{SessionStore, StoreError, keep_saved};
+use crate::{DEFAULT_API_BASE, Gateway, GatewayError, GatewayInfo, IDENTIFY_WINDOW, LocalQueue};
 
 /// Events waiting in the merged stream.
 const EVENT_BUFFER: usize = 4096;
@@ -67,6 +64,10 @@ pub struct ClusterConfig {
     pub intents: Intents,
     /// The API base `/gateway/bot` is fetched from.
     pub api_base: String,
+    /// Gateway information the bot already has from its own REST client
+    /// (twilight-http's `gateway().authed()` converts with `into()`): the
+    /// cluster then starts without a `GET /gateway/bot` of its own.
+    pub gateway_info: Option<GatewayInfo>,
     /// Which shards.
     pub shards: ShardSpec,
     /// Transport compression.
@@ -82,8 +83,16 @@ pub struct ClusterConfig {
     /// Identify `large_threshold`.
     pub large_threshold: u8,
     /// Sessions to resume, by shard id (exported by
-    /// [`Cluster::shutdown`]); the other shards identify.
+    /// [`Cluster::shutdown`]); the other shards identify. They come before
+    /// those of [`ClusterConfig::session_store`].
     pub sessions: HashMap<u32, Session>,
+    /// Where sessions are loaded from at start and saved to while the
+    /// cluster runs and at shutdown (a [`FileSessionStore`](crate::FileSessionStore),
+    /// say); none by default.
+    pub session_store: Option<Arc<dyn SessionStore>>,
+    /// How often moving sessions are saved to the store, besides when one
+    /// starts or ends and at shutdown (10 s by default).
+    pub session_save_interval: Duration,
     /// The identify queue; by default an in-memory [`LocalQueue`] sized
     /// from `/gateway/bot`.
     pub queue: Option<Arc<dyn IdentifyQueue>>,
@@ -100,11 +109,13 @@ impl std::fmt::Debug for ClusterConfig {
             .field("token", &self.token)
             .field("intents", &self.intents)
             .field("api_base", &self.api_base)
+            .field("gateway_info", &self.gateway_info)
             .field("shards", &self.shards)
             .field("compression", &self.compression)
             .field("events", &self.events)
             .field("typed", &self.typed)
             .field("sessions", &self.sessions.len())
+            .field("session_store", &self.session_store.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -118,6 +129,7 @@ impl ClusterConfig {
             token,
             intents,
             api_base: DEFAULT_API_BASE.to_owned(),
+            gateway_info: None,
             shards: ShardSpec::Recommended,
             compression: Compression::ZlibStream,
             events: EventFilter::all(),
@@ -125,6 +137,8 @@ impl ClusterConfig {
             presence: None,
             large_threshold: 50,
             sessions: HashMap::new(),
+            session_store: None,
+            session_save_interval: Duration::from_secs(10),
             queue: None,
             identify_window: IDENTIFY_WINDOW,
             configure: None,
@@ -144,6 +158,17 @@ pub struct ShardStatus {
     pub latency: Option<Duration>,
     /// Its session, if it has one.
     pub session: Option<Session>,
+}
+
+impl ShardStatus {
+    pub(crate) fn of(id: u32, shard: &Shard) -> Self {
+        Self {
+            id,
+            state: shard.status(),
+            latency: shard.latency().last(),
+            session: shard.session(),
+        }
+    }
 }
 
 /// What went wrong in a cluster operation.
@@ -171,6 +196,9 @@ pub enum ClusterError {
     /// No complete answer in time.
     #[error("no complete answer within {0:?}")]
     Timeout(Duration),
+    /// The session store could not load the sessions.
+    #[error("loading the sessions: {0}")]
+    SessionStore(StoreError),
 }
 
 /// What [`Cluster::shutdown`] leaves.
@@ -183,27 +211,34 @@ pub struct Shutdown {
     /// Events that came after the shutdown began, which the caller has not
     /// seen: handle them, or they are replayed by the next resume.
     pub events: Vec<(u32, ShardEvent)>,
+    /// Why the session store did not take the sessions, if it did not.
+    pub store_error: Option<StoreError>,
 }
 
 /// Many shards as one: a merged event stream in order within each shard,
 /// commands routed by guild, and lifecycle control.
+///
+/// Commands go through its [`ClusterSender`] ([`Cluster::sender`]), which
+/// other tasks may hold while this one takes the events. Dropping the
+/// cluster stops its shards (each closes resumably).
 pub struct Cluster {
     gateway: Arc<Gateway>,
-    total: u32,
     gateway_url: String,
-    shards: BTreeMap<u32, Shard>,
+    shared: Arc<Shared>,
+    sender: ClusterSender,
     sink: EventSink,
     events: SinkEvents,
     queue: Arc<dyn IdentifyQueue>,
-    chunks: Arc<Chunks>,
+    /// Told when a session starts or ends, for the session store.
+    sessions_changed: Arc<tokio::sync::Notify>,
     config: ClusterConfig,
 }
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
-            .field("total", &self.total)
-            .field("shards", &self.shards.keys().collect::<Vec<_>>())
+            .field("total", &self.shared.total)
+            .field("shards", &self.shard_ids())
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -240,26 +275,44 @@ fn resolve(spec: &ShardSpec, recommended: u32) -> Result<(Vec<u32>, u32), Cluste
 }
 
 impl Cluster {
-    /// Fetches the gateway information and starts the shards: the ones
-    /// with a session in [`ClusterConfig::sessions`] resume, the others
-    /// identify through the queue, bucket by bucket.
+    /// Fetches the gateway information (unless
+    /// [`ClusterConfig::gateway_info`] has it) and starts the shards: the
+    /// ones with a session in [`ClusterConfig::sessions`] or the session
+    /// store resume, the others identify through the queue, bucket by
+    /// bucket.
     ///
     /// # Errors
     ///
     /// [`ClusterError::Gateway`] when `/gateway/bot` fails or fewer
     /// session starts remain than shards must identify;
-    /// [`ClusterError::InvalidShards`] for ids out of range or repeated.
+    /// [`ClusterError::InvalidShards`] for ids out of range or repeated;
+    /// [`ClusterError::SessionStore`] when the store cannot load.
     pub async fn start(mut config: ClusterConfig) -> Result<Self, ClusterError> {
-        let gateway = Gateway::fetch_from(&config.api_base, &config.token).await?;
-        // A shared instance fetched a while ago is refreshed: the remaining
-        // session starts matter now.
-        let info = if gateway.age() > Duration::from_secs(5) {
-            gateway.refresh().await?
-        } else {
-            gateway.info()
+        let (gateway, info) = match config.gateway_info.clone() {
+            Some(info) => (
+                Gateway::with_info(&config.api_base, &config.token, info.clone()),
+                info,
+            ),
+            None => {
+                let gateway = Gateway::fetch_from(&config.api_base, &config.token).await?;
+                // A shared instance fetched a while ago is refreshed: the
+                // remaining session starts matter now.
+                let info = if gateway.age() > Duration::from_secs(5) {
+                    gateway.refresh().await?
+                } else {
+                    gateway.info()
+                };
+                (gateway, info)
+            }
         };
         let (ids, total) = resolve(&config.shards, info.shards)?;
-        let sessions = std::mem::take(&mut config.sessions);
+        let mut sessions = std::mem::take(&mut config.sessions);
+        if let Some(store) = &config.session_store {
+            let stored = store.load(&ids).await.map_err(ClusterError::SessionStore)?;
+            for (id, session) in stored {
+                sessions.entry(id).or_insert(session);
+            }
+        }
         let identifying = ids.iter().filter(|id| !sessions.contains_key(id)).count();
         gateway.check_starts(u32::try_from(identifying).unwrap_or(u32::MAX))?;
         let limit = &info.session_start_limit;
@@ -268,24 +321,37 @@ impl Cluster {
             .clone()
             .unwrap_or_else(|| Arc::new(LocalQueue::with_window(limit, config.identify_window)));
         let (sink, events) = EventSink::channel(EVENT_BUFFER);
+        let shared = Arc::new(Shared::new(total));
         let mut cluster = Self {
             gateway,
-            total,
             gateway_url: info.url.clone(),
-            shards: BTreeMap::new(),
+            sender: ClusterSender::new(shared.clone()),
+            shared,
             sink,
             events,
             queue,
-            chunks: Arc::new(Chunks::default()),
+            sessions_changed: Arc::default(),
             config,
         };
-        let mut sessions = sessions;
+        let resumed: std::collections::BTreeMap<u32, Session> = ids
+            .iter()
+            .filter_map(|id| Some((*id, sessions.get(id)?.clone())))
+            .collect();
         for id in ids {
             let session = sessions.remove(&id);
             cluster.spawn(id, session);
         }
+        if let Some(store) = cluster.config.session_store.clone() {
+            tokio::spawn(keep_saved(
+                Arc::downgrade(&cluster.shared),
+                store,
+                cluster.sessions_changed.clone(),
+                cluster.config.session_save_interval,
+                resumed,
+            ));
+        }
         tracing::info!(
-            shards = cluster.shards.len(),
+            shards = cluster.shard_ids().len(),
             total,
             max_concurrency = limit.max_concurrency,
             "cluster started"
@@ -299,7 +365,7 @@ impl Cluster {
             config.token.clone(),
             config.intents,
             id,
-            self.total,
+            self.shared.total,
             self.gateway_url.clone(),
         );
         shard_config.compression = config.compression;
@@ -312,9 +378,13 @@ impl Cluster {
         if let Some(configure) = &config.configure {
             configure(&mut shard_config);
         }
-        let chunks = self.chunks.clone();
+        let chunks = self.shared.chunks.clone();
         let filter = config.events.clone();
+        let changed = self.sessions_changed.clone();
         let tap: shardwire_shard::Tap = Arc::new(move |_shard, event| {
+            if matches!(event, ShardEvent::Ready { .. } | ShardEvent::Fatal(_)) {
+                changed.notify_one();
+            }
             let event = chunks.tap(event)?;
             if let ShardEvent::Dispatch { event_type, .. } = &event
                 && !wants(&filter, event_type)
@@ -325,7 +395,7 @@ impl Cluster {
         });
         let sink = self.sink.clone().with_tap(tap);
         let shard = Shard::start_with_sink(shard_config, self.queue.clone(), sink);
-        self.shards.insert(id, shard);
+        self.shared.write().insert(id, shard);
     }
 
     /// The next event of any shard, tagged with its id; in order within
@@ -333,6 +403,13 @@ impl Cluster {
     /// while the cluster is alive).
     pub async fn next_event(&mut self) -> Option<(u32, ShardEvent)> {
         self.events.recv().await
+    }
+
+    /// Sends on this cluster's shards, from this task or any other (see
+    /// [`ClusterSender`]).
+    #[must_use]
+    pub fn sender(&self) -> ClusterSender {
+        self.sender.clone()
     }
 
     /// The gateway information this cluster started from.
@@ -344,125 +421,39 @@ impl Cluster {
     /// The bot's total shard count.
     #[must_use]
     pub fn total(&self) -> u32 {
-        self.total
+        self.shared.total
+    }
+
+    /// twilight-model's id of shard `number` of this cluster's total (its
+    /// [`ShardId::number`] gives the number back).
+    ///
+    /// # Panics
+    ///
+    /// When `number` is not below the total.
+    #[must_use]
+    pub fn shard_id(&self, number: u32) -> ShardId {
+        self.sender.shard_id(number)
     }
 
     /// The ids of the shards running here.
     #[must_use]
     pub fn shard_ids(&self) -> Vec<u32> {
-        self.shards.keys().copied().collect()
-    }
-
-    /// The shard that owns a guild: `(guild_id >> 22) % total`.
-    #[must_use]
-    pub fn shard_for_guild(&self, guild_id: Id<GuildMarker>) -> u32 {
-        u32::try_from((guild_id.get() >> 22) % u64::from(self.total)).unwrap_or(0)
-    }
-
-    fn shard(&self, id: u32) -> Result<&Shard, ClusterError> {
-        self.shards.get(&id).ok_or(ClusterError::UnknownShard(id))
-    }
-
-    /// Sends a command on one shard (queued until its session is ready,
-    /// under its rate limit).
-    ///
-    /// # Errors
-    ///
-    /// [`ClusterError::UnknownShard`], or the shard's [`SendError`].
-    pub async fn send(&self, shard: u32, command: Command) -> Result<(), ClusterError> {
-        self.shard(shard)?
-            .send(command)
-            .await
-            .map_err(|error| ClusterError::Send { shard, error })
-    }
-
-    /// Sends a command on the shard that owns `guild_id`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Cluster::send`]; [`ClusterError::UnknownShard`] when that shard
-    /// runs in another process.
-    pub async fn send_to_guild(
-        &self,
-        guild_id: Id<GuildMarker>,
-        command: Command,
-    ) -> Result<(), ClusterError> {
-        self.send(self.shard_for_guild(guild_id), command).await
-    }
-
-    /// Updates the presence on every shard.
-    ///
-    /// # Errors
-    ///
-    /// The first shard that refused (the others still got it).
-    pub async fn update_presence(&self, presence: UpdatePresence) -> Result<(), ClusterError> {
-        let mut first = None;
-        for (id, shard) in &self.shards {
-            if let Err(error) = shard.send(Command::UpdatePresence(presence.clone())).await {
-                first.get_or_insert(ClusterError::Send { shard: *id, error });
-            }
-        }
-        first.map_or(Ok(()), Err)
-    }
-
-    /// Requests guild members on the guild's shard and collects every
-    /// GUILD_MEMBERS_CHUNK of the answer (matched by nonce; those chunks do
-    /// not come out of the stream). A nonce is made unless the request has
-    /// one.
-    ///
-    /// # Errors
-    ///
-    /// As [`Cluster::send_to_guild`]; [`ClusterError::Timeout`] when the
-    /// chunks do not all come within `timeout`.
-    pub async fn request_guild_members(
-        &self,
-        mut request: RequestGuildMembers,
-        timeout: Duration,
-    ) -> Result<GuildMembers, ClusterError> {
-        let nonce = request
-            .nonce
-            .clone()
-            .unwrap_or_else(|| self.chunks.next_nonce());
-        request.nonce = Some(nonce.clone());
-        let answer = self.chunks.register(nonce.clone());
-        let guild = request.guild_id;
-        if let Err(error) = self
-            .send_to_guild(guild, Command::RequestGuildMembers(request))
-            .await
-        {
-            self.chunks.cancel(&nonce);
-            return Err(error);
-        }
-        match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(members)) => Ok(members),
-            _ => {
-                self.chunks.cancel(&nonce);
-                Err(ClusterError::Timeout(timeout))
-            }
-        }
-    }
-
-    fn status_of(id: u32, shard: &Shard) -> ShardStatus {
-        ShardStatus {
-            id,
-            state: shard.status(),
-            latency: shard.latency().last(),
-            session: shard.session(),
-        }
+        self.sender.shard_ids()
     }
 
     /// One shard's status.
     #[must_use]
     pub fn status(&self, shard: u32) -> Option<ShardStatus> {
-        self.shards.get(&shard).map(|s| Self::status_of(shard, s))
+        self.sender.status(shard)
     }
 
     /// Every shard's status, by id.
     #[must_use]
     pub fn statuses(&self) -> Vec<ShardStatus> {
-        self.shards
+        self.shared
+            .read()
             .iter()
-            .map(|(id, shard)| Self::status_of(*id, shard))
+            .map(|(id, shard)| ShardStatus::of(*id, shard))
             .collect()
     }
 
@@ -470,10 +461,7 @@ impl Cluster {
     /// stream).
     #[must_use]
     pub fn sessions(&self) -> HashMap<u32, Session> {
-        self.shards
-            .iter()
-            .filter_map(|(id, shard)| shard.session().map(|session| (*id, session)))
-            .collect()
+        self.shared.sessions().into_iter().collect()
     }
 
     /// Restarts one shard: a new task and connection that resumes the
@@ -485,7 +473,8 @@ impl Cluster {
     /// [`ClusterError::UnknownShard`].
     pub fn restart(&mut self, shard: u32) -> Result<(), ClusterError> {
         let old = self
-            .shards
+            .shared
+            .write()
             .remove(&shard)
             .ok_or(ClusterError::UnknownShard(shard))?;
         let session = old.session();
@@ -502,13 +491,13 @@ impl Cluster {
     /// [`ClusterError::InvalidShards`] for an id out of range or already
     /// running.
     pub fn add(&mut self, shard: u32, session: Option<Session>) -> Result<(), ClusterError> {
-        if shard >= self.total {
+        if shard >= self.shared.total {
             return Err(ClusterError::InvalidShards(format!(
                 "shard id {shard} is not below the shard count {}",
-                self.total
+                self.shared.total
             )));
         }
-        if self.shards.contains_key(&shard) {
+        if self.shared.read().contains_key(&shard) {
             return Err(ClusterError::InvalidShards(format!(
                 "shard {shard} already runs"
             )));
@@ -525,7 +514,8 @@ impl Cluster {
     /// [`ClusterError::UnknownShard`].
     pub fn remove(&mut self, shard: u32) -> Result<Option<Session>, ClusterError> {
         let old = self
-            .shards
+            .shared
+            .write()
             .remove(&shard)
             .ok_or(ClusterError::UnknownShard(shard))?;
         Ok(old.session())
@@ -534,9 +524,9 @@ impl Cluster {
     /// Closes every shard with a resumable code, collects the events that
     /// were still on their way (until every shard is disconnected and the
     /// stream has been quiet for 100 ms, at most `timeout`), and exports
-    /// every session.
+    /// every session (to the session store too, if there is one).
     pub async fn shutdown(mut self, timeout: Duration) -> Shutdown {
-        for shard in self.shards.values() {
+        for shard in self.shared.read().values() {
             shard.disconnect(shardwire_shard::RESUMABLE_CLOSE);
         }
         let mut events = Vec::new();
@@ -548,7 +538,7 @@ impl Cluster {
                 Ok(Some(event)) => events.push(event),
                 Ok(None) => break,
                 Err(_) => {
-                    let stopped = self.shards.values().all(|shard| {
+                    let stopped = self.shared.read().values().all(|shard| {
                         matches!(
                             shard.status(),
                             ShardState::Disconnected | ShardState::FatallyClosed
@@ -564,10 +554,31 @@ impl Cluster {
         while let Some(event) = self.events.try_recv() {
             events.push(event);
         }
-        Shutdown {
-            sessions: self.sessions(),
-            events,
+        let sessions = self.sessions();
+        let mut store_error = None;
+        if let Some(store) = &self.config.session_store {
+            let ids = self.shard_ids();
+            let changes: Vec<(u32, Option<Session>)> = ids
+                .iter()
+                .map(|id| (*id, sessions.get(id).cloned()))
+                .collect();
+            if let Err(error) = store.save(&changes).await {
+                tracing::warn!(%error, "the session store did not take the sessions");
+                store_error = Some(error);
+            }
         }
+        Shutdown {
+            sessions,
+            events,
+            store_error,
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // The senders may outlive the cluster; the shards do not.
+        self.shared.write().clear();
     }
 }
 

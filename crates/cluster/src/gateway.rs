@@ -55,6 +55,24 @@ pub struct SessionStartLimit {
     pub max_concurrency: u32,
 }
 
+/// What a REST client's `GET /gateway/bot` answered, such as twilight-http's
+/// `client.gateway().authed()`.
+impl From<twilight_model::gateway::connection_info::BotConnectionInfo> for GatewayInfo {
+    fn from(info: twilight_model::gateway::connection_info::BotConnectionInfo) -> Self {
+        let limit = info.session_start_limit;
+        Self {
+            url: info.url,
+            shards: info.shards,
+            session_start_limit: SessionStartLimit::new(
+                limit.total,
+                limit.remaining,
+                Duration::from_millis(limit.reset_after),
+                u32::from(limit.max_concurrency),
+            ),
+        }
+    }
+}
+
 impl SessionStartLimit {
     /// A limit as `/gateway/bot` reports one: `total` starts a day,
     /// `remaining` of them left until `reset_after`, `max_concurrency`
@@ -197,11 +215,22 @@ impl Gateway {
             return Ok(gateway);
         }
         let info = get_gateway_bot(&api_base, token).await?;
+        // Another task may have fetched meanwhile: one instance is kept.
+        Ok(Self::with_info(&api_base, token, info))
+    }
+
+    /// The gateway of `token` from information the bot already has (from
+    /// its own REST client): nothing is fetched now. The shared instance, if
+    /// one is alive, takes this information; [`Gateway::refresh`] still
+    /// fetches from `api_base`.
+    #[must_use]
+    pub fn with_info(api_base: &str, token: &Token, info: GatewayInfo) -> Arc<Self> {
+        let api_base = api_base.trim_end_matches('/').to_owned();
+        let key = (api_base.clone(), token.expose().to_owned());
         let mut registry = lock(registry());
-        // Another task may have fetched meanwhile: keep one instance.
         if let Some(gateway) = registry.get(&key).and_then(Weak::upgrade) {
             *lock(&gateway.info) = (info, std::time::Instant::now());
-            return Ok(gateway);
+            return gateway;
         }
         registry.retain(|_, gateway| gateway.strong_count() > 0);
         let gateway = Arc::new(Self {
@@ -210,7 +239,7 @@ impl Gateway {
             info: Mutex::new((info, std::time::Instant::now())),
         });
         registry.insert(key, Arc::downgrade(&gateway));
-        Ok(gateway)
+        gateway
     }
 
     /// Fetches the information again (the remaining session starts change

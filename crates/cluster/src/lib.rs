@@ -33,6 +33,8 @@ mod chunks;
 mod cluster;
 mod gateway;
 mod queue;
+mod sender;
+mod store;
 
 pub use crate::chunks::GuildMembers;
 pub use crate::cluster::{
@@ -43,3 +45,5 @@ pub use crate::gateway::{
     api_request,
 };
 pub use crate::queue::{IDENTIFY_WINDOW, LocalQueue};
+pub use crate::sender::ClusterSender;
+pub use crate::store::{FileSessionStore, SessionStore, StoreError, StoreFuture};

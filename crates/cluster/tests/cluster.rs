@@ -15,7 +15,7 @@ use shardwire_shard::{ShardEvent, ShardState};
 use shardwire_sim::{Fault, Sim, ViolationKind};
 use tokio::time::Instant;
 use twilight_model::gateway::Intents;
-use twilight_model::gateway::event::{DispatchEvent, EventType};
+use twilight_model::gateway::event::{Event, EventType};
 use twilight_model::gateway::presence::{ActivityType, Status};
 use twilight_model::id::Id;
 
@@ -349,16 +349,17 @@ async fn cluster_routes_by_guild_and_collects_member_chunks() {
                 event_type, "GUILD_CREATE",
                 "the filter lets nothing else through"
             );
-            let Some(DispatchEvent::GuildCreate(guild)) = event.as_deref() else {
+            let Some(Event::GuildCreate(guild)) = event.as_deref() else {
                 panic!("typed as asked: {event:?}");
             };
-            assert_eq!(cluster.shard_for_guild(guild.id()), shard);
+            assert_eq!(cluster.sender().shard_for_guild(guild.id()), shard);
             guilds.push((shard, guild.id()));
         }
     }
     // Members of a guild of shard 2, in three chunks, collected into one.
     let (shard, guild_id) = *guilds.iter().find(|(shard, _)| *shard == 2).unwrap();
     let members = cluster
+        .sender()
         .request_guild_members(
             RequestGuildMembers {
                 guild_id,
@@ -407,19 +408,21 @@ async fn cluster_sends_to_the_owning_shard_and_presence_to_every_shard() {
     until_all(&mut cluster, &[0, 2], is_ready).await;
     // A guild of shard 1 runs elsewhere.
     let elsewhere = Id::new((5u64 * 4 + 1) << 22);
-    assert_eq!(cluster.shard_for_guild(elsewhere), 1);
+    assert_eq!(cluster.sender().shard_for_guild(elsewhere), 1);
     let error = cluster
+        .sender()
         .send_to_guild(elsewhere, Command::Heartbeat { seq: None })
         .await
         .unwrap_err();
     assert!(matches!(error, ClusterError::UnknownShard(1)), "{error}");
     cluster
-        .update_presence(UpdatePresence {
+        .sender()
+        .send_to_all(Command::UpdatePresence(UpdatePresence {
             since: None,
             activities: vec![Activity::new(ActivityType::Playing, "shardwire")],
             status: Status::Online,
             afk: false,
-        })
+        }))
         .await
         .unwrap();
     let (sent, _) = until_all(&mut cluster, &[0, 2], |e| {
@@ -529,6 +532,7 @@ async fn cluster_from_a_range_sends_on_the_named_shard_and_reports_status_and_se
 
     // send: on shard 2 and no other.
     cluster
+        .sender()
         .send(
             2,
             Command::RequestSoundboardSounds(shardwire_codec::RequestSoundboardSounds {
@@ -549,6 +553,7 @@ async fn cluster_from_a_range_sends_on_the_named_shard_and_reports_status_and_se
     };
     assert_eq!(answered_on, 2);
     let error = cluster
+        .sender()
         .send(0, Command::Heartbeat { seq: None })
         .await
         .unwrap_err();
@@ -594,6 +599,7 @@ async fn request_guild_members_gives_up_after_its_timeout() {
     let timeout = Duration::from_millis(50);
     let asked = Instant::now();
     let error = cluster
+        .sender()
         .request_guild_members(
             RequestGuildMembers {
                 guild_id: Id::new(1 << 22),

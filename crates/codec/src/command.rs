@@ -205,6 +205,31 @@ pub struct RequestGuildMembers {
     pub nonce: Option<String>,
 }
 
+/// twilight-model's request, as shardwire's: the same guild, members,
+/// presences and nonce (a `limit` past `u32::MAX` means no limit).
+impl From<twilight_model::gateway::payload::outgoing::RequestGuildMembers> for RequestGuildMembers {
+    fn from(request: twilight_model::gateway::payload::outgoing::RequestGuildMembers) -> Self {
+        use twilight_model::gateway::payload::outgoing::request_guild_members::RequestGuildMemberId;
+        let info = request.d;
+        let selection = match info.user_ids {
+            Some(RequestGuildMemberId::One(id)) => MemberSelection::UserIds(vec![id]),
+            Some(RequestGuildMemberId::Multiple(ids)) => MemberSelection::UserIds(ids),
+            None => MemberSelection::Query {
+                query: info.query.unwrap_or_default(),
+                limit: info
+                    .limit
+                    .map_or(0, |limit| u32::try_from(limit).unwrap_or(0)),
+            },
+        };
+        Self {
+            guild_id: info.guild_id,
+            selection,
+            presences: info.presences.unwrap_or(false),
+            nonce: info.nonce,
+        }
+    }
+}
+
 /// The most user ids one Request Guild Members may carry.
 const MAX_USER_IDS: usize = 100;
 /// The longest nonce the gateway accepts, in bytes.

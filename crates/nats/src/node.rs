@@ -893,7 +893,10 @@ impl Runner {
         };
         let client = self.nats.client().clone();
         tokio::spawn(async move {
-            let answer = match sender.send_raw(message.payload.to_vec()).await {
+            let answer = match sender
+                .send(shardwire_shard::Outgoing::json(message.payload.to_vec()))
+                .await
+            {
                 Ok(()) => Bytes::from_static(b"ok"),
                 Err(error) => Bytes::from(format!("error: {error}")),
             };

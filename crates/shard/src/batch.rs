@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 
-use twilight_model::gateway::event::DispatchEvent;
+use twilight_model::gateway::event::Event;
 
 use crate::{Json, ShardEvent};
 
@@ -22,7 +22,7 @@ pub(crate) enum Queued {
         seq: u64,
         event_type: Cow<'static, str>,
         json: Range<usize>,
-        event: Option<Box<DispatchEvent>>,
+        event: Option<Box<Event>>,
     },
 }
 

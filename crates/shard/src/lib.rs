@@ -26,6 +26,8 @@
 //!   `Stream` or through `next_event`;
 //! - [`EventSink`] and [`SinkEvents`]: many shards' events in one stream, in
 //!   the same batches (what a cluster and the NATS node use);
+//! - [`Outgoing`]: what a user sends: shardwire's `Command`, twilight-model's
+//!   outgoing payloads, any serializable payload, or raw JSON;
 //! - [`Json`]: an event's JSON, read as a `&str`; the events of a batch
 //!   share its buffer, so handing them out copies nothing.
 //!
@@ -39,6 +41,7 @@ mod json;
 mod machine;
 mod memory;
 mod net;
+mod outgoing;
 mod policy;
 mod queue;
 mod ratelimit;
@@ -50,8 +53,10 @@ pub use crate::machine::{
     Order, ResumeError, SendError, ShardConfig, ShardEvent, ShardMachine, ShardState,
 };
 pub use crate::net::{Endpoint, InvalidUrl, Scheme, Stream, tls_config};
+pub use crate::outgoing::Outgoing;
 pub use crate::policy::{
     AfterClose, Backoff, FatalError, RESUMABLE_CLOSE, UNDECODABLE_LIMIT, after_close,
+    close_code_meaning,
 };
 pub use crate::queue::{IdentifyQueue, IdentifyRefused, Unqueued, WaitTurn};
 pub use crate::ratelimit::{CommandRateLimiter, LIMIT, WINDOW};

@@ -169,6 +169,39 @@ pub fn after_close(code: Option<u16>, intents: Intents) -> AfterClose {
     }
 }
 
+/// What a close code means, in a few words, for logs: Discord's gateway
+/// codes and the RFC 6455 codes a gateway or proxy may send.
+#[must_use]
+pub fn close_code_meaning(code: Option<u16>) -> &'static str {
+    match code {
+        None => "connection dropped without a close frame",
+        Some(1000) => "normal closure (ends the session)",
+        Some(1001) => "going away (ends the session)",
+        Some(1002) => "WebSocket protocol error",
+        Some(1003) => "unacceptable data",
+        Some(1006) => "abnormal closure",
+        Some(1007) => "invalid UTF-8",
+        Some(1008) => "policy violation",
+        Some(1009) => "message too big",
+        Some(1011) => "server error",
+        Some(4000) => "unknown error (resumable)",
+        Some(4001) => "unknown opcode",
+        Some(4002) => "decode error",
+        Some(4003) => "not authenticated",
+        Some(4004) => "authentication failed",
+        Some(4005) => "already authenticated",
+        Some(4007) => "invalid seq",
+        Some(4008) => "rate limited",
+        Some(4009) => "session timed out",
+        Some(4010) => "invalid shard",
+        Some(4011) => "sharding required",
+        Some(4012) => "invalid API version",
+        Some(4013) => "invalid intents",
+        Some(4014) => "disallowed intents",
+        Some(_) => "a code Discord does not define",
+    }
+}
+
 /// RFC 6455's normal closure: it ends the session on Discord's side.
 pub(crate) const NORMAL_CLOSE: u16 = 1000;
 /// RFC 6455's "going away": it ends the session on Discord's side too.

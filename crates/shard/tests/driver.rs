@@ -12,11 +12,11 @@ use std::time::Duration;
 use shardwire_codec::{Command, Compression, EventFilter, Token};
 use shardwire_corpus::Rng;
 use shardwire_shard::{
-    FatalError, SendError, Shard, ShardConfig, ShardEvent, ShardState, Unqueued,
+    FatalError, Outgoing, SendError, Shard, ShardConfig, ShardEvent, ShardState, Unqueued,
 };
 use shardwire_sim::{Fault, ResumeOutcome, Sim};
 use twilight_model::gateway::Intents;
-use twilight_model::gateway::event::{DispatchEvent, EventType};
+use twilight_model::gateway::event::{Event, EventType};
 
 /// Starts a shard, waits for READY and its GUILD_CREATEs, then a burst.
 async fn ready_with_events(compression: Compression, sim: &Sim) -> Shard {
@@ -333,7 +333,9 @@ async fn driver_commands_and_raw_json_are_answered() {
     until(&mut shard, is_dispatch("SOUNDBOARD_SOUNDS")).await;
     assert!(shard.available() < before, "the command took a slot");
     shard
-        .send_raw(br#"{"op":43,"d":{"guild_id":"5","fields":["status"]}}"#.to_vec())
+        .send(Outgoing::json(
+            br#"{"op":43,"d":{"guild_id":"5","fields":["status"]}}"#,
+        ))
         .await
         .unwrap();
     until(&mut shard, is_dispatch("CHANNEL_INFO")).await;
@@ -343,7 +345,10 @@ async fn driver_commands_and_raw_json_are_answered() {
     for refused in [b"not json".to_vec(), oversized] {
         let len = refused.len();
         assert!(
-            matches!(shard.send_raw(refused).await, Err(SendError::InvalidRaw(_))),
+            matches!(
+                shard.send(Outgoing::json(refused)).await,
+                Err(SendError::InvalidRaw(_))
+            ),
             "{len} bytes refused as invalid raw JSON"
         );
     }
@@ -531,7 +536,7 @@ async fn driver_events_connected_sent_raw_typed_disconnected_reconnected() {
         {
             if event_type == "GUILD_CREATE" {
                 assert!(
-                    matches!(event.as_deref(), Some(DispatchEvent::GuildCreate(_))),
+                    matches!(event.as_deref(), Some(Event::GuildCreate(_))),
                     "typed as asked: {event:?}"
                 );
                 guild_creates += 1;

@@ -14,7 +14,7 @@ use shardwire_shard::{
     FatalError, Order, RESUMABLE_CLOSE, ResumeError, SendError, Session, ShardEvent, ShardState,
 };
 use twilight_model::gateway::Intents;
-use twilight_model::gateway::event::{DispatchEvent, EventType};
+use twilight_model::gateway::event::{Event, EventType};
 
 #[test]
 fn identify_carries_token_intents_shard_threshold_presence_and_compress() {
@@ -673,7 +673,7 @@ fn dispatches_are_typed_as_the_filter_says() {
             ShardEvent::Dispatch { seq, event, .. } => {
                 if let Some(event) = &event {
                     match event.as_ref() {
-                        DispatchEvent::RoleDelete(delete) => {
+                        Event::RoleDelete(delete) => {
                             assert_eq!(delete.role_id.get(), 41_771_983_423_143_938);
                         }
                         other => panic!("unexpected {other:?}"),

@@ -15,7 +15,7 @@ use shardwire_corpus::EventGenerator;
 use shardwire_shard::{
     FatalError, Order, RESUMABLE_CLOSE, ShardEvent, ShardState, UNDECODABLE_LIMIT,
 };
-use twilight_model::gateway::event::{DispatchEvent, EventType};
+use twilight_model::gateway::event::{Event, EventType};
 
 /// A started shard that has seen READY (seq 1) and one MESSAGE_CREATE
 /// (seq 2), its events taken.
@@ -385,7 +385,7 @@ fn escaped_names_pretty_printing_and_any_field_order_read_as_discords() {
         panic!("no dispatch: {events:?}");
     };
     assert_eq!((*seq, event_type.as_ref()), (2, "MESSAGE_CREATE"));
-    let Some(DispatchEvent::MessageCreate(message)) = event.as_deref() else {
+    let Some(Event::MessageCreate(message)) = event.as_deref() else {
         panic!("not typed: {event:?}");
     };
     assert_eq!(message.content, d["content"].as_str().unwrap());

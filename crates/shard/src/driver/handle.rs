@@ -6,14 +6,16 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use shardwire_codec::{Command, EventFilter};
+use shardwire_codec::EventFilter;
 use shardwire_heartbeat::Latency;
 use tokio::sync::mpsc;
 
 use super::{Task, now};
 use crate::batch::Batch;
 use crate::session::ResumePoint;
-use crate::{IdentifyQueue, ResumeError, SendError, Session, ShardConfig, ShardEvent, ShardState};
+use crate::{
+    IdentifyQueue, Outgoing, ResumeError, SendError, Session, ShardConfig, ShardEvent, ShardState,
+};
 
 /// Events in the channel between the shard's task and its handle, under
 /// load (see [`batches_for`]).
@@ -26,12 +28,12 @@ fn batches_for(events: usize) -> usize {
 
 /// What the user asks of the shard task.
 pub(super) enum Control {
-    /// Boxed: the control channel's blocks hold 32 of these per shard.
+    /// Commands are boxed in it: the control channel's blocks hold 32 of
+    /// these per shard.
     Send(
-        Box<Command>,
+        Outgoing,
         tokio::sync::oneshot::Sender<Result<(), SendError>>,
     ),
-    SendRaw(Vec<u8>, tokio::sync::oneshot::Sender<Result<(), SendError>>),
     Disconnect(u16),
     Reconnect,
     Reinstantiate,
@@ -39,6 +41,8 @@ pub(super) enum Control {
     Resume(tokio::sync::oneshot::Sender<Result<(), ResumeError>>),
     Connect,
     Heartbeat,
+    /// The handle was dropped (its senders may live on).
+    Stop,
 }
 
 /// What the user can see without asking the task.
@@ -205,28 +209,11 @@ impl ShardSender {
     /// # Errors
     ///
     /// As [`Shard::send`].
-    pub async fn send(&self, command: Command) -> Result<(), SendError> {
+    pub async fn send(&self, payload: impl Into<Outgoing>) -> Result<(), SendError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         if self
             .control
-            .send(Control::Send(Box::new(command), reply))
-            .is_err()
-        {
-            return Err(SendError::Stopped);
-        }
-        answer.await.unwrap_or(Err(SendError::Stopped))
-    }
-
-    /// As [`Shard::send_raw`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Shard::send_raw`].
-    pub async fn send_raw(&self, json: impl Into<Vec<u8>>) -> Result<(), SendError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        if self
-            .control
-            .send(Control::SendRaw(json.into(), reply))
+            .send(Control::Send(payload.into(), reply))
             .is_err()
         {
             return Err(SendError::Stopped);
@@ -336,26 +323,17 @@ impl Shard {
         }
     }
 
-    /// Sends a command: now if the session is ready and the rate limit
-    /// allows, else when they do.
+    /// Sends a payload (a [`Command`](shardwire_codec::Command), a twilight-model outgoing payload,
+    /// or anything [`Outgoing`] takes): now if the session is ready and the
+    /// rate limit allows, else when they do.
     ///
     /// # Errors
     ///
-    /// [`SendError`] when the command does not encode, the queue is full,
-    /// the shard is fatally closed or its task has ended.
-    pub async fn send(&self, command: Command) -> Result<(), SendError> {
-        self.sender.send(command).await
-    }
-
-    /// Sends a raw JSON payload (`{"op": …, "d": …}`) for which the codec
-    /// has no type, under the same queue and rate limit as commands.
-    ///
-    /// # Errors
-    ///
-    /// [`SendError::InvalidRaw`] when it is not a JSON object with an
-    /// integer `op` or is over 4096 bytes; as [`Shard::send`] otherwise.
-    pub async fn send_raw(&self, json: impl Into<Vec<u8>>) -> Result<(), SendError> {
-        self.sender.send_raw(json).await
+    /// [`SendError`] when the payload does not encode or is over 4096
+    /// bytes, the queue is full, the shard is fatally closed or its task
+    /// has ended.
+    pub async fn send(&self, payload: impl Into<Outgoing>) -> Result<(), SendError> {
+        self.sender.send(payload).await
     }
 
     /// A handle that sends commands on this shard from another task: it
@@ -456,6 +434,12 @@ impl Shard {
     #[must_use]
     pub fn id(&self) -> u32 {
         self.sender.shard_id
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        let _ = self.sender.control.send(Control::Stop);
     }
 }
 

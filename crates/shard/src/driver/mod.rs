@@ -30,7 +30,8 @@ use self::delivery::{Pending, deliver};
 use self::handle::{Control, Output, Status, lock};
 pub use self::handle::{EventSink, Shard, ShardSender, SinkEvents, Tap};
 use self::socket::{Socket, connect};
-use crate::{IdentifyQueue, IdentifyRefused, Order, ShardMachine, ShardState};
+use crate::outgoing::{Outgoing, Repr};
+use crate::{IdentifyQueue, IdentifyRefused, Order, SendError, ShardMachine, ShardState};
 
 mod delivery;
 mod handle;
@@ -178,8 +179,8 @@ impl Task {
                     result = connected => Wake::Connected(result),
                     () = self.timer.as_mut(), if timing => Wake::Timer,
                     request = control.recv() => match request {
+                        Some(Control::Stop) | None => Wake::ConsumerGone,
                         Some(request) => Wake::Control(request),
-                        None => Wake::ConsumerGone,
                     },
                 }
             };
@@ -327,11 +328,13 @@ impl Task {
     fn control(&mut self, request: Control) {
         let now = now();
         match request {
-            Control::Send(command, reply) => {
-                let _ = reply.send(self.machine.send(now, &command));
-            }
-            Control::SendRaw(bytes, reply) => {
-                let _ = reply.send(self.machine.send_raw(now, bytes));
+            Control::Send(Outgoing(payload), reply) => {
+                let sent = match payload {
+                    Repr::Command(command) => self.machine.send(now, &command),
+                    Repr::Json(json) => self.machine.send_raw(now, json),
+                    Repr::Invalid(error) => Err(SendError::InvalidRaw(error)),
+                };
+                let _ = reply.send(sent);
             }
             Control::Disconnect(code) => self.machine.disconnect(now, code),
             Control::Reconnect => self.machine.reconnect(now),
@@ -342,6 +345,8 @@ impl Task {
             }
             Control::Connect => self.machine.connect(now),
             Control::Heartbeat => self.machine.request_heartbeat(now),
+            // Taken in `run` before it gets here.
+            Control::Stop => {}
         }
     }
 

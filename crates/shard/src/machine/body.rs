@@ -28,6 +28,9 @@ pub(super) struct Ready {
     /// Missing or unusable, resumes go to the gateway URL.
     #[serde(default)]
     pub(super) resume_gateway_url: String,
+    /// Only counted (a vector of nothing allocates nothing).
+    #[serde(default)]
+    pub(super) guilds: Vec<serde::de::IgnoredAny>,
 }
 
 impl Ready {

@@ -47,7 +47,10 @@ pub struct ShardConfig {
     /// The wait before identifying again after an Invalid Session `false`
     /// is drawn from this range.
     pub invalid_session_wait: (Duration, Duration),
-    /// Seed of the heartbeat jitter, the backoff and the invalid-session wait.
+    /// Seed of the heartbeat jitter, the backoff and the invalid-session
+    /// wait. Drawn from the system's random source by default, so shards
+    /// and restarts do not beat in step; set a fixed one for a repeatable
+    /// schedule (tests).
     pub seed: u64,
     /// Commands held while the session is not ready, at most.
     pub max_queued_commands: usize,
@@ -126,7 +129,7 @@ impl ShardConfig {
             backoff_initial: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(60),
             invalid_session_wait: (Duration::from_secs(1), Duration::from_secs(5)),
-            seed: u64::from(shard_id).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed,
+            seed: entropy_seed(),
             max_queued_commands: 1000,
             session: None,
             typed_events: EventFilter::none(),
@@ -145,4 +148,23 @@ impl ShardConfig {
     pub fn backoff(&self) -> crate::Backoff {
         crate::Backoff::new(self.backoff_initial, self.backoff_cap, self.seed ^ 0xb0ff)
     }
+}
+
+/// A seed from the system's random source, or, should it fail, from the
+/// process's hasher keys (themselves random) and the clock.
+fn entropy_seed() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0; 8];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_ok() {
+        return u64::from_le_bytes(bytes);
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.finish()
 }

@@ -621,6 +621,17 @@ impl ShardMachine {
                 reason: reason.to_owned(),
             });
         }
+        let by = match link.closing {
+            Some(Closing::Ours(_) | Closing::Stop) => "us",
+            Some(Closing::Users(_)) => "the user",
+            None => "the gateway",
+        };
+        tracing::info!(
+            code,
+            meaning = crate::close_code_meaning(code),
+            by,
+            "connection closed"
+        );
         let (next, by_user) = match link.closing {
             Some(Closing::Stop) => return,
             Some(Closing::Users(then)) => (then, true),
@@ -657,6 +668,11 @@ impl ShardMachine {
         if !self.config.reconnect && !by_user {
             return;
         }
+        tracing::info!(
+            wait = ?delay,
+            then = if self.session.is_some() { "resume" } else { "identify" },
+            "reconnecting"
+        );
         self.phase = Phase::Reconnecting;
         self.timers.set(Timer::Reconnect, now + delay);
     }

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use twilight_model::gateway::event::DispatchEvent;
+use twilight_model::gateway::event::Event;
 
 use crate::{FatalError, IdentifyRefused, Json, Session};
 
@@ -100,8 +100,10 @@ pub enum ShardEvent {
         /// The whole payload's JSON.
         json: Json,
         /// The typed event, if asked for and it deserialized (one that does
-        /// not is logged and still comes out raw).
-        event: Option<Box<DispatchEvent>>,
+        /// not is logged and still comes out raw): twilight-model's
+        /// [`Event`], the type `twilight_cache_inmemory::InMemoryCache::update`
+        /// takes (see [`ShardEvent::twilight`]).
+        event: Option<Box<Event>>,
     },
     /// Any payload received, as JSON, when [`ShardConfig::raw_messages`](crate::ShardConfig::raw_messages)
     /// is on; it comes before the events derived from it.
@@ -135,6 +137,20 @@ pub enum ShardEvent {
     IdentifyRefused(IdentifyRefused),
     /// The shard stopped for good.
     Fatal(FatalError),
+}
+
+impl ShardEvent {
+    /// The typed dispatch as twilight-model's [`Event`], if it has one:
+    /// `cache.update(event)` takes it as it is.
+    #[must_use]
+    pub fn twilight(&self) -> Option<&Event> {
+        match self {
+            Self::Dispatch {
+                event: Some(event), ..
+            } => Some(event),
+            _ => None,
+        }
+    }
 }
 
 /// A command the shard could not take.

@@ -151,6 +151,7 @@ impl ShardMachine {
         let resuming = matches!(&self.phase, Phase::Open(link) if link.resuming);
         if let (true, Some(session)) = (resuming, self.session.clone()) {
             self.set_step(Step::Resuming);
+            tracing::info!(seq = session.seq, "resuming");
             let resume = Command::Resume(Resume {
                 token: self.config.token.clone(),
                 session_id: session.session_id,
@@ -166,6 +167,7 @@ impl ShardMachine {
     /// The identify queue gave this shard its turn.
     pub fn handle_identify_turn(&mut self, now: Instant) {
         if self.step() == Some(Step::Identifying) {
+            tracing::info!(intents = self.config.intents.bits(), "identifying");
             let identify = Command::Identify(Identify {
                 token: self.config.token.clone(),
                 properties: self.config.properties.clone(),
@@ -206,6 +208,7 @@ impl ShardMachine {
         match payload.event_type.as_deref() {
             Some("READY") => self.on_ready(now, seq, Ready::parse(payload.data(&self.text))),
             Some("RESUMED") => {
+                tracing::info!("RESUMED: the session continues");
                 self.become_active(now);
                 self.emit(ShardEvent::Resumed);
             }
@@ -232,6 +235,7 @@ impl ShardMachine {
         let Some(Ready {
             session_id,
             mut resume_gateway_url,
+            guilds,
         }) = ready
         else {
             return self.close_ourselves(AfterClose::Identify);
@@ -245,6 +249,7 @@ impl ShardMachine {
         self.resume_url_failed = false;
         match Session::new(session_id, seq, resume_gateway_url) {
             Ok(session) => {
+                tracing::info!(guilds = guilds.len(), "READY: a new session");
                 self.session = Some(session.clone());
                 self.become_active(now);
                 self.emit(ShardEvent::Ready { session });

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use shardwire_codec::{Decoded, EventFilter, Payload};
-use twilight_model::gateway::event::{DispatchEvent, EventType, GatewayEvent};
+use twilight_model::gateway::event::{Event, EventType, GatewayEvent};
 
 /// What the machine keeps of a scanned payload, whose JSON was copied to
 /// the end of the machine's `text`: `json` is its range there, and `d` a
@@ -16,23 +16,23 @@ pub(super) struct Scanned {
     pub(super) event_type: Option<Cow<'static, str>>,
     data: Option<Range<usize>>,
     pub(super) json: Range<usize>,
-    pub(super) typed: Option<Box<DispatchEvent>>,
+    pub(super) typed: Option<Box<Event>>,
 }
 
 /// The typed dispatch of a payload's JSON, if the filter asks for it and it
 /// deserializes.
-pub(crate) fn typed_json(filter: &EventFilter, json: &str) -> Option<Box<DispatchEvent>> {
+pub(crate) fn typed_json(filter: &EventFilter, json: &str) -> Option<Box<Event>> {
     let payload = Payload::scan(json.as_bytes()).ok()?;
     typed(filter, &payload)
 }
 
 /// The typed dispatch, if the filter asks for it and it deserializes.
-pub(super) fn typed(filter: &EventFilter, payload: &Payload<'_>) -> Option<Box<DispatchEvent>> {
+pub(super) fn typed(filter: &EventFilter, payload: &Payload<'_>) -> Option<Box<Event>> {
     if payload.op() != 0 || !filter.wants_any() {
         return None;
     }
     match payload.decode(filter) {
-        Decoded::Event(GatewayEvent::Dispatch(_, event)) => Some(Box::new(event)),
+        Decoded::Event(GatewayEvent::Dispatch(_, event)) => Some(Box::new(Event::from(event))),
         Decoded::Failed(error) => {
             tracing::warn!(%error, "a dispatch did not deserialize; it comes out raw only");
             None
@@ -42,7 +42,7 @@ pub(super) fn typed(filter: &EventFilter, payload: &Payload<'_>) -> Option<Box<D
 }
 
 impl Scanned {
-    pub(super) fn with_typed(mut self, typed: Option<Box<DispatchEvent>>) -> Self {
+    pub(super) fn with_typed(mut self, typed: Option<Box<Event>>) -> Self {
         self.typed = typed;
         self
     }
