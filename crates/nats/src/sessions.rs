@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+
 use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
 use shardwire_shard::Session;
 
@@ -11,16 +13,60 @@ const TOTAL_KEY: &str = "shard-count";
 /// bucket. Writes are compare-and-swap from the revision the writer last
 /// saw, so two processes never both believe they own a shard's session:
 /// the one that did not write last is refused with [`NatsError::Fenced`].
+///
+/// It is also a [`shardwire_cluster::SessionStore`], for a
+/// [`Cluster`](shardwire_cluster::Cluster) of one process that keeps its
+/// sessions in JetStream: its `load` [`take`](SessionStore::take)s each
+/// shard's session over, and its `save` writes over the revisions it last
+/// read or wrote (a session another process took since is refused with
+/// [`NatsError::Fenced`]).
 #[derive(Clone, Debug)]
 pub struct SessionStore {
     store: Store,
+    /// The revision to write over next, by shard, for the cluster trait.
+    revisions: std::sync::Arc<std::sync::Mutex<HashMap<u32, u64>>>,
 }
 
 impl SessionStore {
     pub(crate) async fn open(nats: &Nats) -> Result<Self, NatsError> {
         Ok(Self {
             store: SessionsBucket::open(nats).await?,
+            revisions: std::sync::Arc::default(),
         })
+    }
+
+    fn revision(&self, shard: u32) -> Option<u64> {
+        self.revisions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&shard)
+            .copied()
+    }
+
+    fn note_revision(&self, shard: u32, revision: u64) {
+        self.revisions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(shard, revision);
+    }
+
+    /// Writes one shard's session (or a deletion marker) over the revision
+    /// last seen, and notes the new one.
+    async fn save_one(&self, shard: u32, session: Option<&Session>) -> Result<(), NatsError> {
+        let revision = match self.revision(shard) {
+            Some(revision) => revision,
+            // Never read here: take it over first.
+            None => self.take(shard).await?.1,
+        };
+        let revision = match session {
+            Some(session) => self.store(shard, session, revision).await?,
+            None => {
+                self.mark_empty(shard, revision).await?;
+                self.read(shard).await?.1
+            }
+        };
+        self.note_revision(shard, revision);
+        Ok(())
     }
 
     /// A shard's stored session and the revision to write over (0 when the
@@ -201,6 +247,37 @@ pub enum StoredSessionError {
     /// It is a session, but not one that can be resumed.
     #[error(transparent)]
     Unresumable(#[from] shardwire_shard::SessionError),
+}
+
+impl shardwire_cluster::SessionStore for SessionStore {
+    fn load<'a>(
+        &'a self,
+        shards: &'a [u32],
+    ) -> shardwire_cluster::StoreFuture<'a, HashMap<u32, Session>> {
+        Box::pin(async move {
+            let mut found = HashMap::new();
+            for shard in shards {
+                let (session, revision) = self.take(*shard).await?;
+                self.note_revision(*shard, revision);
+                if let Some(session) = session {
+                    found.insert(*shard, session);
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn save<'a>(
+        &'a self,
+        changes: &'a [(u32, Option<Session>)],
+    ) -> shardwire_cluster::StoreFuture<'a, ()> {
+        Box::pin(async move {
+            for (shard, session) in changes {
+                self.save_one(*shard, session.as_ref()).await?;
+            }
+            Ok(())
+        })
+    }
 }
 
 fn key(shard: u32) -> String {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shardwire_nats::{NatsError, event_subject, message_id};
-use shardwire_shard::{IdentifyQueue, IdentifyRefused, Session};
+use shardwire_shard::{IdentifyQueue, IdentifyRefused, Session, ShardEvent};
 use tokio::time::Instant;
 
 const WINDOW: Duration = Duration::from_secs(1);
@@ -229,6 +229,75 @@ async fn sessions_are_written_by_compare_and_swap_and_taken_over() {
     // The shard count: the first node's stands.
     assert_eq!(old.agree_total(8).await.unwrap(), 8);
     assert_eq!(new.agree_total(16).await.unwrap(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_a_cluster_session_store_it_resumes_a_restarted_cluster_and_fences_the_old_one() {
+    use shardwire_cluster::{Cluster, ClusterConfig, SessionStore as _, ShardSpec};
+    let Some(server) = common::server().await else {
+        return;
+    };
+    let sim = shardwire_sim::Sim::builder()
+        .shards(2)
+        .max_concurrency(2)
+        .identify_window(Duration::from_millis(100))
+        .start()
+        .await
+        .unwrap();
+    let start = |store: shardwire_nats::SessionStore| {
+        let mut config = ClusterConfig::new(
+            shardwire_codec::Token::new(sim.token()),
+            twilight_model::gateway::Intents::GUILDS,
+        );
+        config.api_base = sim.api_url().to_owned();
+        config.shards = ShardSpec::Recommended;
+        config.identify_window = Duration::from_millis(100);
+        config.session_store = Some(Arc::new(store));
+        Cluster::start(config)
+    };
+    let until_each = async |cluster: &mut Cluster, wanted: fn(&ShardEvent) -> bool| {
+        let mut done = std::collections::BTreeSet::new();
+        while done.len() < 2 {
+            let (shard, event) =
+                tokio::time::timeout(Duration::from_secs(10), cluster.next_event())
+                    .await
+                    .expect("an event in time")
+                    .expect("the stream goes on");
+            if wanted(&event) {
+                done.insert(shard);
+            }
+        }
+    };
+    let old = common::connect(&server).await.sessions().await.unwrap();
+    let mut cluster = start(old.clone()).await.unwrap();
+    until_each(&mut cluster, |e| matches!(e, ShardEvent::Ready { .. })).await;
+    let shutdown = cluster.shutdown(Duration::from_secs(5)).await;
+    assert!(shutdown.store_error.is_none(), "{:?}", shutdown.store_error);
+    for (shard, session) in &shutdown.sessions {
+        assert_eq!(old.load(*shard).await.unwrap().0.as_ref(), Some(session));
+    }
+
+    // Another process takes the sessions over and resumes.
+    let new = common::connect(&server).await.sessions().await.unwrap();
+    let mut cluster = start(new).await.unwrap();
+    until_each(&mut cluster, |e| matches!(e, ShardEvent::Resumed)).await;
+    assert_eq!(
+        sim.observations().identifies.len(),
+        2,
+        "no identify after the restart"
+    );
+    // The first process's late save is refused, not written over.
+    let stale = (0, shutdown.sessions.get(&0).cloned());
+    let error = old.save(&[stale]).await.unwrap_err();
+    assert!(
+        matches!(
+            error.downcast_ref::<NatsError>(),
+            Some(NatsError::Fenced { .. })
+        ),
+        "{error}"
+    );
+    drop(cluster);
+    sim.shutdown().await;
 }
 
 #[tokio::test]

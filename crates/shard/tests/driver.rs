@@ -356,6 +356,78 @@ async fn driver_commands_and_raw_json_are_answered() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn driver_twilight_payloads_go_out_under_the_same_checks() {
+    use twilight_model::gateway::payload::outgoing::{RequestGuildMembers, UpdateVoiceState};
+    use twilight_model::id::Id;
+    let sim = sim().await;
+    let mut shard = start(&sim, 0, 1, Compression::None);
+    until(&mut shard, is_ready).await;
+    let guild = Id::new(5);
+    shard
+        .send(UpdateVoiceState::new(guild, Some(Id::new(6)), true, false))
+        .await
+        .unwrap();
+    until(&mut shard, is_dispatch("VOICE_SERVER_UPDATE")).await;
+    let request = RequestGuildMembers::builder(guild)
+        .nonce("twilight")
+        .query("", None);
+    shard.send(request).await.unwrap();
+    until(&mut shard, is_dispatch("GUILD_MEMBERS_CHUNK")).await;
+    // Any serializable payload, the size check included.
+    #[derive(serde::Serialize)]
+    struct Padded {
+        op: u8,
+        d: String,
+    }
+    let oversized = Outgoing::serialize(&Padded {
+        op: 3,
+        d: "x".repeat(4096),
+    })
+    .unwrap();
+    assert!(matches!(
+        shard.send(oversized).await,
+        Err(SendError::InvalidRaw(_))
+    ));
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
+
+#[tokio::test(start_paused = true)]
+async fn driver_a_dropped_shard_stops_while_its_sender_lives() {
+    let sim = sim().await;
+    let mut shard = start(&sim, 0, 1, Compression::None);
+    until(&mut shard, is_ready).await;
+    let sender = shard.sender();
+    drop(shard);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while sim.observations().closes.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the connection closed");
+    let close = &sim.observations().closes[0];
+    assert_eq!(close.code, Some(shardwire_shard::RESUMABLE_CLOSE));
+    assert!(matches!(
+        sender.send(Command::Heartbeat { seq: None }).await,
+        Err(SendError::Stopped)
+    ));
+}
+
+#[test]
+fn the_jitter_seed_differs_between_shards_and_restarts_unless_fixed() {
+    let config = || ShardConfig::new(Token::new("t"), Intents::GUILDS, 3, 8, "ws://x");
+    let seeds: std::collections::BTreeSet<u64> = (0..8).map(|_| config().seed).collect();
+    assert_eq!(seeds.len(), 8, "each start draws its own seed");
+    let mut fixed = config();
+    fixed.seed = 7;
+    assert_eq!(fixed.backoff().next_delay(), {
+        let mut again = config();
+        again.seed = 7;
+        again.backoff().next_delay()
+    });
+}
+
+#[tokio::test(start_paused = true)]
 async fn driver_disconnect_then_export_and_resume_in_a_new_shard() {
     let sim = sim().await;
     let mut shard = start(&sim, 0, 1, Compression::ZlibStream);
