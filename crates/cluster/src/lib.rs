@@ -9,9 +9,14 @@
 //!   it.
 //! - [`Cluster`]: spawns the shards, merges their events into one stream
 //!   (in order within each shard, tagged with the shard id, filtered per
-//!   event type before anything is deserialized), routes commands by guild,
-//!   collects member chunks, and restarts, adds, removes and shuts down
-//!   shards, exporting their sessions.
+//!   event type before anything is deserialized), and restarts, adds,
+//!   removes and shuts down shards, exporting their sessions.
+//! - [`ClusterSender`]: sends from any task while another takes the
+//!   events: to a shard, to a guild's shard or to every shard, and member
+//!   requests that resolve to their collected chunks.
+//! - [`SessionStore`]: where sessions are kept between runs (loaded at
+//!   start, saved as they change and at shutdown); [`FileSessionStore`]
+//!   keeps them in a JSON file.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), shardwire_cluster::ClusterError> {
@@ -21,9 +26,15 @@
 //!
 //! let config = ClusterConfig::new(Token::new("a token"), Intents::GUILD_MESSAGES);
 //! let mut cluster = Cluster::start(config).await?;
+//! let sender = cluster.sender();
 //! while let Some((shard, event)) = cluster.next_event().await {
-//!     // …
-//! #   let _ = (shard, event);
+//!     // Typed events (`ClusterConfig::typed`) are twilight-model's `Event`:
+//!     // `event.twilight()` feeds `InMemoryCache::update` as it is.
+//!     let sender = sender.clone();
+//!     tokio::spawn(async move {
+//!         // Reply from another task, say.
+//! #       let _ = (sender, shard, event);
+//!     });
 //! }
 //! # Ok(())
 //! # }

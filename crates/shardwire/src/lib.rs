@@ -46,6 +46,10 @@ pub use shardwire_shard as shard;
 #[cfg(feature = "sim")]
 pub use shardwire_sim as sim;
 
-pub use shardwire_cluster::{Cluster, ClusterConfig, ShardSpec};
+pub use shardwire_cluster::{
+    Cluster, ClusterConfig, ClusterSender, FileSessionStore, SessionStore, ShardSpec,
+};
 pub use shardwire_codec::{Command, Compression, EventFilter, Token};
-pub use shardwire_shard::{Json, Session, Shard, ShardConfig, ShardEvent, ShardState};
+pub use shardwire_shard::{
+    Json, Outgoing, Session, Shard, ShardConfig, ShardEvent, ShardState,
+};
