@@ -8,6 +8,7 @@
     reason = "a command-line tool: stdout carries its output, stderr its errors"
 )]
 
+mod args;
 mod demo;
 mod node;
 mod sim;

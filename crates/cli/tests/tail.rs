@@ -11,11 +11,13 @@ use shardwire_sim::{Fault, FieldOrder, PayloadStyle, RestFault, Sim};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shardwire");
 
-/// A sim whose shards all identify at once.
+/// A sim whose shards all identify at once, and on which tails one after
+/// another identify without waiting out an identify window.
 async fn sim(shards: u32) -> Sim {
     Sim::builder()
         .shards(shards)
         .max_concurrency(16)
+        .identify_window(Duration::ZERO)
         .guilds_per_shard(2)
         .start()
         .await
@@ -212,38 +214,141 @@ async fn tail_a_fatal_close_is_one_line_and_exit_code_4_without_reconnecting() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tail_bad_arguments_exit_2_with_the_reason() {
+async fn tail_bad_arguments_exit_2_at_once_with_the_reason() {
     let sim = sim(1).await;
     for (args, reason) in [
-        (vec!["--token", "t", "--compression", "gzip"], "gzip"),
+        (
+            vec!["--token", "t", "--compression", "bogus"],
+            "[possible values: zlib-stream, zstd-stream, none]",
+        ),
         (
             vec!["--token", "t", "--events", "NOT_AN_EVENT"],
             "NOT_AN_EVENT",
         ),
-        (vec!["--token", "t", "--shard-ids", "0,1"], "--shard-count"),
         (
-            vec![
-                "--token",
-                "t",
-                "--shards",
-                "2",
-                "--shard-ids",
-                "1",
-                "--shard-count",
-                "2",
-            ],
-            "cannot be used with",
+            vec!["--token", "t", "--intents", "GUILDS,guild_mesages"],
+            "unknown intent `guild_mesages`; did you mean GUILD_MESSAGES?",
         ),
-        (vec!["--token", "t", "--intents", "lots"], "lots"),
-        (vec!["--token", " "], "no token"),
-        (vec![], "--token"),
+        (
+            vec!["--token", "t", "--intents", "lots"],
+            "unknown intent `lots`; the intents are GUILDS, GUILD_MEMBERS,",
+        ),
+        (vec!["--token", "t", "--shards", "0"], "at least 1 shard"),
+        (
+            vec!["--token", "t", "--shard-ids", "0", "--shard-count", "0"],
+            "at least 1 shard",
+        ),
+        (
+            vec!["--token", "t", "--api-base", "discord.com/api/v10"],
+            "not a usable http:// or https:// URL",
+        ),
+        (
+            vec!["--token", "t", "--api-base", "ftp://127.0.0.1/api"],
+            "not a usable http:// or https:// URL",
+        ),
     ] {
-        let child = tail(&sim, &args).spawn().unwrap();
-        let (code, _, stderr) = exit(child).await;
+        let started = std::time::Instant::now();
+        let mut command = tail(&sim, &[]);
+        if args.contains(&"--api-base") {
+            // Without the simulator's.
+            command = Command::new(BIN);
+            command
+                .arg("tail")
+                .env_remove("DISCORD_TOKEN")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
+        let child = command.args(&args).spawn().unwrap();
+        let (code, stdout, stderr) = exit(child).await;
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
         assert!(stderr.contains(reason), "{args:?}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{args:?}: at once"
+        );
     }
     assert!(sim.observations().gateway_bot_requests.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_a_missing_token_or_a_bad_shard_choice_is_one_line_and_exit_code_2() {
+    let sim = sim(4).await;
+    for (args, token, reasons) in [
+        (vec![], None, &["no token", "--token", "DISCORD_TOKEN"][..]),
+        (
+            vec!["--token", " "],
+            None,
+            &["the token is empty", "--token", "DISCORD_TOKEN"][..],
+        ),
+        (
+            vec![],
+            Some(""),
+            &["the token is empty", "--token", "DISCORD_TOKEN"][..],
+        ),
+        (
+            vec!["--shard-ids", "1,4", "--shard-count", "4"],
+            Some("t"),
+            &["shard id 4 is out of range for --shard-count 4", "0 to 3"][..],
+        ),
+        (
+            vec!["--shard-ids", "1,1", "--shard-count", "4"],
+            Some("t"),
+            &["shard id 1 is listed twice"][..],
+        ),
+        (
+            vec!["--shard-ids", "0,1"],
+            Some("t"),
+            &["--shard-ids needs --shard-count"][..],
+        ),
+        (
+            vec!["--shard-count", "4"],
+            Some("t"),
+            &["--shard-count needs --shard-ids", "--shards 4"][..],
+        ),
+        (
+            vec!["--shards", "2", "--shard-ids", "1", "--shard-count", "2"],
+            Some("t"),
+            &["--shards cannot be combined", "--shards N alone"][..],
+        ),
+        (
+            vec!["--shards", "2", "--shard-count", "2"],
+            Some("t"),
+            &["--shards cannot be combined"][..],
+        ),
+    ] {
+        let mut command = tail(&sim, &args);
+        if let Some(token) = token {
+            command.env("DISCORD_TOKEN", token);
+        }
+        let (code, stdout, stderr) = exit(command.spawn().unwrap()).await;
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+        for reason in reasons {
+            assert!(stderr.contains(reason), "{args:?}: {reason}: {stderr}");
+        }
+    }
+    assert!(sim.observations().gateway_bot_requests.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_takes_intents_by_name_or_by_bits() {
+    let sim = sim(1).await;
+    let guilds_and_messages = 1 | 1 << 9;
+    for value in ["guilds|Guild_Messages", "GUILDS,GUILD_MESSAGES", "513"] {
+        let child = tail(&sim, &["--token", sim.token(), "--intents", value])
+            .spawn()
+            .unwrap();
+        let lines = lines(child, 1).await;
+        assert_eq!(lines[0]["t"], "READY", "{value}");
+        let identifies = sim.observations().identifies;
+        assert_eq!(
+            identifies.last().unwrap().intents,
+            guilds_and_messages,
+            "{value}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
