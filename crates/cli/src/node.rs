@@ -8,8 +8,8 @@ use shardwire_cluster::GatewayError;
 use shardwire_nats::{Layout, Node, NodeConfig, NodeError};
 
 use super::args::{BotArgs, EXIT_USAGE, parse_shard_count};
-use super::fail;
 use super::tail::{EXIT_TOKEN, fatal_exit};
+use super::{fail, stop_signal};
 
 /// Run one gateway node of a cluster coordinated through NATS JetStream
 ///
@@ -63,29 +63,6 @@ pub(crate) struct Args {
 
 fn parse_layout(value: &str) -> Result<Layout, String> {
     Layout::new(value).map_err(|error| error.to_string())
-}
-
-/// Waits for Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 fn exit_for(error: &NodeError) -> ExitCode {

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use shardwire_cluster::{Cluster, ClusterConfig, ClusterError, GatewayError, ShardSpec};
 use shardwire_codec::{CodecError, EventFilter, Payload};
@@ -10,12 +11,14 @@ use shardwire_shard::{FatalError, ShardEvent};
 use twilight_model::gateway::event::EventType;
 
 use super::args::{BotArgs, EXIT_USAGE, parse_shard_count};
-use super::fail;
+use super::{fail, stop_signal};
 
 /// Exit code for a refused token (HTTP 401 or close 4004).
 pub(super) const EXIT_TOKEN: u8 = 3;
 /// Exit code for another fatal close (4010 to 4014).
 pub(super) const EXIT_FATAL: u8 = 4;
+/// How long Ctrl-C or SIGTERM waits for the shards' closes.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Stream dispatches as JSON lines on stdout
 ///
@@ -23,10 +26,14 @@ pub(super) const EXIT_FATAL: u8 = 4;
 /// with `d` exactly as received (minified when it holds line breaks),
 /// flushed per line. Logs go to stderr (RUST_LOG sets their level).
 ///
-/// Exit codes: 0 after Ctrl-C or when stdout closes; 1 when the gateway
-/// cannot be reached; 2 for invalid arguments; 3 when the token is refused
-/// (HTTP 401 or close 4004); 4 for another fatal close (4010 to 4014), with a
-/// one-line error naming the cause and the fix, and no reconnect loop.
+/// Ctrl-C or SIGTERM closes every shard with a resumable close code and
+/// prints the dispatches that were still on their way.
+///
+/// Exit codes: 0 after Ctrl-C or SIGTERM or when stdout closes; 1 when the
+/// gateway cannot be reached; 2 for invalid arguments; 3 when the token is
+/// refused (HTTP 401 or close 4004); 4 for another fatal close (4010 to
+/// 4014), with a one-line error naming the cause and the fix, and no
+/// reconnect loop.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
@@ -190,7 +197,13 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     if let Some(types) = args.events {
         config.events = EventFilter::only(types);
     }
-    let mut cluster = match Cluster::start(config).await {
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    let started = tokio::select! {
+        () = &mut stop => return ExitCode::SUCCESS,
+        started = Cluster::start(config) => started,
+    };
+    let mut cluster = match started {
         Ok(cluster) => cluster,
         Err(ClusterError::Gateway(GatewayError::Unauthorized)) => {
             return fail(EXIT_TOKEN, GatewayError::Unauthorized);
@@ -202,7 +215,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     let mut out = stdout.lock();
     loop {
         let next = tokio::select! {
-            _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+            () = &mut stop => break,
             next = cluster.next_event() => next,
         };
         let Some((shard, event)) = next else {
@@ -212,6 +225,17 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             return code;
         }
     }
+    // Ctrl-C or SIGTERM: every shard closes resumably; what was still on
+    // its way is printed, as nothing resumes these sessions.
+    let shutdown = cluster.shutdown(SHUTDOWN_TIMEOUT).await;
+    for (shard, event) in shutdown.events {
+        if matches!(event, ShardEvent::Dispatch { .. })
+            && let Some(code) = handle(&mut out, shard, event)
+        {
+            return code;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

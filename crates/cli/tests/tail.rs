@@ -84,6 +84,13 @@ async fn exit(child: Child) -> (Option<i32>, String, String) {
     )
 }
 
+/// Whether a stderr line is a log line (`<time> <LEVEL> ...`).
+fn is_log(line: &str) -> bool {
+    line.split_whitespace()
+        .nth(1)
+        .is_some_and(|level| ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&level))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_prints_one_json_object_per_dispatch_with_d_as_received() {
     let sim = sim(2).await;
@@ -488,5 +495,107 @@ async fn tail_logs_carry_no_colour_on_a_pipe() {
         assert_eq!(code, Some(1));
         assert!(stderr.lines().count() > 1, "logs: {stderr}");
         assert!(!stderr.contains('\u{1b}'), "colour on a pipe: {stderr:?}");
+    }
+}
+
+/// What a tail printed and did around being stopped.
+struct Stopped {
+    /// The lines read before it was stopped.
+    before: Vec<Value>,
+    /// The lines it printed after.
+    after: Vec<Value>,
+    code: Option<i32>,
+    stderr: String,
+}
+
+/// Reads `count` lines from the child's stdout (at most 20 s), then stops
+/// it with `stop` and waits for it to exit, reading stdout to its end.
+async fn stop_after(mut child: Child, count: usize, stop: impl FnOnce(&mut Child)) -> Stopped {
+    let stdout = child.stdout.take().unwrap();
+    let json = |line: std::io::Result<String>| {
+        let line = line.unwrap();
+        serde_json::from_str::<Value>(&line)
+            .unwrap_or_else(|e| panic!("not one JSON object per line: {e}: {line}"))
+    };
+    let read = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let before: Vec<Value> = lines.by_ref().take(count).map(json).collect();
+        (before, lines)
+    });
+    let read = tokio::time::timeout(Duration::from_secs(20), read).await;
+    let (before, rest) = match read {
+        Ok(read) => read.unwrap(),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("no {count} lines in time");
+        }
+    };
+    assert_eq!(before.len(), count, "the stream ended early");
+    stop(&mut child);
+    // The rest of stdout stays open until it exits: a closed stdout ends a
+    // tail too.
+    let (code, _, stderr) = exit(child).await;
+    let after = tokio::task::spawn_blocking(move || rest.map(json).collect())
+        .await
+        .unwrap();
+    Stopped {
+        before,
+        after,
+        code,
+        stderr,
+    }
+}
+
+/// Sends `signal` (like `TERM`) to the child.
+#[cfg(unix)]
+fn send_signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args(["-s", signal, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -s {signal}");
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_closes_resumably_and_exits_0_on_sigterm_as_on_ctrl_c() {
+    use shardwire_shard::RESUMABLE_CLOSE;
+    use shardwire_sim::ClosedBy;
+
+    for signal in ["TERM", "INT"] {
+        let sim = sim(2).await;
+        let child = tail(&sim, &["--token", sim.token()]).spawn().unwrap();
+        // READY and two GUILD_CREATEs per shard: both sessions are up.
+        let stopped = stop_after(child, 6, |child| send_signal(child, signal)).await;
+        let ready = stopped.before.iter().filter(|line| line["t"] == "READY");
+        assert_eq!(ready.count(), 2, "SIG{signal}");
+        assert_eq!(stopped.code, Some(0), "SIG{signal}: {}", stopped.stderr);
+        assert!(
+            !stopped.stderr.lines().any(|line| !is_log(line)),
+            "SIG{signal}: only logs: {}",
+            stopped.stderr
+        );
+        assert!(stopped.after.iter().all(|line| line["t"].is_string()));
+        // Each shard's connection ends with the client's resumable close.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let closes = sim.observations().closes;
+            let resumable = |shard| {
+                closes.iter().any(|close| {
+                    close.shard == Some(shard)
+                        && close.by == ClosedBy::Client
+                        && close.code == Some(RESUMABLE_CLOSE)
+                })
+            };
+            if resumable(0) && resumable(1) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "SIG{signal}: no resumable close of both shards: {closes:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(sim.observations().violations.is_empty(), "SIG{signal}");
     }
 }
