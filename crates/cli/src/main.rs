@@ -79,15 +79,15 @@ async fn stop_signal() {
     }
 }
 
+/// The logs without RUST_LOG: info of the shardwire crates (each shard's
+/// lifecycle), warnings and errors of the others.
+const DEFAULT_LOG_FILTER: &str = "warn,shardwire=info";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_filter = match cli.command {
-        Command::Tail(_) => "warn",
-        Command::Demo(_) | Command::Sim(_) => "warn,shardwire=info",
-        Command::Node(_) => "warn,shardwire_nats=info",
-    };
+    // RUST_LOG, when set and valid, decides alone.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

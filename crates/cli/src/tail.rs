@@ -24,7 +24,8 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 ///
 /// Each line is one dispatch: {"shard":0,"seq":12,"t":"MESSAGE_CREATE","d":{...}}
 /// with `d` exactly as received (minified when it holds line breaks),
-/// flushed per line. Logs go to stderr (RUST_LOG sets their level).
+/// flushed per line. Logs go to stderr: each shard's identify, READY,
+/// resumes, closes and reconnects, and warnings (RUST_LOG sets the level).
 ///
 /// Ctrl-C or SIGTERM closes every shard with a resumable close code and
 /// prints the dispatches that were still on their way.

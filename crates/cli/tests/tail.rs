@@ -91,6 +91,16 @@ fn is_log(line: &str) -> bool {
         .is_some_and(|level| ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&level))
 }
 
+/// The one error line of a stderr, its last line; the lines before it
+/// are logs.
+fn error_line(stderr: &str) -> &str {
+    let errors: Vec<&str> = stderr.lines().filter(|line| !is_log(line)).collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    assert_eq!(stderr.lines().last(), Some(errors[0]), "last: {stderr}");
+    assert!(errors[0].starts_with("shardwire: "), "{stderr}");
+    errors[0]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_prints_one_json_object_per_dispatch_with_d_as_received() {
     let sim = sim(2).await;
@@ -188,9 +198,9 @@ async fn tail_a_refused_token_is_one_line_and_exit_code_3() {
     let (code, stdout, stderr) = exit(child).await;
     assert_eq!(code, Some(3), "{stderr}");
     assert!(stdout.is_empty());
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    let error = error_line(&stderr);
     assert!(
-        stderr.contains("token was refused") && stderr.contains("Reset Token"),
+        error.contains("token was refused") && error.contains("Reset Token"),
         "{stderr}"
     );
     assert!(!stderr.contains("wrong-token"), "the token never shows");
@@ -210,11 +220,11 @@ async fn tail_a_fatal_close_is_one_line_and_exit_code_4_without_reconnecting() {
     let (code, stdout, stderr) = exit(child).await;
     assert_eq!(code, Some(4), "{stderr}");
     assert!(stdout.is_empty());
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    let error = error_line(&stderr);
     assert!(
-        stderr.contains("4014")
-            && stderr.contains("GUILD_MEMBERS")
-            && stderr.contains("Developer Portal"),
+        error.contains("4014")
+            && error.contains("GUILD_MEMBERS")
+            && error.contains("Developer Portal"),
         "{stderr}"
     );
     assert_eq!(sim.observations().identifies.len(), 1, "no reconnect loop");
@@ -376,8 +386,10 @@ async fn tail_an_unreachable_api_is_one_line_and_exit_code_1() {
         .unwrap();
     let (code, _, stderr) = exit(child).await;
     assert_eq!(code, Some(1), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("could not reach 127.0.0.1"), "{stderr}");
+    assert!(
+        error_line(&stderr).contains("could not reach 127.0.0.1"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -465,8 +477,7 @@ async fn tail_refuses_what_can_never_work_with_one_line_and_exit_code_1() {
         let (code, stdout, stderr) = exit(child).await;
         assert_eq!(code, Some(1), "{stderr}");
         assert!(stdout.is_empty());
-        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-        assert!(stderr.contains(reason), "{stderr}");
+        assert!(error_line(&stderr).contains(reason), "{stderr}");
         assert!(sim.observations().connections.is_empty(), "never connected");
     }
 }
@@ -543,6 +554,27 @@ async fn stop_after(mut child: Child, count: usize, stop: impl FnOnce(&mut Child
         after,
         code,
         stderr,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_logs_the_shards_at_info_by_default_and_rust_log_decides_when_set() {
+    let sim = sim(1).await;
+    for rust_log in [None, Some("warn")] {
+        let mut command = tail(&sim, &["--token", sim.token()]);
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let stopped = stop_after(command.spawn().unwrap(), 3, |child| {
+            let _ = child.kill();
+        })
+        .await;
+        assert_eq!(stopped.before[0]["t"], "READY");
+        let stderr = &stopped.stderr;
+        let info = stderr
+            .lines()
+            .any(|line| is_log(line) && line.contains(" INFO ") && line.contains("shardwire_"));
+        assert_eq!(info, rust_log.is_none(), "RUST_LOG={rust_log:?}: {stderr}");
     }
 }
 
