@@ -13,6 +13,7 @@ use shardwire_shard::{ShardEvent, ShardState};
 use shardwire_sim::{Fault, Sim};
 use tokio::time::Instant;
 
+use super::sim::parse_rate;
 use super::{fail, non_privileged_intents};
 
 /// How often the status redraws.
@@ -28,16 +29,16 @@ const IDENTIFY_WINDOW: Duration = Duration::from_secs(2);
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Stop after this many seconds (default: run until Ctrl-C).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "SECS")]
     seconds: Option<u64>,
     /// Shards in the cluster.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     shards: u32,
     /// The simulator's max_concurrency (identify buckets).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16))]
     max_concurrency: u32,
     /// Events per second each shard's session receives.
-    #[arg(long, default_value_t = 250.0)]
+    #[arg(long, default_value_t = 250.0, value_name = "RATE", value_parser = parse_rate)]
     rate: f64,
 }
 
@@ -119,9 +120,6 @@ fn render(cluster: &Cluster, counts: &BTreeMap<u32, Counts>, elapsed: Duration) 
 }
 
 pub(crate) async fn run(args: Args) -> ExitCode {
-    if !(args.rate.is_finite() && args.rate >= 0.0) {
-        return fail(2, "--rate must be a number of events per second");
-    }
     let sim = Sim::builder()
         .shards(args.shards)
         .max_concurrency(args.max_concurrency)

@@ -8,6 +8,7 @@
     reason = "a command-line tool: stdout carries its output, stderr its errors"
 )]
 
+mod args;
 mod demo;
 mod node;
 mod sim;
@@ -54,15 +55,39 @@ fn colour_on_stderr() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+/// Waits for Ctrl-C or SIGTERM (Ctrl-C alone where there is no SIGTERM).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::warn!(%error, "SIGTERM cannot be handled; Ctrl-C can");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The logs without RUST_LOG: info of the shardwire crates (each shard's
+/// lifecycle), warnings and errors of the others.
+const DEFAULT_LOG_FILTER: &str = "warn,shardwire=info";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_filter = match cli.command {
-        Command::Tail(_) => "warn",
-        Command::Demo(_) | Command::Sim(_) => "warn,shardwire=info",
-        Command::Node(_) => "warn,shardwire_nats=info",
-    };
+    // RUST_LOG, when set and valid, decides alone.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -4,15 +4,14 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use shardwire_cluster::{DEFAULT_API_BASE, GatewayError};
-use shardwire_codec::{Compression, Token};
+use shardwire_cluster::GatewayError;
 use shardwire_nats::{Layout, Node, NodeConfig, NodeError};
-use twilight_model::gateway::Intents;
 
-use super::tail::{EXIT_TOKEN, fatal_exit, parse_compression, parse_intents, parse_token};
-use super::{fail, non_privileged_intents};
+use super::args::{BotArgs, EXIT_USAGE, parse_shard_count};
+use super::tail::{EXIT_TOKEN, fatal_exit};
+use super::{fail, stop_signal};
 
-/// Run one gateway node of a cluster coordinated through NATS JetStream.
+/// Run one gateway node of a cluster coordinated through NATS JetStream
 ///
 /// The node claims ranges of shards up to --capacity (leases in JetStream
 /// KV, renewed every third of --lease-ttl), resumes each shard from the
@@ -36,17 +35,13 @@ pub(crate) struct Args {
     #[arg(long, value_name = "URL")]
     nats: String,
     /// The most shards this node runs.
-    #[arg(long, value_name = "C", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     capacity: u32,
-    /// The bot token.
-    #[arg(long, env = "DISCORD_TOKEN", hide_env_values = true, value_parser = parse_token)]
-    token: Token,
-    /// The API base; /gateway/bot is appended to it.
-    #[arg(long, default_value = DEFAULT_API_BASE, value_name = "URL")]
-    api_base: String,
+    #[command(flatten)]
+    bot: BotArgs,
     /// The bot's shard count (default: the recommended count; the first
     /// node stores it, every node must agree).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = parse_shard_count)]
     shards: Option<u32>,
     /// Shards per leased range (the same on every node).
     #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -62,67 +57,37 @@ pub(crate) struct Args {
     #[arg(long, value_name = "NAME")]
     node_id: Option<String>,
     /// The prefix of the subjects, stream and KV buckets.
-    #[arg(long, default_value = "shardwire", value_parser = parse_layout)]
+    #[arg(long, default_value = "shardwire", value_name = "PREFIX", value_parser = parse_layout)]
     prefix: Layout,
-    /// Transport compression: zlib-stream, zstd-stream or none.
-    #[arg(long, default_value = "zlib-stream", value_parser = parse_compression)]
-    compression: Compression,
-    /// Gateway intents as a number (decimal or 0x hex); default: every
-    /// non-privileged intent.
-    #[arg(long, value_name = "BITS", value_parser = parse_intents)]
-    intents: Option<Intents>,
 }
 
 fn parse_layout(value: &str) -> Result<Layout, String> {
     Layout::new(value).map_err(|error| error.to_string())
 }
 
-/// Waits for Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 fn exit_for(error: &NodeError) -> ExitCode {
     match error {
         NodeError::Gateway(GatewayError::Unauthorized) => fail(EXIT_TOKEN, error),
         NodeError::Fatal { shard, error } => fatal_exit(*shard, error),
-        NodeError::Invalid(_) => fail(2, error),
+        NodeError::Invalid(_) => fail(EXIT_USAGE, error),
         _ => fail(1, error),
     }
 }
 
 pub(crate) async fn run(args: Args) -> ExitCode {
-    let mut config = NodeConfig::new(
-        args.token,
-        args.intents.unwrap_or_else(non_privileged_intents),
-        args.nats,
-    );
-    config.api_base = args.api_base;
+    let bot = match args.bot.check() {
+        Ok(bot) => bot,
+        Err(code) => return code,
+    };
+    let mut config = NodeConfig::new(bot.token, bot.intents, args.nats);
+    config.api_base = bot.api_base;
     config.capacity = args.capacity;
     config.range_size = args.range_size;
     config.shards = args.shards;
     config.lease_ttl = Duration::from_secs(args.lease_ttl);
     config.identify_window = Duration::from_millis(args.identify_window_ms);
     config.layout = args.prefix;
-    config.compression = args.compression;
+    config.compression = bot.compression;
     if let Some(id) = args.node_id {
         config.node_id = id;
     }

@@ -3,97 +3,94 @@
 use std::borrow::Cow;
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use shardwire_cluster::{
-    Cluster, ClusterConfig, ClusterError, DEFAULT_API_BASE, GatewayError, ShardSpec,
-};
-use shardwire_codec::{CodecError, Compression, EventFilter, Payload, Token};
+use shardwire_cluster::{Cluster, ClusterConfig, ClusterError, GatewayError, ShardSpec};
+use shardwire_codec::{CodecError, EventFilter, Payload};
 use shardwire_shard::{FatalError, ShardEvent};
-use twilight_model::gateway::Intents;
 use twilight_model::gateway::event::EventType;
 
-use super::{fail, non_privileged_intents};
+use super::args::{BotArgs, EXIT_USAGE, parse_shard_count};
+use super::{fail, stop_signal};
 
 /// Exit code for a refused token (HTTP 401 or close 4004).
 pub(super) const EXIT_TOKEN: u8 = 3;
 /// Exit code for another fatal close (4010 to 4014).
 pub(super) const EXIT_FATAL: u8 = 4;
+/// How long Ctrl-C or SIGTERM waits for the shards' closes.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Stream dispatches as JSON lines on stdout.
+/// Stream dispatches as JSON lines on stdout
 ///
 /// Each line is one dispatch: {"shard":0,"seq":12,"t":"MESSAGE_CREATE","d":{...}}
 /// with `d` exactly as received (minified when it holds line breaks),
-/// flushed per line. Logs go to stderr (RUST_LOG sets their level).
+/// flushed per line. Logs go to stderr: each shard's identify, READY,
+/// resumes, closes and reconnects, and warnings (RUST_LOG sets the level).
 ///
-/// Exit codes: 0 after Ctrl-C or when stdout closes; 1 when the gateway
-/// cannot be reached; 2 for invalid arguments; 3 when the token is refused
-/// (HTTP 401 or close 4004); 4 for another fatal close (4010 to 4014), with a
-/// one-line error naming the cause and the fix, and no reconnect loop.
+/// Ctrl-C or SIGTERM closes every shard with a resumable close code and
+/// prints the dispatches that were still on their way.
+///
+/// Exit codes: 0 after Ctrl-C or SIGTERM or when stdout closes; 1 when the
+/// gateway cannot be reached; 2 for invalid arguments; 3 when the token is
+/// refused (HTTP 401 or close 4004); 4 for another fatal close (4010 to
+/// 4014), with a one-line error naming the cause and the fix, and no
+/// reconnect loop.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
-    /// The bot token.
-    #[arg(long, env = "DISCORD_TOKEN", hide_env_values = true, value_parser = parse_token)]
-    token: Token,
-    /// The API base; /gateway/bot is appended to it.
-    #[arg(long, default_value = DEFAULT_API_BASE, value_name = "URL")]
-    api_base: String,
-    /// Run this many shards, 0 to N-1 (default: the recommended count).
-    #[arg(long, value_name = "N", conflicts_with_all = ["shard_ids", "shard_count"])]
+    #[command(flatten)]
+    bot: BotArgs,
+    /// Run shards 0 to N-1 of N (default: the count Discord recommends).
+    #[arg(long, value_name = "N", value_parser = parse_shard_count)]
     shards: Option<u32>,
-    /// Run these shard ids (comma-separated) out of --shard-count.
-    #[arg(
-        long,
-        value_name = "IDS",
-        value_delimiter = ',',
-        requires = "shard_count"
-    )]
+    /// Run only these shard ids (comma-separated), with --shard-count.
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
     shard_ids: Option<Vec<u32>>,
     /// The bot's total shard count, with --shard-ids.
-    #[arg(long, value_name = "N", requires = "shard_ids")]
+    #[arg(long, value_name = "N", value_parser = parse_shard_count)]
     shard_count: Option<u32>,
-    /// Transport compression: zlib-stream, zstd-stream or none.
-    #[arg(long, default_value = "zlib-stream", value_parser = parse_compression)]
-    compression: Compression,
-    /// Gateway intents as a number (decimal or 0x hex); default: every
-    /// non-privileged intent.
-    #[arg(long, value_name = "BITS", value_parser = parse_intents)]
-    intents: Option<Intents>,
     /// Only these dispatch types (comma-separated, like MESSAGE_CREATE).
-    #[arg(long, value_name = "T1,T2", value_delimiter = ',', value_parser = parse_event_type)]
+    #[arg(long, value_name = "TYPES", value_delimiter = ',', value_parser = parse_event_type)]
     events: Option<Vec<EventType>>,
 }
 
-/// A token, trimmed; `Token` keeps it out of `Debug` output.
-pub(super) fn parse_token(value: &str) -> Result<Token, String> {
-    let token = Token::new(value.trim());
-    if token.is_empty() {
-        return Err("no token: pass --token or set DISCORD_TOKEN".into());
-    }
-    Ok(token)
-}
-
-pub(super) fn parse_compression(value: &str) -> Result<Compression, String> {
-    match value {
-        "zlib-stream" => Ok(Compression::ZlibStream),
-        "zstd-stream" => Ok(Compression::ZstdStream),
-        "none" => Ok(Compression::None),
-        other => Err(format!(
-            "`{other}` is not one of zlib-stream, zstd-stream, none"
+/// The shards the flags name, or what to change when they make no sense.
+fn shard_spec(
+    shards: Option<u32>,
+    ids: Option<Vec<u32>>,
+    count: Option<u32>,
+) -> Result<ShardSpec, String> {
+    match (shards, ids, count) {
+        (Some(_), None, None) | (None, None, None) => {
+            Ok(shards.map_or(ShardSpec::Recommended, ShardSpec::Count))
+        }
+        (Some(_), _, _) => Err(
+            "--shards cannot be combined with --shard-ids or --shard-count: pass --shards N alone to run all N shards, or --shard-ids with --shard-count to run some".into(),
+        ),
+        (None, Some(_), None) => Err(
+            "--shard-ids needs --shard-count, the bot's total shard count (like --shard-ids 0,1 --shard-count 4)".into(),
+        ),
+        (None, None, Some(count)) => Err(format!(
+            "--shard-count needs --shard-ids, the shards to run out of it (like --shard-ids 0 --shard-count {count}); to run all of them, pass --shards {count}"
         )),
+        (None, Some(ids), Some(total)) => {
+            if let Some(id) = ids.iter().find(|id| **id >= total) {
+                return Err(format!(
+                    "shard id {id} is out of range for --shard-count {total}: ids go from 0 to {}",
+                    total - 1
+                ));
+            }
+            let mut sorted = ids.clone();
+            sorted.sort_unstable();
+            if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
+                return Err(format!(
+                    "shard id {} is listed twice in --shard-ids: list each once",
+                    pair[0]
+                ));
+            }
+            Ok(ShardSpec::Ids { ids, total })
+        }
     }
-}
-
-pub(super) fn parse_intents(value: &str) -> Result<Intents, String> {
-    let bits = match value
-        .strip_prefix("0x")
-        .or_else(|| value.strip_prefix("0X"))
-    {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => value.parse(),
-    }
-    .map_err(|_| format!("`{value}` is not a number of intent bits"))?;
-    Ok(Intents::from_bits_retain(bits))
 }
 
 fn parse_event_type(value: &str) -> Result<EventType, String> {
@@ -151,70 +148,95 @@ pub(super) fn fatal_exit(shard: u32, error: &FatalError) -> ExitCode {
     fail(code, format_args!("shard {shard}: {error}"))
 }
 
+/// Prints a dispatch; returns the exit code when the stream must end.
+fn handle(out: &mut impl Write, shard: u32, event: ShardEvent) -> Option<ExitCode> {
+    match event {
+        ShardEvent::Dispatch {
+            seq,
+            event_type,
+            json,
+            ..
+        } => {
+            let line = match line(shard, seq, &event_type, &json) {
+                Ok(line) => line,
+                Err(error) => {
+                    // Nothing a resume could fix: the gateway would send
+                    // the same bytes again.
+                    tracing::warn!(
+                        shard,
+                        seq,
+                        %error,
+                        "a dispatch whose JSON is invalid was not printed"
+                    );
+                    return None;
+                }
+            };
+            // A reader that went away (`| head`) ends the stream.
+            writeln!(out, "{line}")
+                .and_then(|()| out.flush())
+                .is_err()
+                .then_some(ExitCode::SUCCESS)
+        }
+        ShardEvent::Fatal(error) => Some(fatal_exit(shard, &error)),
+        _ => None,
+    }
+}
+
 pub(crate) async fn run(args: Args) -> ExitCode {
-    let mut config = ClusterConfig::new(
-        args.token,
-        args.intents.unwrap_or_else(non_privileged_intents),
-    );
-    config.api_base = args.api_base;
-    config.compression = args.compression;
-    config.shards = match (args.shards, args.shard_ids, args.shard_count) {
-        (Some(count), _, _) => ShardSpec::Count(count),
-        (None, Some(ids), Some(total)) => ShardSpec::Ids { ids, total },
-        _ => ShardSpec::Recommended,
+    let bot = match args.bot.check() {
+        Ok(bot) => bot,
+        Err(code) => return code,
     };
+    let shards = match shard_spec(args.shards, args.shard_ids, args.shard_count) {
+        Ok(shards) => shards,
+        Err(message) => return fail(EXIT_USAGE, message),
+    };
+    let mut config = ClusterConfig::new(bot.token, bot.intents);
+    config.api_base = bot.api_base;
+    config.compression = bot.compression;
+    config.shards = shards;
     if let Some(types) = args.events {
         config.events = EventFilter::only(types);
     }
-    let mut cluster = match Cluster::start(config).await {
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    let started = tokio::select! {
+        () = &mut stop => return ExitCode::SUCCESS,
+        started = Cluster::start(config) => started,
+    };
+    let mut cluster = match started {
         Ok(cluster) => cluster,
         Err(ClusterError::Gateway(GatewayError::Unauthorized)) => {
             return fail(EXIT_TOKEN, GatewayError::Unauthorized);
         }
-        Err(error @ ClusterError::InvalidShards(_)) => return fail(2, error),
+        Err(error @ ClusterError::InvalidShards(_)) => return fail(EXIT_USAGE, error),
         Err(error) => return fail(1, error),
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     loop {
         let next = tokio::select! {
-            _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+            () = &mut stop => break,
             next = cluster.next_event() => next,
         };
-        match next {
-            Some((
-                shard,
-                ShardEvent::Dispatch {
-                    seq,
-                    event_type,
-                    json,
-                    ..
-                },
-            )) => {
-                let line = match line(shard, seq, &event_type, &json) {
-                    Ok(line) => line,
-                    Err(error) => {
-                        // Nothing a resume could fix: the gateway would send
-                        // the same bytes again.
-                        tracing::warn!(
-                            shard,
-                            seq,
-                            %error,
-                            "a dispatch whose JSON is invalid was not printed"
-                        );
-                        continue;
-                    }
-                };
-                // A reader that went away (`| head`) ends the stream.
-                if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-                    return ExitCode::SUCCESS;
-                }
-            }
-            Some((shard, ShardEvent::Fatal(error))) => return fatal_exit(shard, &error),
-            Some(_) => {}
-            None => return fail(1, "the event stream ended"),
+        let Some((shard, event)) = next else {
+            return fail(1, "the event stream ended");
+        };
+        if let Some(code) = handle(&mut out, shard, event) {
+            return code;
         }
     }
+    // Ctrl-C or SIGTERM: every shard closes resumably; what was still on
+    // its way is printed, as nothing resumes these sessions.
+    let shutdown = cluster.shutdown(SHUTDOWN_TIMEOUT).await;
+    for (shard, event) in shutdown.events {
+        if matches!(event, ShardEvent::Dispatch { .. })
+            && let Some(code) = handle(&mut out, shard, event)
+        {
+            return code;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]
@@ -235,6 +257,30 @@ mod tests {
             line(3, 4, "X", json).unwrap(),
             r#"{"shard":3,"seq":4,"t":"X","d":{ "a" : 1 }}"#
         );
+    }
+
+    #[test]
+    fn shard_flags_make_one_spec_or_name_the_fix() {
+        assert_eq!(shard_spec(None, None, None), Ok(ShardSpec::Recommended));
+        assert_eq!(shard_spec(Some(3), None, None), Ok(ShardSpec::Count(3)));
+        assert_eq!(
+            shard_spec(None, Some(vec![3, 1]), Some(4)),
+            Ok(ShardSpec::Ids {
+                ids: vec![3, 1],
+                total: 4
+            })
+        );
+        for (shards, ids, count, fix) in [
+            (Some(2), Some(vec![1]), Some(2), "pass --shards N alone"),
+            (Some(2), None, Some(2), "pass --shards N alone"),
+            (None, Some(vec![0]), None, "needs --shard-count"),
+            (None, None, Some(4), "pass --shards 4"),
+            (None, Some(vec![0, 4]), Some(4), "ids go from 0 to 3"),
+            (None, Some(vec![1, 0, 1]), Some(4), "listed twice"),
+        ] {
+            let error = shard_spec(shards, ids, count).unwrap_err();
+            assert!(error.contains(fix), "{error}");
+        }
     }
 
     #[test]

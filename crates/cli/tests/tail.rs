@@ -11,11 +11,13 @@ use shardwire_sim::{Fault, FieldOrder, PayloadStyle, RestFault, Sim};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shardwire");
 
-/// A sim whose shards all identify at once.
+/// A sim whose shards all identify at once, and on which tails one after
+/// another identify without waiting out an identify window.
 async fn sim(shards: u32) -> Sim {
     Sim::builder()
         .shards(shards)
         .max_concurrency(16)
+        .identify_window(Duration::ZERO)
         .guilds_per_shard(2)
         .start()
         .await
@@ -80,6 +82,23 @@ async fn exit(child: Child) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Whether a stderr line is a log line (`<time> <LEVEL> ...`).
+fn is_log(line: &str) -> bool {
+    line.split_whitespace()
+        .nth(1)
+        .is_some_and(|level| ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&level))
+}
+
+/// The one error line of a stderr, its last line; the lines before it
+/// are logs.
+fn error_line(stderr: &str) -> &str {
+    let errors: Vec<&str> = stderr.lines().filter(|line| !is_log(line)).collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    assert_eq!(stderr.lines().last(), Some(errors[0]), "last: {stderr}");
+    assert!(errors[0].starts_with("shardwire: "), "{stderr}");
+    errors[0]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,9 +198,9 @@ async fn tail_a_refused_token_is_one_line_and_exit_code_3() {
     let (code, stdout, stderr) = exit(child).await;
     assert_eq!(code, Some(3), "{stderr}");
     assert!(stdout.is_empty());
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    let error = error_line(&stderr);
     assert!(
-        stderr.contains("token was refused") && stderr.contains("Reset Token"),
+        error.contains("token was refused") && error.contains("Reset Token"),
         "{stderr}"
     );
     assert!(!stderr.contains("wrong-token"), "the token never shows");
@@ -201,49 +220,152 @@ async fn tail_a_fatal_close_is_one_line_and_exit_code_4_without_reconnecting() {
     let (code, stdout, stderr) = exit(child).await;
     assert_eq!(code, Some(4), "{stderr}");
     assert!(stdout.is_empty());
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    let error = error_line(&stderr);
     assert!(
-        stderr.contains("4014")
-            && stderr.contains("GUILD_MEMBERS")
-            && stderr.contains("Developer Portal"),
+        error.contains("4014")
+            && error.contains("GUILD_MEMBERS")
+            && error.contains("Developer Portal"),
         "{stderr}"
     );
     assert_eq!(sim.observations().identifies.len(), 1, "no reconnect loop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tail_bad_arguments_exit_2_with_the_reason() {
+async fn tail_bad_arguments_exit_2_at_once_with_the_reason() {
     let sim = sim(1).await;
     for (args, reason) in [
-        (vec!["--token", "t", "--compression", "gzip"], "gzip"),
+        (
+            vec!["--token", "t", "--compression", "bogus"],
+            "[possible values: zlib-stream, zstd-stream, none]",
+        ),
         (
             vec!["--token", "t", "--events", "NOT_AN_EVENT"],
             "NOT_AN_EVENT",
         ),
-        (vec!["--token", "t", "--shard-ids", "0,1"], "--shard-count"),
         (
-            vec![
-                "--token",
-                "t",
-                "--shards",
-                "2",
-                "--shard-ids",
-                "1",
-                "--shard-count",
-                "2",
-            ],
-            "cannot be used with",
+            vec!["--token", "t", "--intents", "GUILDS,guild_mesages"],
+            "unknown intent `guild_mesages`; did you mean GUILD_MESSAGES?",
         ),
-        (vec!["--token", "t", "--intents", "lots"], "lots"),
-        (vec!["--token", " "], "no token"),
-        (vec![], "--token"),
+        (
+            vec!["--token", "t", "--intents", "lots"],
+            "unknown intent `lots`; the intents are GUILDS, GUILD_MEMBERS,",
+        ),
+        (vec!["--token", "t", "--shards", "0"], "at least 1 shard"),
+        (
+            vec!["--token", "t", "--shard-ids", "0", "--shard-count", "0"],
+            "at least 1 shard",
+        ),
+        (
+            vec!["--token", "t", "--api-base", "discord.com/api/v10"],
+            "not a usable http:// or https:// URL",
+        ),
+        (
+            vec!["--token", "t", "--api-base", "ftp://127.0.0.1/api"],
+            "not a usable http:// or https:// URL",
+        ),
     ] {
-        let child = tail(&sim, &args).spawn().unwrap();
-        let (code, _, stderr) = exit(child).await;
+        let started = std::time::Instant::now();
+        let mut command = tail(&sim, &[]);
+        if args.contains(&"--api-base") {
+            // Without the simulator's.
+            command = Command::new(BIN);
+            command
+                .arg("tail")
+                .env_remove("DISCORD_TOKEN")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
+        let child = command.args(&args).spawn().unwrap();
+        let (code, stdout, stderr) = exit(child).await;
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
         assert!(stderr.contains(reason), "{args:?}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{args:?}: at once"
+        );
     }
     assert!(sim.observations().gateway_bot_requests.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_a_missing_token_or_a_bad_shard_choice_is_one_line_and_exit_code_2() {
+    let sim = sim(4).await;
+    for (args, token, reasons) in [
+        (vec![], None, &["no token", "--token", "DISCORD_TOKEN"][..]),
+        (
+            vec!["--token", " "],
+            None,
+            &["the token is empty", "--token", "DISCORD_TOKEN"][..],
+        ),
+        (
+            vec![],
+            Some(""),
+            &["the token is empty", "--token", "DISCORD_TOKEN"][..],
+        ),
+        (
+            vec!["--shard-ids", "1,4", "--shard-count", "4"],
+            Some("t"),
+            &["shard id 4 is out of range for --shard-count 4", "0 to 3"][..],
+        ),
+        (
+            vec!["--shard-ids", "1,1", "--shard-count", "4"],
+            Some("t"),
+            &["shard id 1 is listed twice"][..],
+        ),
+        (
+            vec!["--shard-ids", "0,1"],
+            Some("t"),
+            &["--shard-ids needs --shard-count"][..],
+        ),
+        (
+            vec!["--shard-count", "4"],
+            Some("t"),
+            &["--shard-count needs --shard-ids", "--shards 4"][..],
+        ),
+        (
+            vec!["--shards", "2", "--shard-ids", "1", "--shard-count", "2"],
+            Some("t"),
+            &["--shards cannot be combined", "--shards N alone"][..],
+        ),
+        (
+            vec!["--shards", "2", "--shard-count", "2"],
+            Some("t"),
+            &["--shards cannot be combined"][..],
+        ),
+    ] {
+        let mut command = tail(&sim, &args);
+        if let Some(token) = token {
+            command.env("DISCORD_TOKEN", token);
+        }
+        let (code, stdout, stderr) = exit(command.spawn().unwrap()).await;
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+        for reason in reasons {
+            assert!(stderr.contains(reason), "{args:?}: {reason}: {stderr}");
+        }
+    }
+    assert!(sim.observations().gateway_bot_requests.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_takes_intents_by_name_or_by_bits() {
+    let sim = sim(1).await;
+    let guilds_and_messages = 1 | 1 << 9;
+    for value in ["guilds|Guild_Messages", "GUILDS,GUILD_MESSAGES", "513"] {
+        let child = tail(&sim, &["--token", sim.token(), "--intents", value])
+            .spawn()
+            .unwrap();
+        let lines = lines(child, 1).await;
+        assert_eq!(lines[0]["t"], "READY", "{value}");
+        let identifies = sim.observations().identifies;
+        assert_eq!(
+            identifies.last().unwrap().intents,
+            guilds_and_messages,
+            "{value}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,8 +386,10 @@ async fn tail_an_unreachable_api_is_one_line_and_exit_code_1() {
         .unwrap();
     let (code, _, stderr) = exit(child).await;
     assert_eq!(code, Some(1), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("could not reach 127.0.0.1"), "{stderr}");
+    assert!(
+        error_line(&stderr).contains("could not reach 127.0.0.1"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,8 +477,7 @@ async fn tail_refuses_what_can_never_work_with_one_line_and_exit_code_1() {
         let (code, stdout, stderr) = exit(child).await;
         assert_eq!(code, Some(1), "{stderr}");
         assert!(stdout.is_empty());
-        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-        assert!(stderr.contains(reason), "{stderr}");
+        assert!(error_line(&stderr).contains(reason), "{stderr}");
         assert!(sim.observations().connections.is_empty(), "never connected");
     }
 }
@@ -383,5 +506,128 @@ async fn tail_logs_carry_no_colour_on_a_pipe() {
         assert_eq!(code, Some(1));
         assert!(stderr.lines().count() > 1, "logs: {stderr}");
         assert!(!stderr.contains('\u{1b}'), "colour on a pipe: {stderr:?}");
+    }
+}
+
+/// What a tail printed and did around being stopped.
+struct Stopped {
+    /// The lines read before it was stopped.
+    before: Vec<Value>,
+    /// The lines it printed after.
+    after: Vec<Value>,
+    code: Option<i32>,
+    stderr: String,
+}
+
+/// Reads `count` lines from the child's stdout (at most 20 s), then stops
+/// it with `stop` and waits for it to exit, reading stdout to its end.
+async fn stop_after(mut child: Child, count: usize, stop: impl FnOnce(&mut Child)) -> Stopped {
+    let stdout = child.stdout.take().unwrap();
+    let json = |line: std::io::Result<String>| {
+        let line = line.unwrap();
+        serde_json::from_str::<Value>(&line)
+            .unwrap_or_else(|e| panic!("not one JSON object per line: {e}: {line}"))
+    };
+    let read = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let before: Vec<Value> = lines.by_ref().take(count).map(json).collect();
+        (before, lines)
+    });
+    let read = tokio::time::timeout(Duration::from_secs(20), read).await;
+    let (before, rest) = match read {
+        Ok(read) => read.unwrap(),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("no {count} lines in time");
+        }
+    };
+    assert_eq!(before.len(), count, "the stream ended early");
+    stop(&mut child);
+    // The rest of stdout stays open until it exits: a closed stdout ends a
+    // tail too.
+    let (code, _, stderr) = exit(child).await;
+    let after = tokio::task::spawn_blocking(move || rest.map(json).collect())
+        .await
+        .unwrap();
+    Stopped {
+        before,
+        after,
+        code,
+        stderr,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_logs_the_shards_at_info_by_default_and_rust_log_decides_when_set() {
+    let sim = sim(1).await;
+    for rust_log in [None, Some("warn")] {
+        let mut command = tail(&sim, &["--token", sim.token()]);
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let stopped = stop_after(command.spawn().unwrap(), 3, |child| {
+            let _ = child.kill();
+        })
+        .await;
+        assert_eq!(stopped.before[0]["t"], "READY");
+        let stderr = &stopped.stderr;
+        let info = stderr
+            .lines()
+            .any(|line| is_log(line) && line.contains(" INFO ") && line.contains("shardwire_"));
+        assert_eq!(info, rust_log.is_none(), "RUST_LOG={rust_log:?}: {stderr}");
+    }
+}
+
+/// Sends `signal` (like `TERM`) to the child.
+#[cfg(unix)]
+fn send_signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args(["-s", signal, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -s {signal}");
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_closes_resumably_and_exits_0_on_sigterm_as_on_ctrl_c() {
+    use shardwire_shard::RESUMABLE_CLOSE;
+    use shardwire_sim::ClosedBy;
+
+    for signal in ["TERM", "INT"] {
+        let sim = sim(2).await;
+        let child = tail(&sim, &["--token", sim.token()]).spawn().unwrap();
+        // READY and two GUILD_CREATEs per shard: both sessions are up.
+        let stopped = stop_after(child, 6, |child| send_signal(child, signal)).await;
+        let ready = stopped.before.iter().filter(|line| line["t"] == "READY");
+        assert_eq!(ready.count(), 2, "SIG{signal}");
+        assert_eq!(stopped.code, Some(0), "SIG{signal}: {}", stopped.stderr);
+        assert!(
+            !stopped.stderr.lines().any(|line| !is_log(line)),
+            "SIG{signal}: only logs: {}",
+            stopped.stderr
+        );
+        assert!(stopped.after.iter().all(|line| line["t"].is_string()));
+        // Each shard's connection ends with the client's resumable close.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let closes = sim.observations().closes;
+            let resumable = |shard| {
+                closes.iter().any(|close| {
+                    close.shard == Some(shard)
+                        && close.by == ClosedBy::Client
+                        && close.code == Some(RESUMABLE_CLOSE)
+                })
+            };
+            if resumable(0) && resumable(1) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "SIG{signal}: no resumable close of both shards: {closes:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(sim.observations().violations.is_empty(), "SIG{signal}");
     }
 }
