@@ -2,10 +2,14 @@
 
 use std::borrow::Cow;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use shardwire_cluster::{Cluster, ClusterConfig, ClusterError, GatewayError, ShardSpec};
+use shardwire_cluster::{
+    Cluster, ClusterConfig, ClusterError, FileSessionStore, GatewayError, ShardSpec,
+};
 use shardwire_codec::{CodecError, EventFilter, Payload};
 use shardwire_shard::{FatalError, ShardEvent};
 use twilight_model::gateway::event::EventType;
@@ -28,7 +32,9 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 /// resumes, closes and reconnects, and warnings (RUST_LOG sets the level).
 ///
 /// Ctrl-C or SIGTERM closes every shard with a resumable close code and
-/// prints the dispatches that were still on their way.
+/// prints the dispatches that were still on their way. With --sessions, the
+/// sessions are saved to a file then (and as they change), and the next
+/// tail with the same file resumes them instead of identifying.
 ///
 /// Exit codes: 0 after Ctrl-C or SIGTERM or when stdout closes; 1 when the
 /// gateway cannot be reached; 2 for invalid arguments; 3 when the token is
@@ -52,6 +58,9 @@ pub(crate) struct Args {
     /// Only these dispatch types (comma-separated, like MESSAGE_CREATE).
     #[arg(long, value_name = "TYPES", value_delimiter = ',', value_parser = parse_event_type)]
     events: Option<Vec<EventType>>,
+    /// Keep the sessions in this JSON file: shards with one there resume
+    #[arg(long, value_name = "FILE")]
+    sessions: Option<PathBuf>,
 }
 
 /// The shards the flags name, or what to change when they make no sense.
@@ -198,6 +207,9 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     if let Some(types) = args.events {
         config.events = EventFilter::only(types);
     }
+    if let Some(path) = args.sessions {
+        config.session_store = Some(Arc::new(FileSessionStore::new(path)));
+    }
     let stop = stop_signal();
     tokio::pin!(stop);
     let started = tokio::select! {
@@ -214,21 +226,28 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    loop {
+    let ended = loop {
         let next = tokio::select! {
-            () = &mut stop => break,
+            () = &mut stop => break None,
             next = cluster.next_event() => next,
         };
         let Some((shard, event)) = next else {
             return fail(1, "the event stream ended");
         };
         if let Some(code) = handle(&mut out, shard, event) {
-            return code;
+            break Some(code);
         }
-    }
-    // Ctrl-C or SIGTERM: every shard closes resumably; what was still on
-    // its way is printed, as nothing resumes these sessions.
+    };
+    // Every shard closes resumably (its session saved with --sessions);
+    // after Ctrl-C or SIGTERM, what was still on its way is printed: the
+    // saved sessions count it as handled.
     let shutdown = cluster.shutdown(SHUTDOWN_TIMEOUT).await;
+    if let Some(error) = &shutdown.store_error {
+        tracing::error!(%error, "the sessions were not saved; the next start identifies");
+    }
+    if let Some(code) = ended {
+        return code;
+    }
     for (shard, event) in shutdown.events {
         if matches!(event, ShardEvent::Dispatch { .. })
             && let Some(code) = handle(&mut out, shard, event)

@@ -631,3 +631,62 @@ async fn tail_closes_resumably_and_exits_0_on_sigterm_as_on_ctrl_c() {
         assert!(sim.observations().violations.is_empty(), "SIG{signal}");
     }
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_with_a_session_file_resumes_after_a_restart_instead_of_identifying() {
+    let sim = sim(2).await;
+    let file = std::env::temp_dir().join(format!("shardwire-tail-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let path = file.to_str().unwrap();
+    let args = ["--token", sim.token(), "--sessions", path];
+    let first = stop_after(tail(&sim, &args).spawn().unwrap(), 6, |child| {
+        send_signal(child, "TERM");
+    })
+    .await;
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    let saved: serde_json::Map<String, Value> =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved.len(), 2, "both sessions saved: {saved:?}");
+    let last_seq = |shard: u64| {
+        first
+            .before
+            .iter()
+            .chain(&first.after)
+            .filter(|line| line["shard"] == shard)
+            .filter_map(|line| line["seq"].as_u64())
+            .max()
+    };
+
+    // The restarted tail resumes both, from what the first one printed.
+    let second = stop_after(tail(&sim, &args).spawn().unwrap(), 0, |child| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sim.observations().resumes.len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "two resumes");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        send_signal(child, "TERM");
+    })
+    .await;
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(second.code, Some(0), "{}", second.stderr);
+    let observations = sim.observations();
+    assert_eq!(
+        observations.identifies.len(),
+        2,
+        "no identify after the restart"
+    );
+    for resume in &observations.resumes {
+        let shard = saved
+            .iter()
+            .find(|(_, session)| session["session_id"] == resume.session_id.as_str())
+            .map(|(shard, _)| shard.parse::<u64>().unwrap())
+            .expect("a saved session resumed");
+        assert_eq!(Some(resume.seq), last_seq(shard), "shard {shard}");
+    }
+    assert!(
+        second.stderr.contains("RESUMED"),
+        "the resume is logged: {}",
+        second.stderr
+    );
+}

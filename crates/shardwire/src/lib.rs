@@ -50,6 +50,4 @@ pub use shardwire_cluster::{
     Cluster, ClusterConfig, ClusterSender, FileSessionStore, SessionStore, ShardSpec,
 };
 pub use shardwire_codec::{Command, Compression, EventFilter, Token};
-pub use shardwire_shard::{
-    Json, Outgoing, Session, Shard, ShardConfig, ShardEvent, ShardState,
-};
+pub use shardwire_shard::{Json, Outgoing, Session, Shard, ShardConfig, ShardEvent, ShardState};
