@@ -82,12 +82,20 @@ async fn stop_signal() {
 /// The logs without RUST_LOG: info of the shardwire crates (each shard's
 /// lifecycle), warnings and errors of the others.
 const DEFAULT_LOG_FILTER: &str = "warn,shardwire=info";
+/// The demo's: its screen shows each shard's state, and lifecycle lines on
+/// the same terminal would break its redraw.
+const DEMO_LOG_FILTER: &str = "warn,shardwire=info,shardwire_shard=warn";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // RUST_LOG, when set and valid, decides alone.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(match cli.command {
+                Command::Demo(_) => DEMO_LOG_FILTER,
+                _ => DEFAULT_LOG_FILTER,
+            })
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
