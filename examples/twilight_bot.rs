@@ -17,6 +17,8 @@
     reason = "an example reports what it did on stdout"
 )]
 
+use std::time::Duration;
+
 use anyhow::{Context as _, Result};
 use serde_json::json;
 use shardwire::ShardEvent;
@@ -64,7 +66,21 @@ async fn main() -> Result<()> {
     let mut ready_shards = 0;
     let mut announced = 0;
     let mut pinged = false;
-    while let Some((shard, event)) = cluster.next_event().await {
+    // On the simulator, all of it takes well under a second.
+    let deadline = target
+        .sim
+        .as_ref()
+        .map(|_| tokio::time::Instant::now() + Duration::from_secs(60));
+    loop {
+        let next = cluster.next_event();
+        let Some((shard, event)) = (match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, next)
+                .await
+                .context("no reply to the simulator's !ping within 60 s")?,
+            None => next.await,
+        }) else {
+            break;
+        };
         if let ShardEvent::Fatal(error) = &event {
             anyhow::bail!("shard {shard}: {error}");
         }
