@@ -233,8 +233,28 @@ async fn the_sender_serves_several_tasks_while_another_takes_the_events() {
     // shard of its guild.
     let wanted = (TASKS * ROUNDS) as usize;
     let mut answers: HashMap<String, u32> = HashMap::new();
-    while answers.len() < wanted {
-        let (shard, event) = next(&mut cluster).await;
+    let mut tasks: Vec<_> = tasks.into_iter().map(Some).collect();
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while answers.len() < wanted || tasks.iter().any(Option::is_some) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} answers of {wanted} in time",
+            answers.len()
+        );
+        // A task that ended tells why at once.
+        for slot in &mut tasks {
+            if slot.as_ref().is_some_and(tokio::task::JoinHandle::is_finished) {
+                let task = slot.take().unwrap();
+                task.await
+                    .expect("the task did not panic")
+                    .expect("every send was taken");
+            }
+        }
+        let Ok(Some((shard, event))) =
+            tokio::time::timeout(Duration::from_millis(20), cluster.next_event()).await
+        else {
+            continue;
+        };
         // twilight-model has no type for it: it comes out raw.
         if let ShardEvent::Dispatch {
             event_type, json, ..
@@ -245,13 +265,6 @@ async fn the_sender_serves_several_tasks_while_another_takes_the_events() {
             let guild = raw["d"]["guild_id"].as_str().unwrap().to_owned();
             assert!(answers.insert(guild, shard).is_none(), "one answer each");
         }
-    }
-    for task in tasks {
-        tokio::time::timeout(BOUND, task)
-            .await
-            .expect("the task ended in time")
-            .expect("the task did not panic")
-            .expect("every send was taken");
     }
 
     // Everything reached the sim, each on its shard.
