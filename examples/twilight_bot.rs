@@ -128,7 +128,10 @@ async fn main() -> Result<()> {
                     .await?
                     .model()
                     .await?;
-                println!("shard {shard}: replied {:?} as message {}", reply.content, reply.id);
+                println!(
+                    "shard {shard}: replied {:?} as message {}",
+                    reply.content, reply.id
+                );
                 if let Some(sim) = &target.sim {
                     check(sim, &message.id.to_string(), &text)?;
                     println!("twilight_bot: the simulator saw what it should");

@@ -137,6 +137,7 @@ fn join_error(error: ClusterError) -> JoinError {
 ///     if let Some(event) = event.twilight() {
 ///         voice.process(event).await;
 ///     }
+///     // (A bot goes on; this example stops once joined.)
 ///     if join.is_finished() {
 ///         break;
 ///     }
@@ -223,12 +224,8 @@ impl Voice {
                     sender: inner.sender.clone(),
                     shard: inner.sender.shard_for_guild(guild_id),
                 }));
-                let call = Call::from_config(
-                    guild(guild_id),
-                    handle,
-                    inner.user_id,
-                    inner.config.clone(),
-                );
+                let call =
+                    Call::from_config(guild(guild_id), handle, inner.user_id, inner.config.clone());
                 Arc::new(tokio::sync::Mutex::new(call))
             })
             .clone()

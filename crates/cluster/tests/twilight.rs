@@ -10,7 +10,7 @@ use std::time::Duration;
 use shardwire_cluster::{Cluster, ClusterConfig, ShardSpec};
 use shardwire_codec::{Activity, Command, RequestSoundboardSounds, Token};
 use shardwire_shard::ShardEvent;
-use shardwire_sim::Sim;
+use shardwire_sim::{Sim, SimBuilder};
 use twilight_cache_inmemory::DefaultInMemoryCache;
 use twilight_model::gateway::Intents;
 use twilight_model::gateway::event::Event;
@@ -21,6 +21,15 @@ use twilight_model::id::marker::GuildMarker;
 
 const WINDOW: Duration = Duration::from_millis(100);
 const BOUND: Duration = Duration::from_secs(20);
+
+/// A sim recommending `shards`, all identifying at once, with a short
+/// identify window.
+fn sim(shards: u32) -> SimBuilder {
+    Sim::builder()
+        .shards(shards)
+        .max_concurrency(shards)
+        .identify_window(WINDOW)
+}
 
 fn config(sim: &Sim) -> ClusterConfig {
     let mut config = ClusterConfig::new(
@@ -56,10 +65,7 @@ fn rest_host(sim: &Sim) -> String {
 
 #[tokio::test]
 async fn the_in_memory_cache_takes_the_typed_events_as_they_are() {
-    let sim = Sim::builder()
-        .shards(2)
-        .max_concurrency(2)
-        .identify_window(WINDOW)
+    let sim = sim(2)
         .guilds_per_shard(3)
         .members_per_guild(7)
         .start()
@@ -117,13 +123,7 @@ async fn the_in_memory_cache_takes_the_typed_events_as_they_are() {
 
 #[tokio::test]
 async fn twilight_http_supplies_the_gateway_info_and_the_cluster_asks_for_none() {
-    let sim = Sim::builder()
-        .shards(3)
-        .max_concurrency(3)
-        .identify_window(WINDOW)
-        .start()
-        .await
-        .unwrap();
+    let sim = sim(3).start().await.unwrap();
     let client = twilight_http::Client::builder()
         .proxy(rest_host(&sim), true)
         .token(sim.token().to_owned())
@@ -174,13 +174,7 @@ fn guild_of(shard: u64, task: u64, round: u64) -> Id<GuildMarker> {
 
 #[tokio::test]
 async fn the_sender_serves_several_tasks_while_another_takes_the_events() {
-    let sim = Sim::builder()
-        .shards(2)
-        .max_concurrency(2)
-        .identify_window(WINDOW)
-        .start()
-        .await
-        .unwrap();
+    let sim = sim(2).start().await.unwrap();
     let mut cluster = Cluster::start(config(&sim)).await.unwrap();
     let mut ready = BTreeSet::new();
     while ready.len() < 2 {
@@ -243,7 +237,10 @@ async fn the_sender_serves_several_tasks_while_another_takes_the_events() {
         );
         // A task that ended tells why at once.
         for slot in &mut tasks {
-            if slot.as_ref().is_some_and(tokio::task::JoinHandle::is_finished) {
+            if slot
+                .as_ref()
+                .is_some_and(tokio::task::JoinHandle::is_finished)
+            {
                 let task = slot.take().unwrap();
                 task.await
                     .expect("the task did not panic")

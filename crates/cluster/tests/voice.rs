@@ -204,10 +204,7 @@ async fn a_join_sends_op_4_on_the_guilds_shard_and_the_sims_answer_completes_it(
     assert_eq!(call.lock().await.current_channel(), None);
     voice.remove(guild).await.unwrap();
     assert!(voice.get(guild).is_none());
-    assert!(matches!(
-        voice.leave(guild).await,
-        Err(JoinError::NoCall)
-    ));
+    assert!(matches!(voice.leave(guild).await, Err(JoinError::NoCall)));
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 }
 
