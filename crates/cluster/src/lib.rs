@@ -17,6 +17,9 @@
 //! - [`SessionStore`]: where sessions are kept between runs (loaded at
 //!   start, saved as they change and at shutdown); [`FileSessionStore`]
 //!   keeps them in a JSON file.
+//! - `Voice` (feature `songbird`): joins voice channels with songbird's
+//!   `Call`s, the sender being songbird's `GenericSharder`, and routes the
+//!   voice events to them.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), shardwire_cluster::ClusterError> {
@@ -46,6 +49,8 @@ mod gateway;
 mod queue;
 mod sender;
 mod store;
+#[cfg(feature = "songbird")]
+mod voice;
 
 pub use crate::chunks::GuildMembers;
 pub use crate::cluster::{
@@ -58,3 +63,9 @@ pub use crate::gateway::{
 pub use crate::queue::{IDENTIFY_WINDOW, LocalQueue};
 pub use crate::sender::ClusterSender;
 pub use crate::store::{FileSessionStore, SessionStore, StoreError, StoreFuture};
+#[cfg(feature = "songbird")]
+pub use crate::voice::{SharedCall, Voice};
+/// The songbird this crate's voice support is built on (feature
+/// `songbird`): its `Call`, `ConnectionInfo`, `Config` and errors.
+#[cfg(feature = "songbird")]
+pub use songbird;

@@ -9,7 +9,8 @@
 //! - [`shard`]: one gateway connection, a sans-IO state machine and its
 //!   tokio driver;
 //! - [`cluster`]: many shards as one, with `/gateway/bot`, the identify
-//!   queue, routing and lifecycle;
+//!   queue, routing and lifecycle; with feature `songbird`, voice channels
+//!   joined through songbird's gateway half (`cluster::Voice`);
 //! - `nats` (feature `nats`): many processes on NATS JetStream: a shared
 //!   identify queue, leased shard ranges, a session store, events published
 //!   with deduplication, gateway nodes;

@@ -39,9 +39,9 @@ use tokio::task::JoinHandle;
 
 pub use crate::config::{KNOWN_INTENTS, PRIVILEGED_INTENTS, SimBuilder, SimConfig};
 pub use crate::observe::{
-    CloseSeen, ClosedBy, ConnectionSeen, Fault, FieldOrder, HeartbeatSeen, IdentifySeen, Listener,
-    MessageSeen, Observations, PayloadStyle, RestFault, RestSeen, ResumeOutcome, ResumeSeen,
-    Violation, ViolationKind,
+    CloseSeen, ClosedBy, CommandSeen, ConnectionSeen, Fault, FieldOrder, HeartbeatSeen,
+    IdentifySeen, Listener, MessageSeen, Observations, PayloadStyle, RestFault, RestSeen,
+    ResumeOutcome, ResumeSeen, Violation, ViolationKind,
 };
 pub use crate::state::Flood;
 

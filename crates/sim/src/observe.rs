@@ -93,6 +93,24 @@ pub struct HeartbeatSeen {
     pub at: Instant,
 }
 
+/// A command the simulator received on an identified session: op 3
+/// (presence), 4 (voice state), 8 (member request), 31 (soundboard sounds)
+/// or 43 (channel info).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CommandSeen {
+    /// The connection it came on.
+    pub connection: u64,
+    /// The shard of that connection.
+    pub shard: Option<u32>,
+    /// Its opcode.
+    pub op: u64,
+    /// Its `d`.
+    pub d: serde_json::Value,
+    /// When it arrived.
+    pub at: Instant,
+}
+
 /// Who closed a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -204,6 +222,9 @@ pub struct Observations {
     pub resumes: Vec<ResumeSeen>,
     /// Heartbeats.
     pub heartbeats: Vec<HeartbeatSeen>,
+    /// Commands of an identified session (presence, voice state, member
+    /// requests, …), accepted ones only.
+    pub commands: Vec<CommandSeen>,
     /// Ends of connections.
     pub closes: Vec<CloseSeen>,
     /// Broken rules.

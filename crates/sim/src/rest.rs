@@ -80,18 +80,37 @@ pub(crate) async fn create_message(
     let seen = crate::observe::MessageSeen {
         channel_id: channel_id.clone(),
         content: content.to_owned(),
-        reply_to,
+        reply_to: reply_to.clone(),
     };
     let id = shared.observe(|o| {
         o.messages.push(seen);
         o.messages.len()
     });
-    let body = serde_json::json!({
+    // A whole message object, as Discord answers (a REST client's model
+    // of it deserializes).
+    let mut body = serde_json::json!({
         "id": format!("{}", (1u64 << 40) + id as u64),
+        "type": if reply_to.is_some() { 19 } else { 0 },
         "channel_id": channel_id,
         "content": content,
-        "author": {"id": "1000000000000000001", "username": "shardwire-sim", "discriminator": "0", "bot": true},
+        "author": {"id": "1000000000000000001", "username": "shardwire-sim", "discriminator": "0",
+                   "global_name": null, "avatar": null, "bot": true},
+        // What the id's snowflake says: 262,144 ms after Discord's epoch.
+        "timestamp": "2015-01-01T00:04:22.144000+00:00",
+        "edited_timestamp": null,
+        "tts": false,
+        "mention_everyone": false,
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": [],
+        "embeds": [],
+        "pinned": false,
+        "flags": 0,
     });
+    if let Some(message_id) = &reply_to {
+        body["message_reference"] =
+            serde_json::json!({"type": 0, "channel_id": channel_id, "message_id": message_id});
+    }
     respond(StatusCode::OK, body.to_string())
 }
 

@@ -22,7 +22,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::config::{KNOWN_INTENTS, PRIVILEGED_INTENTS};
 use crate::inbound::{Inbound, MAX_FRAME, read_loop};
 use crate::observe::{
-    CloseSeen, ClosedBy, ConnectionSeen, Fault, HeartbeatSeen, IdentifySeen, Listener,
+    CloseSeen, ClosedBy, CommandSeen, ConnectionSeen, Fault, HeartbeatSeen, IdentifySeen, Listener,
     ResumeOutcome, ResumeSeen, ViolationKind,
 };
 use crate::outbound::FrameWriter;
@@ -339,11 +339,24 @@ impl Conn {
                 self.violation(ViolationKind::NotAuthenticated);
                 self.close(4003, "Not authenticated.").await
             }
-            3 => Ok(()),
-            4 => self.on_voice_state(&d).await,
-            8 => self.on_request_members(&d).await,
-            31 => self.on_soundboard(&d).await,
-            43 => self.on_channel_info(&d).await,
+            3 | 4 | 8 | 31 | 43 => {
+                self.shared.observe(|o| {
+                    o.commands.push(CommandSeen {
+                        connection: self.id,
+                        shard: self.shard.map(|[id, _]| id),
+                        op,
+                        d: d.clone(),
+                        at: now,
+                    });
+                });
+                match op {
+                    4 => self.on_voice_state(&d).await,
+                    8 => self.on_request_members(&d).await,
+                    31 => self.on_soundboard(&d).await,
+                    43 => self.on_channel_info(&d).await,
+                    _ => Ok(()),
+                }
+            }
             other => {
                 self.violation(ViolationKind::UnknownOpcode { op: other });
                 self.close(4001, "Unknown opcode.").await
