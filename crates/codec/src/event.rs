@@ -134,8 +134,8 @@ impl EventDecodeError {
     }
 }
 
-/// Which JSON parser deserializes typed events. Chosen by benchmark; see the
-/// README ("Choosing the JSON parser per path").
+/// Which JSON parser deserializes typed events. Chosen by benchmark; see
+/// docs/benchmarks.md ("Choosing the JSON parser per path").
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TypedParser {

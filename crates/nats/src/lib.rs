@@ -26,6 +26,36 @@
 //!   `<prefix>.commands.<shard>`.
 //! - [`LocalServer`]: a `nats-server` with JetStream on loopback, for tests
 //!   and demos.
+//!
+//! Everything starts from a [`Nats`] connection. The example names a
+//! dispatch's message id, then takes a shard's session over (fencing out
+//! whoever held it) and stores how far it got, on a local `nats-server`
+//! found through `NATS_SERVER` or the `PATH`; without one it stops there:
+//!
+//! ```
+//! use shardwire_nats::{Layout, LocalServer, Nats, message_id, parse_message_id};
+//! use shardwire_shard::Session;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The message id a dispatch is published under, so JetStream drops
+//! // the copy a resume replays.
+//! assert_eq!(message_id("3f2a9c0e", 43), "3f2a9c0e:43");
+//! assert_eq!(parse_message_id("3f2a9c0e:43"), Some(("3f2a9c0e", 43)));
+//!
+//! let Some(server) = LocalServer::start_or_skip().await? else { return Ok(()) };
+//! let nats = Nats::connect(&server.url(), Layout::default()).await?;
+//! let sessions = nats.sessions().await?;
+//! // No session yet: the shard would identify. The revision is what the
+//! // next write must be made over.
+//! let (session, revision) = sessions.take(3).await?;
+//! assert_eq!(session, None);
+//! let session = Session::new("3f2a9c0e".into(), 42, "wss://resume.example".into())?;
+//! sessions.store(3, &session, revision).await?;
+//! assert_eq!(sessions.load(3).await?.0, Some(session));
+//! # Ok(())
+//! # }
+//! ```
 
 mod consumer;
 mod error;

@@ -33,6 +33,43 @@
 //!
 //! The resume point is the machine's: [`ShardMachine::session`] follows what
 //! was delivered, and [`Shard::session`] what the handle's user took.
+//!
+//! A bot runs a [`Shard`] (or a cluster of them) and never sees the machine.
+//! Driving the machine by hand shows what the driver does: open what
+//! [`Order::Connect`] names, hand over each message, wait for the identify
+//! queue when asked, write each frame `poll_transmit` returns.
+//!
+//! ```
+//! use std::time::Instant;
+//! use shardwire_codec::{Compression, MessageKind, Token};
+//! use shardwire_shard::{Order, ShardConfig, ShardMachine, ShardState};
+//! use twilight_model::gateway::Intents;
+//!
+//! let mut config = ShardConfig::new(
+//!     Token::new("a token"),
+//!     Intents::GUILD_MESSAGES,
+//!     0, // shard id
+//!     1, // shard count
+//!     "wss://gateway.discord.gg",
+//! );
+//! config.compression = Compression::None;
+//! let mut shard = ShardMachine::new(config);
+//! let now = Instant::now();
+//!
+//! shard.connect(now);
+//! let Some(Order::Connect { url }) = shard.poll_order() else { panic!("no Connect") };
+//! assert_eq!(url, "wss://gateway.discord.gg/?v=10&encoding=json");
+//! shard.handle_connected(now);
+//!
+//! let hello = br#"{"t":null,"s":null,"op":10,"d":{"heartbeat_interval":41250}}"#;
+//! shard.handle_message(now, hello, MessageKind::Text);
+//! assert_eq!(shard.poll_order(), Some(Order::WaitIdentifyTurn));
+//! assert_eq!(shard.state(), ShardState::Identifying);
+//!
+//! shard.handle_identify_turn(now);
+//! let identify = shard.poll_transmit().expect("an Identify to write");
+//! assert!(identify.starts_with(br#"{"op":2,"#));
+//! ```
 
 mod batch;
 mod driver;

@@ -317,7 +317,7 @@ impl ZlibStream {
 ///
 /// Decoded with zlib-rs (through flate2), one context reset per message and
 /// the decoder's output buffer reused. zune-inflate was the first choice; it
-/// measured slower and cannot reuse buffers (see the README).
+/// measured slower and cannot reuse buffers (see docs/benchmarks.md).
 pub(crate) struct ZlibPayload {
     inflater: Decompress,
 }
