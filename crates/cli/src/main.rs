@@ -89,13 +89,12 @@ const DEMO_LOG_FILTER: &str = "warn,shardwire=info,shardwire_shard=warn";
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // RUST_LOG, when set and valid, decides alone.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(match cli.command {
-                Command::Demo(_) => DEMO_LOG_FILTER,
-                _ => DEFAULT_LOG_FILTER,
-            })
-        });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(match cli.command {
+            Command::Demo(_) => DEMO_LOG_FILTER,
+            _ => DEFAULT_LOG_FILTER,
+        })
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
