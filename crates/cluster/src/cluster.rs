@@ -333,13 +333,13 @@ impl Cluster {
             sessions_changed: Arc::default(),
             config,
         };
+        // The sessions the shards resume: what later saves are measured from.
         let resumed: std::collections::BTreeMap<u32, Session> = ids
             .iter()
-            .filter_map(|id| Some((*id, sessions.get(id)?.clone())))
+            .filter_map(|id| Some((*id, sessions.remove(id)?)))
             .collect();
         for id in ids {
-            let session = sessions.remove(&id);
-            cluster.spawn(id, session);
+            cluster.spawn(id, resumed.get(&id).cloned());
         }
         if let Some(store) = cluster.config.session_store.clone() {
             tokio::spawn(keep_saved(

@@ -118,30 +118,21 @@ mod tests {
         let seq = |machine: &ShardMachine| machine.session().map(|session| session.seq);
         let (mut machine, now) = crate::batch::tests::ready_machine();
         let take_all: crate::Tap = std::sync::Arc::new(|_, _| None);
+        let receive = |machine: &mut ShardMachine, seq: u64| {
+            let message = crate::batch::tests::message(seq);
+            machine.handle_message(now, message.as_bytes(), MessageKind::Text);
+            machine.take_batch().expect("a batch")
+        };
         let mut pending = Pending::default();
         // Nothing waits: the taken 2 is delivered at once.
-        machine.handle_message(
-            now,
-            crate::batch::tests::message(2).as_bytes(),
-            MessageKind::Text,
-        );
-        let mut batch = machine.take_batch().expect("a batch");
+        let mut batch = receive(&mut machine, 2);
         batch.tap(0, &take_all);
         pending.push_batch(batch, &mut machine);
         assert_eq!(seq(&machine), Some(2));
         // 3 waits for the consumer; 4, taken, counts only once 3 is handed over.
-        machine.handle_message(
-            now,
-            crate::batch::tests::message(3).as_bytes(),
-            MessageKind::Text,
-        );
-        pending.push_batch(machine.take_batch().expect("a batch"), &mut machine);
-        machine.handle_message(
-            now,
-            crate::batch::tests::message(4).as_bytes(),
-            MessageKind::Text,
-        );
-        let mut batch = machine.take_batch().expect("a batch");
+        let batch = receive(&mut machine, 3);
+        pending.push_batch(batch, &mut machine);
+        let mut batch = receive(&mut machine, 4);
         batch.tap(0, &take_all);
         pending.push_batch(batch, &mut machine);
         assert_eq!(seq(&machine), Some(2), "3 is not delivered yet");
