@@ -77,6 +77,7 @@ mod handshake;
 mod json;
 mod machine;
 mod memory;
+pub mod metrics;
 mod net;
 mod outgoing;
 mod policy;

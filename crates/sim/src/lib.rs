@@ -23,6 +23,7 @@
 
 mod config;
 mod inbound;
+mod metrics;
 mod observe;
 mod outbound;
 pub mod raw;
@@ -43,6 +44,7 @@ pub use crate::observe::{
     IdentifySeen, Listener, MessageSeen, Observations, PayloadStyle, RestFault, RestSeen,
     ResumeOutcome, ResumeSeen, Violation, ViolationKind,
 };
+pub use crate::metrics::MetricsRecorder;
 pub use crate::state::Flood;
 
 /// A session the simulator holds, as [`Sim::sessions`] lists it.

@@ -93,6 +93,8 @@ struct Task {
     /// The machine's next deadline, and the timer set for it.
     timer: Pin<Box<tokio::time::Sleep>>,
     timer_at: Option<Instant>,
+    /// Reading is paused for the consumer (see [`Task::reading`]).
+    paused: bool,
 }
 
 fn now() -> std::time::Instant {
@@ -125,6 +127,7 @@ impl Task {
             pending: Pending::default(),
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             timer_at: None,
+            paused: false,
         };
         tokio::spawn(tracing::Instrument::instrument(task.run(control), span));
     }
@@ -148,6 +151,14 @@ impl Task {
             // Stop reading while the consumer is far behind (as the machine
             // allows); timers and heartbeats go on.
             let reading = self.reading();
+            let metrics = self.machine.metrics();
+            metrics.held(self.pending.len(), self.pending.bytes);
+            if self.paused == reading {
+                self.paused = !reading;
+                if self.paused {
+                    metrics.reading_paused();
+                }
+            }
             let has_pending = !self.pending.is_empty();
             let wake = {
                 let readable = std::future::poll_fn(|cx| {
@@ -372,9 +383,12 @@ impl Task {
                         // runs in the task's loop, beside the user's requests
                         // and the machine's connect timeout.
                         let max_message = self.max_message;
-                        self.connecting = Some(Box::pin(async move {
+                        let connecting = async move {
                             connect(&url, max_message).await.map_err(|e| e.to_string())
-                        }));
+                        };
+                        let span = self.machine.step_span();
+                        self.connecting =
+                            Some(Box::pin(tracing::Instrument::instrument(connecting, span)));
                     }
                     Order::Close { code } => {
                         self.write(ClientFrame::Close(Some(code))).await;

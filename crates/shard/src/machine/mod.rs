@@ -34,6 +34,7 @@ use self::scanned::Names;
 pub(crate) use self::scanned::typed_json;
 use self::timer::{Timer, TimerTable};
 use crate::batch::Queued;
+use crate::metrics::{Cause, ReconnectCause, ShardMetrics};
 use crate::policy::{GOING_AWAY, NORMAL_CLOSE};
 use crate::session::ResumePoint;
 use crate::{
@@ -78,6 +79,7 @@ pub struct ShardMachine {
     /// Undecodable messages and broken frames in a row (see
     /// [`UNDECODABLE_LIMIT`](crate::UNDECODABLE_LIMIT)).
     undecodable: u32,
+    metrics: ShardMetrics,
 }
 
 /// Where a machine is. What belongs to one connection lives in its
@@ -121,14 +123,19 @@ struct Link {
     broke: bool,
     /// An Invalid Session `false` ended it: wait before identifying again.
     wait_before_identify: bool,
+    /// Dispatches received while resuming: the gateway's replay.
+    replayed: u64,
+    /// The span of the step under way (`connect`, `identify`, `resume`),
+    /// the parent of its lifecycle events; none once active.
+    span: tracing::Span,
 }
 
 /// A close the machine asked for: what to do once it has closed.
 #[derive(Debug)]
 enum Closing {
-    /// The machine's own (a timeout, a zombie, Hello or READY unusable):
-    /// then this, if [`ShardConfig::reconnect`] allows.
-    Ours(AfterClose),
+    /// The machine's own (a timeout, a zombie, Hello or READY unusable),
+    /// for this cause: then this, if [`ShardConfig::reconnect`] allows.
+    Ours(AfterClose, Cause),
     /// The user's (`reconnect`, `resume`, `identify`, …): then this, even
     /// with [`ShardConfig::reconnect`] off.
     Users(AfterClose),
@@ -179,6 +186,7 @@ impl ShardMachine {
             connected_before: false,
             resume_url_failed: false,
             undecodable: 0,
+            metrics: ShardMetrics::new(config.shard_id),
             config,
         }
     }
@@ -229,6 +237,13 @@ impl ShardMachine {
         }
     }
 
+    /// Ends the open connection's step span and starts `span`.
+    fn set_span(&mut self, span: tracing::Span) {
+        if let Some(link) = self.link_mut() {
+            link.span = span;
+        }
+    }
+
     /// The session to export (when the process stops, or to hand a shard
     /// to another): as of the last event delivered, so a resume from it
     /// replays exactly what the consumer has not had. An event counts as
@@ -242,6 +257,20 @@ impl ShardMachine {
     /// The resume point of what was delivered (see [`ShardMachine::session`]).
     pub(crate) fn delivered(&self) -> &ResumePoint {
         &self.delivered
+    }
+
+    /// The span of the open connection's step under way (`connect`,
+    /// `identify`, `resume`); none without one.
+    pub(crate) fn step_span(&self) -> tracing::Span {
+        match &self.phase {
+            Phase::Open(link) => link.span.clone(),
+            _ => tracing::Span::none(),
+        }
+    }
+
+    /// This shard's metric handles.
+    pub(crate) fn metrics(&self) -> &ShardMetrics {
+        &self.metrics
     }
 
     /// The heartbeat round trips.
@@ -421,6 +450,8 @@ impl ShardMachine {
             self.timers.stop(Timer::Connect);
             self.timers
                 .set(Timer::Hello, now + self.config.hello_timeout);
+            self.metrics.connected();
+            self.set_span(tracing::Span::none());
             self.emit(if self.connected_before {
                 ShardEvent::Reconnected
             } else {
@@ -477,10 +508,17 @@ impl ShardMachine {
                     self.connect_failed(now, error);
                 }
             }
-            Timer::Hello | Timer::Ready => self.close_ourselves(AfterClose::Resume),
+            Timer::Hello => self.close_ourselves(AfterClose::Resume, Cause::HelloTimeout),
+            Timer::Ready => self.close_ourselves(AfterClose::Resume, Cause::ReadyTimeout),
             Timer::Heartbeat => match self.heartbeat.handle_timeout(now) {
                 Some(Due::Beat) => self.beat(now),
-                Some(Due::Zombie) => self.close_ourselves(AfterClose::Resume),
+                Some(Due::Zombie) => {
+                    tracing::warn!(
+                        "no heartbeat ACK came: the connection is a zombie; reconnecting"
+                    );
+                    self.metrics.zombie();
+                    self.close_ourselves(AfterClose::Resume, Cause::Zombie);
+                }
                 _ => {}
             },
             Timer::CommandSlot => self.flush_queued(now),
@@ -517,6 +555,7 @@ impl ShardMachine {
         let slot = (self.step() == Some(Step::Active) && !self.queued.is_empty())
             .then(|| self.limiter.next_available(now));
         self.timers.set_or_stop(Timer::CommandSlot, slot);
+        self.metrics.state(self.state());
     }
 
     fn url(&self, base: &str) -> String {
@@ -546,6 +585,8 @@ impl ShardMachine {
             closing: None,
             broke: false,
             wait_before_identify: false,
+            replayed: 0,
+            span: tracing::info_span!("connect"),
         };
         let url = match resume_url {
             Some(url) => url,
@@ -565,7 +606,9 @@ impl ShardMachine {
     }
 
     fn connect_failed(&mut self, now: Instant, error: String) {
-        tracing::warn!(error, "connecting failed");
+        if let Phase::Open(link) = &self.phase {
+            tracing::warn!(parent: &link.span, error, "connecting failed");
+        }
         self.emit(ShardEvent::ConnectFailed { error });
         self.on_close(now, None, "");
     }
@@ -575,8 +618,8 @@ impl ShardMachine {
     }
 
     /// Asks the driver to close with a resumable code, then do `then`.
-    fn close_ourselves(&mut self, then: AfterClose) {
-        self.close(Closing::Ours(then));
+    fn close_ourselves(&mut self, then: AfterClose, cause: Cause) {
+        self.close(Closing::Ours(then, cause));
     }
 
     /// As [`ShardMachine::close_ourselves`], for a close the user asked for.
@@ -622,7 +665,7 @@ impl ShardMachine {
             });
         }
         let by = match link.closing {
-            Some(Closing::Ours(_) | Closing::Stop) => "us",
+            Some(Closing::Ours(..) | Closing::Stop) => "us",
             Some(Closing::Users(_)) => "the user",
             None => "the gateway",
         };
@@ -632,12 +675,16 @@ impl ShardMachine {
             by,
             "connection closed"
         );
-        let (next, by_user) = match link.closing {
+        let (next, cause) = match link.closing {
             Some(Closing::Stop) => return,
-            Some(Closing::Users(then)) => (then, true),
-            Some(Closing::Ours(then)) => (then, false),
-            None => (after_close(code, self.config.intents), false),
+            Some(Closing::Users(then)) => (then, ReconnectCause::User),
+            Some(Closing::Ours(then, cause)) => (then, ReconnectCause::Ours(cause)),
+            None => (
+                after_close(code, self.config.intents),
+                ReconnectCause::Gateway(code),
+            ),
         };
+        let by_user = matches!(cause, ReconnectCause::User);
         let mut delay = if reconnect_at_once {
             Duration::ZERO
         } else {
@@ -673,6 +720,7 @@ impl ShardMachine {
             then = if self.session.is_some() { "resume" } else { "identify" },
             "reconnecting"
         );
+        self.metrics.reconnecting(cause);
         self.phase = Phase::Reconnecting;
         self.timers.set(Timer::Reconnect, now + delay);
     }

@@ -11,6 +11,7 @@ use super::scanned::{Scanned, typed};
 use super::timer::Timer;
 use super::{Phase, ShardEvent, ShardMachine, Step};
 use crate::batch::Queued;
+use crate::metrics::Cause;
 use crate::{AfterClose, Endpoint, FatalError, IdentifyRefused, Json, Scheme, Session};
 use crate::{RESUMABLE_CLOSE, UNDECODABLE_LIMIT};
 
@@ -38,6 +39,9 @@ impl ShardMachine {
         let start = self.text.len();
         let scanned = match self.decoder.push(bytes, kind) {
             Ok(Some(payload)) => {
+                let json = payload.json().len();
+                self.metrics
+                    .message(bytes.len(), Some((payload.op(), json)));
                 if self.config.raw_messages {
                     self.events.push_back(Queued::Event(ShardEvent::Message {
                         json: Json::from(payload.json()),
@@ -50,8 +54,11 @@ impl ShardMachine {
                 self.text.push_str(payload.json());
                 Scanned::new(&payload, start, &mut self.names).with_typed(typed)
             }
-            Ok(None) => return,
-            Err(error) => return self.undecodable(&error.to_string()),
+            Ok(None) => return self.metrics.message(bytes.len(), None),
+            Err(error) => {
+                self.metrics.message(bytes.len(), None);
+                return self.undecodable(&error.to_string());
+            }
         };
         self.on_payload(now, scanned);
         let kept = matches!(
@@ -91,13 +98,13 @@ impl ShardMachine {
                 "the gateway keeps sending what cannot be decoded; stopping"
             );
             let fatal = FatalError::Undecodable(error.to_owned());
-            self.close_ourselves(AfterClose::Fatal(fatal));
+            self.close_ourselves(AfterClose::Fatal(fatal), Cause::Undecodable);
         } else {
             tracing::warn!(
                 error,
                 "a message from the gateway cannot be decoded; reconnecting to resume, so that the gateway sends it again"
             );
-            self.close_ourselves(AfterClose::Resume);
+            self.close_ourselves(AfterClose::Resume, Cause::Undecodable);
         }
     }
 
@@ -105,16 +112,21 @@ impl ShardMachine {
         match OpCode::from(payload.op) {
             Some(OpCode::Dispatch) => self.on_dispatch(now, payload),
             Some(OpCode::Heartbeat) => self.heartbeat.on_request(now),
-            Some(OpCode::Reconnect) => self.close_ourselves(AfterClose::Resume),
+            Some(OpCode::Reconnect) => {
+                tracing::info!("the gateway asks for a reconnect (op 7)");
+                self.close_ourselves(AfterClose::Resume, Cause::Op7);
+            }
             Some(OpCode::InvalidSession) => {
-                if payload.data(&self.text).trim() == "true" {
-                    self.close_ourselves(AfterClose::Resume);
+                let resumable = payload.data(&self.text).trim() == "true";
+                tracing::info!(resumable, "the gateway invalidated the session (op 9)");
+                if resumable {
+                    self.close_ourselves(AfterClose::Resume, Cause::Op9);
                 } else {
                     self.session = None;
                     if let Some(link) = self.link_mut() {
                         link.wait_before_identify = true;
                     }
-                    self.close_ourselves(AfterClose::Identify);
+                    self.close_ourselves(AfterClose::Identify, Cause::Op9);
                 }
             }
             Some(OpCode::Hello) => {
@@ -124,6 +136,7 @@ impl ShardMachine {
             Some(OpCode::HeartbeatAck) => {
                 self.heartbeat.on_ack(now);
                 if let Some(latency) = self.heartbeat.latency().last() {
+                    self.metrics.heartbeat(latency);
                     self.emit(ShardEvent::Heartbeat { latency });
                 }
             }
@@ -140,10 +153,10 @@ impl ShardMachine {
         let jitter = self.jitter.next_jitter();
         // A Hello without a usable interval: try a fresh connection.
         let Some(interval) = interval else {
-            return self.close_ourselves(AfterClose::Resume);
+            return self.close_ourselves(AfterClose::Resume, Cause::BadHello);
         };
         if self.heartbeat.on_hello(interval, now, jitter).is_err() {
-            return self.close_ourselves(AfterClose::Resume);
+            return self.close_ourselves(AfterClose::Resume, Cause::BadHello);
         }
         self.limiter.reset(interval);
         self.timers
@@ -151,7 +164,9 @@ impl ShardMachine {
         let resuming = matches!(&self.phase, Phase::Open(link) if link.resuming);
         if let (true, Some(session)) = (resuming, self.session.clone()) {
             self.set_step(Step::Resuming);
-            tracing::info!(seq = session.seq, "resuming");
+            let span = tracing::info_span!("resume", seq = session.seq);
+            tracing::info!(parent: &span, seq = session.seq, "resuming");
+            self.set_span(span);
             let resume = Command::Resume(Resume {
                 token: self.config.token.clone(),
                 session_id: session.session_id,
@@ -160,14 +175,19 @@ impl ShardMachine {
             self.transmit_command(now, &resume);
         } else {
             self.set_step(Step::Identifying);
+            self.set_span(tracing::info_span!("identify"));
             self.orders.push_back(super::Order::WaitIdentifyTurn);
         }
     }
 
     /// The identify queue gave this shard its turn.
     pub fn handle_identify_turn(&mut self, now: Instant) {
-        if self.step() == Some(Step::Identifying) {
-            tracing::info!(intents = self.config.intents.bits(), "identifying");
+        if let Phase::Open(link) = &self.phase
+            && link.step == Step::Identifying
+        {
+            let intents = self.config.intents.bits();
+            tracing::info!(parent: &link.span, intents, "identifying");
+            self.metrics.identified();
             let identify = Command::Identify(Identify {
                 token: self.config.token.clone(),
                 properties: self.config.properties.clone(),
@@ -202,13 +222,26 @@ impl ShardMachine {
         if let Some(session) = &mut self.session {
             session.advance(seq);
         }
+        let known = match &payload.event_type {
+            Some(std::borrow::Cow::Borrowed(name)) => Some(*name),
+            _ => None,
+        };
+        self.metrics.dispatch(known);
+        if let Some(link) = self.link_mut().filter(|link| link.step == Step::Resuming) {
+            link.replayed += 1;
+        }
         if !matches!(payload.event_type.as_deref(), Some("READY" | "RESUMED")) {
             self.undecodable = 0;
         }
         match payload.event_type.as_deref() {
             Some("READY") => self.on_ready(now, seq, Ready::parse(payload.data(&self.text))),
             Some("RESUMED") => {
-                tracing::info!("RESUMED: the session continues");
+                if let Phase::Open(link) = &self.phase {
+                    // The count includes RESUMED itself.
+                    let replayed = link.replayed.saturating_sub(1);
+                    tracing::info!(parent: &link.span, replayed, "RESUMED: the session continues");
+                }
+                self.metrics.resumed();
                 self.become_active(now);
                 self.emit(ShardEvent::Resumed);
             }
@@ -238,7 +271,7 @@ impl ShardMachine {
             guilds,
         }) = ready
         else {
-            return self.close_ourselves(AfterClose::Identify);
+            return self.close_ourselves(AfterClose::Identify, Cause::BadReady);
         };
         // A resume URL that can never be connected to: resumes go to the
         // gateway URL, which Discord accepts them on.
@@ -249,17 +282,20 @@ impl ShardMachine {
         self.resume_url_failed = false;
         match Session::new(session_id, seq, resume_gateway_url) {
             Ok(session) => {
-                tracing::info!(guilds = guilds.len(), "READY: a new session");
+                if let Phase::Open(link) = &self.phase {
+                    tracing::info!(parent: &link.span, guilds = guilds.len(), "READY: a new session");
+                }
                 self.session = Some(session.clone());
                 self.become_active(now);
                 self.emit(ShardEvent::Ready { session });
             }
-            Err(_) => self.close_ourselves(AfterClose::Identify),
+            Err(_) => self.close_ourselves(AfterClose::Identify, Cause::BadReady),
         }
     }
 
     fn become_active(&mut self, now: Instant) {
         self.set_step(Step::Active);
+        self.set_span(tracing::Span::none());
         self.timers.stop(Timer::Ready);
         self.backoff.reset();
         self.flush_queued(now);

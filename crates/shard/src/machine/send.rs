@@ -6,6 +6,7 @@ use std::time::Instant;
 use shardwire_codec::Command;
 
 use super::{Phase, SendError, ShardEvent, ShardMachine, Step};
+use crate::metrics::Cause;
 use crate::{AfterClose, FatalError};
 
 impl ShardMachine {
@@ -21,6 +22,7 @@ impl ShardMachine {
             let bytes = command.encode()?;
             self.enqueue(now, command.opcode(), bytes)
         });
+        self.count_refused(&sent);
         self.settle(now);
         sent
     }
@@ -37,8 +39,19 @@ impl ShardMachine {
             let opcode = raw_opcode(&bytes)?;
             self.enqueue(now, opcode, bytes)
         });
+        self.count_refused(&sent);
         self.settle(now);
         sent
+    }
+
+    fn count_refused(&self, sent: &Result<(), SendError>) {
+        if let Err(error) = sent {
+            self.metrics.refused(match error {
+                SendError::QueueFull(_) => "queue_full",
+                SendError::Fatal(_) | SendError::Stopped => "fatal",
+                SendError::Codec(_) | SendError::InvalidRaw(_) => "invalid",
+            });
+        }
     }
 
     fn refuse_if_fatal(&self) -> Result<(), SendError> {
@@ -53,7 +66,7 @@ impl ShardMachine {
             && self.queued.is_empty()
             && self.limiter.try_acquire_command(now)
         {
-            self.transmit(opcode, bytes);
+            self.transmit(now, opcode, bytes);
             return Ok(());
         }
         if self.queued.len() >= self.config.max_queued_commands {
@@ -70,7 +83,7 @@ impl ShardMachine {
                 return;
             }
             if let Some((opcode, bytes)) = self.queued.pop_front() {
-                self.transmit(opcode, bytes);
+                self.transmit(now, opcode, bytes);
             }
         }
     }
@@ -81,13 +94,14 @@ impl ShardMachine {
         match command.encode() {
             Ok(bytes) => {
                 let _ = self.limiter.acquire_heartbeat(now);
-                self.transmit(command.opcode(), bytes);
+                self.transmit(now, command.opcode(), bytes);
             }
             // Identify and Resume come from the configuration; one that does
             // not encode can never work.
-            Err(error) => self.close_ourselves(AfterClose::Fatal(
-                FatalError::InvalidConfiguration(error.to_string()),
-            )),
+            Err(error) => self.close_ourselves(
+                AfterClose::Fatal(FatalError::InvalidConfiguration(error.to_string())),
+                Cause::Configuration,
+            ),
         }
     }
 
@@ -103,13 +117,14 @@ impl ShardMachine {
         // A heartbeat always encodes: no field can be invalid.
         let heartbeat = Command::Heartbeat { seq };
         if let Ok(bytes) = heartbeat.encode() {
-            self.transmit(heartbeat.opcode(), bytes);
+            self.transmit(now, heartbeat.opcode(), bytes);
         }
         self.heartbeat.on_sent(now);
     }
 
     /// Hands a frame to the driver and tells the user.
-    pub(super) fn transmit(&mut self, opcode: u8, bytes: Vec<u8>) {
+    pub(super) fn transmit(&mut self, now: Instant, opcode: u8, bytes: Vec<u8>) {
+        self.metrics.sent(opcode, self.limiter.available(now));
         self.transmits.push_back(bytes);
         self.emit(ShardEvent::Sent { opcode });
     }

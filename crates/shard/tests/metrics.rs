@@ -1,0 +1,262 @@
+//! A shard's metrics against the simulator: each moves when the simulator
+//! makes its cause happen. One recorder serves the whole binary; each test
+//! runs its own shard id (of 16), so the `shard` label keeps them apart.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::driver::{config, is_ready, is_resumed, until};
+use shardwire_codec::Compression;
+use shardwire_shard::metrics as m;
+use shardwire_shard::{Outgoing, SendError, Shard, ShardConfig, ShardEvent, Unqueued};
+use shardwire_sim::{Fault, MetricsRecorder, Sim};
+
+const SHARDS: u32 = 16;
+
+fn recorder() -> &'static MetricsRecorder {
+    MetricsRecorder::global()
+}
+
+async fn sim() -> Sim {
+    Sim::builder()
+        .guilds_per_shard(3)
+        .identify_window(Duration::ZERO)
+        // Heartbeats (and zombies) within a test's step.
+        .heartbeat_interval(Duration::from_secs(2))
+        .start()
+        .await
+        .unwrap()
+}
+
+fn start(sim: &Sim, shard: u32, adjust: impl FnOnce(&mut ShardConfig)) -> Shard {
+    // Made after the recorder, so its handles are the recorder's.
+    recorder();
+    let mut config = config(sim, shard, SHARDS, Compression::ZlibStream);
+    adjust(&mut config);
+    Shard::start(config, Arc::new(Unqueued))
+}
+
+fn counter(name: &str, shard: u32, labels: &[(&str, &str)]) -> u64 {
+    let shard = shard.to_string();
+    let mut all = vec![("shard", shard.as_str())];
+    all.extend_from_slice(labels);
+    recorder().counter(name, &all)
+}
+
+fn gauge(name: &str, shard: u32) -> Option<f64> {
+    recorder().gauge(name, &[("shard", &shard.to_string())])
+}
+
+/// Takes events until the shard is idle for a moment (on the paused clock),
+/// so what the shard counted has been counted.
+async fn settle(shard: &mut Shard) {
+    while let Ok(Some(_)) =
+        tokio::time::timeout(Duration::from_millis(50), shard.next_event()).await
+    {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_a_close_4000_counts_a_reconnect_by_its_code_and_the_resume() {
+    const SHARD: u32 = 1;
+    let sim = sim().await;
+    let mut shard = start(&sim, SHARD, |_| {});
+    until(&mut shard, is_ready).await;
+    settle(&mut shard).await;
+    assert_eq!(gauge(m::SHARD_STATE, SHARD), Some(5.0), "active");
+    assert_eq!(counter(m::IDENTIFIES, SHARD, &[]), 1);
+    assert_eq!(counter(m::CONNECTS, SHARD, &[]), 1);
+    assert_eq!(counter(m::RESUMES, SHARD, &[]), 0);
+    assert_eq!(counter(m::RECONNECTS, SHARD, &[]), 0);
+    assert_eq!(counter(m::DISPATCHES, SHARD, &[("event", "READY")]), 1);
+    assert_eq!(
+        counter(m::DISPATCHES, SHARD, &[("event", "GUILD_CREATE")]),
+        3
+    );
+    assert_eq!(counter(m::PAYLOADS_RECEIVED, SHARD, &[("opcode", "10")]), 1);
+    assert_eq!(counter(m::PAYLOADS_SENT, SHARD, &[("opcode", "2")]), 1);
+
+    sim.inject(Some(SHARD), Fault::Close(4000));
+    until(&mut shard, is_resumed).await;
+    settle(&mut shard).await;
+    assert_eq!(counter(m::RECONNECTS, SHARD, &[("cause", "4000")]), 1);
+    assert_eq!(counter(m::RECONNECTS, SHARD, &[]), 1, "no other cause");
+    assert_eq!(counter(m::RESUMES, SHARD, &[]), 1);
+    assert_eq!(counter(m::CONNECTS, SHARD, &[]), 2);
+    assert_eq!(
+        counter(m::IDENTIFIES, SHARD, &[]),
+        1,
+        "a resume, not an identify"
+    );
+    assert_eq!(counter(m::PAYLOADS_SENT, SHARD, &[("opcode", "6")]), 1);
+    assert_eq!(counter(m::PAYLOADS_RECEIVED, SHARD, &[("opcode", "10")]), 2);
+    assert_eq!(counter(m::DISPATCHES, SHARD, &[("event", "RESUMED")]), 1);
+    assert_eq!(gauge(m::SHARD_STATE, SHARD), Some(5.0), "active again");
+    let observed = sim.observations();
+    assert_eq!(observed.identifies.len(), 1);
+    assert_eq!(observed.resumes.len(), 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_a_zombie_is_counted_once_and_reconnects_by_that_cause() {
+    const SHARD: u32 = 2;
+    let sim = sim().await;
+    let mut shard = start(&sim, SHARD, |_| {});
+    until(&mut shard, is_ready).await;
+    // A first round trip gives the latency series a sample.
+    until(&mut shard, |event| {
+        matches!(event, ShardEvent::Heartbeat { .. })
+    })
+    .await;
+    let labels = [("shard", "2")];
+    let latencies = recorder().histogram(m::HEARTBEAT_LATENCY, &labels);
+    assert_eq!(latencies.len(), 1);
+    assert_eq!(
+        gauge(m::HEARTBEAT_LATENCY_LAST, SHARD),
+        Some(latencies[0]),
+        "the last round trip is the one recorded"
+    );
+    assert_eq!(counter(m::ZOMBIES, SHARD, &[]), 0);
+    sim.inject(Some(SHARD), Fault::Zombie);
+    until(&mut shard, is_resumed).await;
+    settle(&mut shard).await;
+    assert_eq!(counter(m::ZOMBIES, SHARD, &[]), 1);
+    assert_eq!(counter(m::RECONNECTS, SHARD, &[("cause", "zombie")]), 1);
+    assert_eq!(counter(m::RECONNECTS, SHARD, &[]), 1);
+    assert_eq!(counter(m::RESUMES, SHARD, &[]), 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_op7_and_op9_and_a_dropped_connection_are_causes_of_their_own() {
+    const SHARD: u32 = 3;
+    let sim = sim().await;
+    let mut shard = start(&sim, SHARD, |_| {});
+    until(&mut shard, is_ready).await;
+    sim.inject(Some(SHARD), Fault::Reconnect);
+    until(&mut shard, is_resumed).await;
+    sim.inject(Some(SHARD), Fault::DropTcp);
+    until(&mut shard, is_resumed).await;
+    sim.inject(Some(SHARD), Fault::InvalidSession { resumable: false });
+    until(&mut shard, is_ready).await;
+    settle(&mut shard).await;
+    let causes = |cause| counter(m::RECONNECTS, SHARD, &[("cause", cause)]);
+    assert_eq!(
+        (causes("op7"), causes("transport"), causes("op9")),
+        (1, 1, 1)
+    );
+    assert_eq!(counter(m::RECONNECTS, SHARD, &[]), 3);
+    assert_eq!(counter(m::RESUMES, SHARD, &[]), 2);
+    assert_eq!(
+        counter(m::IDENTIFIES, SHARD, &[]),
+        2,
+        "op 9 false starts anew"
+    );
+    assert_eq!(counter(m::DISPATCHES, SHARD, &[("event", "READY")]), 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_dispatches_count_by_known_name_and_the_rest_as_other() {
+    const SHARD: u32 = 4;
+    let sim = sim().await;
+    let mut shard = start(&sim, SHARD, |_| {});
+    until(&mut shard, is_ready).await;
+    for event_type in ["TYPING_START", "NOT_AN_EVENT_YET", "ANOTHER_NEW_ONE"] {
+        sim.inject(
+            Some(SHARD),
+            Fault::Dispatch {
+                event_type: event_type.into(),
+                d: serde_json::json!({}),
+            },
+        );
+    }
+    until(&mut shard, |event| {
+        matches!(event, ShardEvent::Dispatch { event_type, .. } if event_type == "ANOTHER_NEW_ONE")
+    })
+    .await;
+    settle(&mut shard).await;
+    let events = recorder().label_values(m::DISPATCHES, "event", &[("shard", "4")]);
+    assert_eq!(events, ["GUILD_CREATE", "READY", "TYPING_START", "other"]);
+    assert_eq!(counter(m::DISPATCHES, SHARD, &[("event", "other")]), 2);
+    let total = counter(m::DISPATCHES, SHARD, &[]);
+    assert_eq!(total, sim.sessions()[0].seq, "one count per dispatch sent");
+    assert_eq!(
+        counter(m::PAYLOADS_RECEIVED, SHARD, &[("opcode", "0")]),
+        total
+    );
+    // zlib-stream: the JSON is larger than what came over the wire.
+    let wire = counter(m::WIRE_BYTES, SHARD, &[]);
+    let json = counter(m::PAYLOAD_BYTES, SHARD, &[]);
+    assert!(
+        wire > 0 && json > wire,
+        "{json} bytes of JSON from {wire} on the wire"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_commands_sent_move_the_headroom_and_refused_ones_count_by_reason() {
+    const SHARD: u32 = 5;
+    let sim = sim().await;
+    let mut shard = start(&sim, SHARD, |_| {});
+    until(&mut shard, is_ready).await;
+    settle(&mut shard).await;
+    let before = gauge(m::RATE_LIMIT_HEADROOM, SHARD).expect("set by Identify");
+    for _ in 0..5 {
+        let presence = Outgoing::json(
+            br#"{"op":3,"d":{"since":null,"activities":[],"status":"online","afk":false}}"#
+                .to_vec(),
+        );
+        shard.send(presence).await.unwrap();
+    }
+    settle(&mut shard).await;
+    assert_eq!(counter(m::PAYLOADS_SENT, SHARD, &[("opcode", "3")]), 5);
+    let after = gauge(m::RATE_LIMIT_HEADROOM, SHARD).unwrap();
+    assert_eq!(after, before - 5.0, "five fewer may be sent");
+
+    let too_large =
+        Outgoing::json(format!(r#"{{"op":3,"d":"{}"}}"#, "x".repeat(5000)).into_bytes());
+    assert!(matches!(
+        shard.send(too_large).await,
+        Err(SendError::InvalidRaw(_))
+    ));
+    assert_eq!(
+        counter(m::COMMANDS_REFUSED, SHARD, &[("reason", "invalid")]),
+        1
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_a_lagging_consumer_shows_as_held_events_and_a_reading_pause() {
+    const SHARD: u32 = 6;
+    let sim = sim().await;
+    // A small limit, so a burst the consumer does not take pauses reading.
+    let mut shard = start(&sim, SHARD, |config| config.max_pending_bytes = 16 * 1024);
+    until(&mut shard, is_ready).await;
+    settle(&mut shard).await;
+    assert_eq!(counter(m::READING_PAUSED, SHARD, &[]), 0);
+    assert_eq!(gauge(m::HELD_EVENTS, SHARD), Some(0.0));
+    sim.inject(Some(SHARD), Fault::Burst(5_000));
+    // The consumer takes nothing for a while.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(counter(m::READING_PAUSED, SHARD, &[]), 1);
+    let held = gauge(m::HELD_EVENTS, SHARD).unwrap();
+    let bytes = gauge(m::HELD_BYTES, SHARD).unwrap();
+    assert!(
+        held > 0.0 && bytes >= 16.0 * 1024.0,
+        "{held} events, {bytes} bytes held"
+    );
+    settle(&mut shard).await;
+    assert_eq!(
+        counter(m::DISPATCHES, SHARD, &[]),
+        sim.sessions()[0].seq,
+        "the burst came whole"
+    );
+    assert_eq!(gauge(m::HELD_EVENTS, SHARD), Some(0.0), "all taken");
+    assert_eq!(gauge(m::HELD_BYTES, SHARD), Some(0.0));
+    sim.shutdown().await;
+}
