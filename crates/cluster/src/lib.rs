@@ -46,6 +46,7 @@
 mod chunks;
 mod cluster;
 mod gateway;
+pub mod metrics;
 mod queue;
 mod sender;
 mod store;

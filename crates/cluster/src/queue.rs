@@ -6,6 +6,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::SessionStartLimit;
+use crate::metrics::QueueMetrics;
 
 /// How often one bucket may identify: Discord allows one identify per
 /// bucket every 5 seconds.
@@ -37,6 +38,7 @@ struct Inner {
     buckets: Vec<Mutex<Option<Instant>>>,
     starts: std::sync::Mutex<Starts>,
     window: Duration,
+    metrics: QueueMetrics,
 }
 
 /// The day's session starts.
@@ -67,6 +69,8 @@ impl LocalQueue {
         let buckets = (0..limit.max_concurrency.max(1))
             .map(|_| Mutex::new(None))
             .collect();
+        let metrics = QueueMetrics::new(limit.max_concurrency);
+        metrics.remaining(limit.remaining);
         Self {
             inner: Arc::new(Inner {
                 buckets,
@@ -76,6 +80,7 @@ impl LocalQueue {
                     reset_at: Instant::now().checked_add(limit.reset_after),
                 }),
                 window,
+                metrics,
             }),
         }
     }
@@ -116,6 +121,7 @@ impl LocalQueue {
             }
             starts.reset_at = Some(reset_at);
             starts.remaining = starts.total;
+            self.inner.metrics.remaining(starts.remaining);
         }
         starts
     }
@@ -130,6 +136,7 @@ impl LocalQueue {
             });
         }
         starts.remaining -= 1;
+        self.inner.metrics.remaining(starts.remaining);
         Ok(())
     }
 }
@@ -138,6 +145,7 @@ impl IdentifyQueue for LocalQueue {
     fn wait_turn(&self, shard_id: u32) -> WaitTurn<'_> {
         Box::pin(async move {
             let bucket = &self.inner.buckets[(shard_id as usize) % self.inner.buckets.len()];
+            let waiting = self.inner.metrics.waiting(shard_id);
             // The fair lock keeps the order the shards asked in.
             let mut last = bucket.lock().await;
             if let Some(last) = *last {
@@ -146,6 +154,7 @@ impl IdentifyQueue for LocalQueue {
             }
             self.take_start()?;
             *last = Some(Instant::now());
+            waiting.turn();
             Ok(())
         })
     }

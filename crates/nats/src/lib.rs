@@ -61,6 +61,7 @@ mod consumer;
 mod error;
 mod layout;
 mod lease;
+pub mod metrics;
 mod node;
 mod queue;
 mod server;

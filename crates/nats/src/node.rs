@@ -18,6 +18,8 @@ use shardwire_shard::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use crate::metrics::NodeMetrics;
 use twilight_model::gateway::Intents;
 
 use crate::{
@@ -272,6 +274,7 @@ impl Node {
             owned_tx,
             gateway,
             limit_checked: Instant::now(),
+            metrics: NodeMetrics::new(),
             config,
         };
         let task = tokio::spawn(runner.run(commands, stop_rx));
@@ -396,6 +399,8 @@ struct Slot {
     in_flight: VecDeque<Outgoing>,
     attempt: u32,
     needs_retry: bool,
+    /// Its events JetStream stored.
+    published: metrics::Counter,
 }
 
 struct Runner {
@@ -421,6 +426,7 @@ struct Runner {
     owned_tx: watch::Sender<Vec<u32>>,
     gateway: Arc<Gateway>,
     limit_checked: Instant,
+    metrics: NodeMetrics,
 }
 
 impl Runner {
@@ -482,6 +488,7 @@ impl Runner {
                 }
                 Ok(Err(NatsError::Fenced { .. })) => {
                     tracing::warn!(range, "lease lost to another node");
+                    self.metrics.lease_lost();
                     self.lose(range);
                 }
                 Ok(Err(error)) => tracing::warn!(range, %error, "cannot renew a lease"),
@@ -509,6 +516,7 @@ impl Runner {
             .collect();
         for range in stale {
             tracing::warn!(range, "lease about to lapse unrenewed; stopping its shards");
+            self.metrics.lease_lost();
             self.lose(range);
         }
     }
@@ -645,6 +653,7 @@ impl Runner {
                 in_flight: VecDeque::new(),
                 attempt: 0,
                 needs_retry: false,
+                published: crate::metrics::published(id),
             },
         );
     }
@@ -670,6 +679,7 @@ impl Runner {
     }
 
     fn publish_owned(&self) {
+        self.metrics.leases_held(self.held.len());
         let mut owned: Vec<u32> = self.slots.keys().copied().collect();
         owned.sort_unstable();
         self.owned_tx.send_replace(owned);
@@ -745,6 +755,7 @@ impl Runner {
                 {
                     if let Some(done) = slot.in_flight.pop_front() {
                         self.queued -= 1;
+                        slot.published.increment(1);
                         slot.acked = Some(done.session());
                         slot.dirty = true;
                     }
@@ -804,10 +815,12 @@ impl Runner {
         attempt: u32,
         item: &Outgoing,
     ) -> bool {
+        let sent_at = Instant::now();
         match publish(&self.nats, item).await {
             Ok(ack) => {
-                self.in_flight
-                    .push_back(ack_future(shard, generation, attempt, item.seq, ack));
+                let latency = self.metrics.ack_latency.clone();
+                let ack = ack_future(shard, generation, attempt, item.seq, ack, sent_at, latency);
+                self.in_flight.push_back(ack);
                 true
             }
             Err(failure) => {
@@ -843,6 +856,7 @@ impl Runner {
                 .filter(|item| !item.skipped)
                 .cloned()
                 .collect();
+            crate::metrics::retried(shard, outgoing.len());
             for item in outgoing {
                 if !self.send_event(shard, generation, attempt, &item).await {
                     break;
@@ -932,8 +946,11 @@ impl Runner {
             self.flush_sessions().await;
             let held = std::mem::take(&mut self.held);
             for (_, lease) in held {
-                if let Err(error) = self.leases.release(lease).await {
-                    tracing::warn!(%error, "cannot release a lease; it lapses by itself");
+                match self.leases.release(lease).await {
+                    Ok(_) => self.metrics.handed_over(),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot release a lease; it lapses by itself");
+                    }
                 }
             }
             let _ = self.leases.withdraw().await;
@@ -987,14 +1004,20 @@ fn ack_future(
     attempt: u32,
     seq: u64,
     ack: PublishAckFuture,
+    sent_at: Instant,
+    latency: metrics::Histogram,
 ) -> AckFuture {
     Box::pin(async move {
+        let outcome = ack.await.map(|_| ()).map_err(classify);
+        if outcome.is_ok() {
+            latency.record(sent_at.elapsed().as_secs_f64());
+        }
         Acked {
             shard,
             generation,
             attempt,
             seq,
-            outcome: ack.await.map(|_| ()).map_err(classify),
+            outcome,
         }
     })
 }

@@ -1,6 +1,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::kv::{CreateErrorKind, Store, UpdateErrorKind};
+use shardwire_cluster::metrics::QueueMetrics;
 use shardwire_shard::{IdentifyQueue, IdentifyRefused, WaitTurn};
 
 use crate::{Nats, NatsError};
@@ -45,6 +46,7 @@ pub struct NatsQueue {
     limits: Store,
     max_concurrency: u32,
     holder: String,
+    metrics: QueueMetrics,
 }
 
 impl NatsQueue {
@@ -77,6 +79,7 @@ impl NatsQueue {
             limits,
             max_concurrency,
             holder: holder.to_owned(),
+            metrics: QueueMetrics::new(max_concurrency),
         })
     }
 
@@ -103,9 +106,11 @@ impl NatsQueue {
             if let Some(current) = current
                 && current.reset_at_ms > now_ms()
             {
+                self.metrics.remaining(current.remaining);
                 return Ok(());
             }
             if self.write_limit(&fresh, revision).await? {
+                self.metrics.remaining(fresh.remaining);
                 return Ok(());
             }
         }
@@ -201,12 +206,14 @@ impl NatsQueue {
                 ..limit
             };
             if self.write_limit(&next, revision).await? {
+                self.metrics.remaining(next.remaining);
                 return Ok(Ok(()));
             }
         }
     }
 
     async fn turn(&self, shard_id: u32) -> Result<(), IdentifyRefused> {
+        let waiting = self.metrics.waiting(shard_id);
         // The session start first: the bucket's key, taken last, times the
         // window from just before the Identify goes out.
         let mut retry = POLL;
@@ -225,7 +232,10 @@ impl NatsQueue {
         let mut retry = POLL;
         loop {
             match self.try_bucket(bucket).await {
-                Ok(true) => return Ok(()),
+                Ok(true) => {
+                    waiting.turn();
+                    return Ok(());
+                }
                 Ok(false) => tokio::time::sleep(POLL).await,
                 Err(error) => {
                     tracing::warn!(shard = shard_id, %error, "identify queue: NATS did not answer; waiting");
