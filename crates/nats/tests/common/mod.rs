@@ -24,6 +24,7 @@ pub(crate) async fn server() -> Option<LocalServer> {
 }
 
 /// Another connection to the server, as another process would have.
+#[allow(dead_code, reason = "not every test binary opens one")]
 pub(crate) async fn connect(server: &LocalServer) -> Nats {
     Nats::connect(&server.url(), Layout::default())
         .await
