@@ -49,6 +49,10 @@ enum Command {
         /// one consumer, as a `Cluster` and the NATS node run them.
         #[arg(long)]
         sink: bool,
+        /// shardwire only: install a Prometheus recorder first (as
+        /// `--metrics` does), so every metric records.
+        #[arg(long)]
+        recorder: bool,
         #[arg(long)]
         shards: u32,
         /// The flood per shard, as the sim was told.
@@ -627,11 +631,23 @@ async fn run(command: Command) -> Result<serde_json::Value> {
             client,
             typed,
             sink,
+            recorder,
             shards,
             events,
             gateway,
             token,
         } => {
+            let prometheus = if recorder {
+                if client != Client::Shardwire {
+                    bail!("--recorder is shardwire's");
+                }
+                let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+                let handle = recorder.handle();
+                metrics::set_global_recorder(recorder).context("installing the recorder")?;
+                Some(handle)
+            } else {
+                None
+            };
             let cpu = cpu_time()?;
             let wall = Instant::now();
             let mut consumed = match client {
@@ -645,6 +661,8 @@ async fn run(command: Command) -> Result<serde_json::Value> {
             let flood_s = busy(std::mem::take(&mut consumed.floods)).as_secs_f64();
             let wall = wall.elapsed();
             let cpu = cpu_time()? - cpu;
+            // What the recorder holds, as a scrape would see it.
+            let rendered = prometheus.map_or(0, |handle| handle.render().len());
             if typed && consumed.typed < consumed.dispatches {
                 bail!(
                     "{} of {} dispatches typed",
@@ -656,6 +674,8 @@ async fn run(command: Command) -> Result<serde_json::Value> {
                 "client": format!("{client:?}").to_lowercase(),
                 "typed": typed,
                 "sink": sink,
+                "recorder": recorder,
+                "rendered_bytes": rendered,
                 "shards": shards,
                 "events": consumed.dispatches,
                 "bytes": consumed.bytes,

@@ -365,7 +365,7 @@ fn end_to_end(bench: &mut Bench<'_>) -> Result<()> {
                 &events.to_string(),
             ]),
         )?;
-        let client = |name: &str, typed: bool| -> Vec<String> {
+        let client = |name: &str, typed: bool, recorder: bool| -> Vec<String> {
             let mut args = strings(&[
                 "e2e",
                 "--client",
@@ -380,12 +380,16 @@ fn end_to_end(bench: &mut Bench<'_>) -> Result<()> {
             if typed {
                 args.push("--typed".into());
             }
+            if recorder {
+                args.push("--recorder".into());
+            }
             args
         };
         // A warm-up of each: the sim builds its flood on first use.
-        measure(bin, &client("shardwire", false))?;
-        measure(bin, &client("twilight", false))?;
+        measure(bin, &client("shardwire", false, false))?;
+        measure(bin, &client("twilight", false, false))?;
         let mut runs: Vec<(String, bool, Value)> = Vec::new();
+        let mut recorded = Vec::new();
         let mut floors = Vec::new();
         for _ in 0..plan.runs {
             let floor = measure(bin, &floor_args)?;
@@ -393,9 +397,12 @@ fn end_to_end(bench: &mut Bench<'_>) -> Result<()> {
             floor_runs.push(json!({"shards": shards, "report": floor}));
             for typed in [false, true] {
                 for name in ["shardwire", "twilight"] {
-                    runs.push((name.to_owned(), typed, measure(bin, &client(name, typed))?));
+                    let args = client(name, typed, false);
+                    runs.push((name.to_owned(), typed, measure(bin, &args)?));
                 }
             }
+            // The raw path again, every metric recording.
+            recorded.push(measure(bin, &client("shardwire", false, true))?);
         }
         let pick = |name: &str, typed: bool, f: &dyn Fn(&Value) -> f64| -> Option<Spread> {
             Spread::of(
@@ -442,6 +449,27 @@ fn end_to_end(bench: &mut Bench<'_>) -> Result<()> {
                 note,
             });
         }
+        // Recording must not show on the raw path: the same client with a
+        // Prometheus recorder installed, against the runs without.
+        let with_recorder = Spread::of(&recorded.iter().map(cpu).collect::<Vec<_>>());
+        let without = pick("shardwire", false, &cpu);
+        rows.push(Row {
+            what: format!(
+                "end to end, {shards} shard(s), raw, Prometheus recorder installed: client CPU s per million events"
+            ),
+            shardwire: with_recorder,
+            twilight: None,
+            digits: 2,
+            lower_is_better: true,
+            note: match (with_recorder, without) {
+                (Some(with), Some(without)) => format!(
+                    "{:.3}× the raw row without a recorder (target ≤ 1.03×)",
+                    with.median / without.median
+                ),
+                _ => String::new(),
+            },
+        });
+        report["runs"][format!("e2e_{shards}_recorder")] = json!(recorded);
         report["runs"][format!("e2e_{shards}")] = json!(
             runs.iter()
                 .map(|(n, t, r)| json!({"client": n, "typed": t, "report": r}))

@@ -6,7 +6,8 @@
 //! `resume_gateway_url`. It validates Identify and Resume, sends READY and
 //! GUILD_CREATEs, replays on resume, answers commands, enforces the gateway's
 //! limits (recording every broken rule as a [`Violation`]) and injects
-//! [`Fault`]s on demand.
+//! [`Fault`]s on demand. [`MetricsRecorder`] is the client's side of a
+//! test: a `metrics` recorder whose values a test reads back.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), shardwire_sim::SimError> {
