@@ -641,7 +641,8 @@ async fn run(command: Command) -> Result<serde_json::Value> {
                 if client != Client::Shardwire {
                     bail!("--recorder is shardwire's");
                 }
-                let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+                let recorder =
+                    metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
                 let handle = recorder.handle();
                 metrics::set_global_recorder(recorder).context("installing the recorder")?;
                 Some(handle)

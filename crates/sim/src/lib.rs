@@ -40,12 +40,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use crate::config::{KNOWN_INTENTS, PRIVILEGED_INTENTS, SimBuilder, SimConfig};
+pub use crate::metrics::MetricsRecorder;
 pub use crate::observe::{
     CloseSeen, ClosedBy, CommandSeen, ConnectionSeen, Fault, FieldOrder, HeartbeatSeen,
     IdentifySeen, Listener, MessageSeen, Observations, PayloadStyle, RestFault, RestSeen,
     ResumeOutcome, ResumeSeen, Violation, ViolationKind,
 };
-pub use crate::metrics::MetricsRecorder;
 pub use crate::state::Flood;
 
 /// A session the simulator holds, as [`Sim::sessions`] lists it.
