@@ -1,0 +1,119 @@
+//! What the `--metrics` tests share: a demo serving its metrics, killed
+//! when dropped, and a plain HTTP GET.
+
+#![allow(dead_code, reason = "each test file uses its own part")]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_shardwire");
+
+/// A child process, killed and reaped when dropped, on every path.
+pub(crate) struct Killed(pub(crate) Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `shardwire demo --metrics 127.0.0.1:0` and the address it serves on.
+pub(crate) struct Demo {
+    pub(crate) metrics: SocketAddr,
+    /// Every stdout line so far (the demo's status, once a second).
+    pub(crate) stdout: Arc<Mutex<Vec<String>>>,
+    _child: Killed,
+}
+
+impl Demo {
+    /// Starts the demo with `args` and waits (at most 20 s) for the log
+    /// line that names its metrics URL: port 0 lets the demo pick a free
+    /// port, so no other process can take it in between.
+    pub(crate) fn start(args: &[&str]) -> Demo {
+        let mut child = Command::new(BIN)
+            .arg("demo")
+            .args(["--metrics", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let child = Killed(child);
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        // stderr is read to its end, so the demo never blocks on it.
+        let (found, address) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("serving metrics on http://").nth(1) {
+                    let _ = found.send(url.trim_end_matches("/metrics").to_owned());
+                }
+            }
+        });
+        let metrics = address
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the demo logs its metrics URL")
+            .parse()
+            .unwrap();
+        Demo {
+            metrics,
+            stdout: lines,
+            _child: child,
+        }
+    }
+}
+
+/// An HTTP response: status, headers as received, body.
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: String,
+    pub(crate) body: String,
+}
+
+/// `GET target` over HTTP/1.0 (the body runs to the end of the
+/// connection, never chunked), within 5 s.
+pub(crate) fn get(addr: SocketAddr, target: &str) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {target} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    let invalid = || std::io::Error::new(std::io::ErrorKind::InvalidData, raw.clone());
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or_else(invalid)?;
+    let (status_line, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(invalid)?;
+    Ok(Response {
+        status,
+        headers: headers.to_ascii_lowercase(),
+        body: body.to_owned(),
+    })
+}
+
+/// `value` percent-encoded for a query string.
+pub(crate) fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() * 3);
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
