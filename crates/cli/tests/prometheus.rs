@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::dashboard::{as_prometheus_runs, dashboard, exprs};
 use common::{Demo, Killed, encode, get};
 use serde_json::Value;
 
@@ -288,4 +289,24 @@ fn prometheus_scrapes_the_demo_and_agrees_with_it() {
         matches!(p99[..], [(_, p99)] if p99.is_finite() && p99 > 0.0 && p99 <= 10.0),
         "{p99:?}"
     );
+
+    // Every query of the Grafana dashboard is PromQL this Prometheus runs,
+    // and answers when the series it names were scraped.
+    let scraped: Vec<String> = prometheus
+        .query(r#"count by (__name__) ({__name__=~"shardwire_.+"})"#)
+        .into_iter()
+        .map(|(labels, _)| labels["__name__"].clone())
+        .collect();
+    for (title, expr) in exprs(&dashboard()) {
+        let answer = prometheus.query(&as_prometheus_runs(&expr));
+        let names = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("shardwire_"));
+        if names
+            .into_iter()
+            .all(|name| scraped.iter().any(|s| s == name))
+        {
+            assert!(!answer.is_empty(), "{title}: no answer to {expr}");
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! What the `--metrics` tests share: a demo serving its metrics, killed
-//! when dropped, and a plain HTTP GET.
+//! when dropped, a plain HTTP GET, and the Grafana dashboard.
 
 #![allow(dead_code, reason = "each test file uses its own part")]
+
+pub(crate) mod dashboard;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
