@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Demo, Killed, get};
+use common::{BIN, Demo, Killed, get, request};
 
 /// Each command with what it needs to get as far as `--metrics`; none of
 /// them reaches the (closed) ports it names before failing on it.
@@ -193,4 +193,7 @@ fn metrics_serves_the_text_format_on_get_metrics_only() {
     for other in ["/", "/metric", "/metrics/x", "/api/v1/query"] {
         assert_eq!(get(demo.metrics, other).unwrap().status, 404, "{other}");
     }
+    let post = request(demo.metrics, "POST", "/metrics").unwrap();
+    assert_eq!(post.status, 405);
+    assert!(post.headers.contains("allow: get"), "{}", post.headers);
 }

@@ -86,10 +86,15 @@ pub(crate) struct Response {
 /// `GET target` over HTTP/1.0 (the body runs to the end of the
 /// connection, never chunked), within 5 s.
 pub(crate) fn get(addr: SocketAddr, target: &str) -> std::io::Result<Response> {
+    request(addr, "GET", target)
+}
+
+/// A request with no body, as [`get`] sends it.
+pub(crate) fn request(addr: SocketAddr, method: &str, target: &str) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {target} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    write!(stream, "{method} {target} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut raw = String::new();
     stream.read_to_string(&mut raw)?;
     let invalid = || std::io::Error::new(std::io::ErrorKind::InvalidData, raw.clone());
