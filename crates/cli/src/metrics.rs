@@ -15,6 +15,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use shardwire_cluster::metrics::IDENTIFY_QUEUE_WAIT;
 use tokio::net::TcpListener;
 
 use super::fail;
@@ -33,7 +34,6 @@ const SECONDS_BUCKETS: [f64; 13] = [
 ];
 /// The identify queue's wait is counted in 5-second rounds, up to many of
 /// them for a large bot.
-const IDENTIFY_WAIT: &str = "shardwire_identify_queue_wait_seconds";
 const IDENTIFY_WAIT_BUCKETS: [f64; 10] =
     [0.01, 0.1, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
 
@@ -74,8 +74,10 @@ fn recorder() -> PrometheusBuilder {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
         .and_then(|builder| {
-            builder
-                .set_buckets_for_metric(Matcher::Full(IDENTIFY_WAIT.into()), &IDENTIFY_WAIT_BUCKETS)
+            builder.set_buckets_for_metric(
+                Matcher::Full(IDENTIFY_QUEUE_WAIT.into()),
+                &IDENTIFY_WAIT_BUCKETS,
+            )
         })
         .expect("only an empty list of buckets is refused")
 }

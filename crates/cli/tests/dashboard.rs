@@ -8,37 +8,42 @@ use std::collections::BTreeSet;
 
 use common::dashboard::{dashboard, exprs, panels};
 
-/// The metrics (histograms by their base name) and whether their series
-/// carry a `shard` label.
-const METRICS: [(&str, bool); 27] = [
-    ("shardwire_dispatches_total", true),
-    ("shardwire_payloads_received_total", true),
-    ("shardwire_payloads_sent_total", true),
-    ("shardwire_wire_bytes_received_total", true),
-    ("shardwire_payload_bytes_received_total", true),
-    ("shardwire_heartbeat_latency_seconds", true),
-    ("shardwire_heartbeat_latency_last_seconds", true),
-    ("shardwire_zombies_total", true),
-    ("shardwire_shard_state", true),
-    ("shardwire_connects_total", true),
-    ("shardwire_reconnects_total", true),
-    ("shardwire_resumes_total", true),
-    ("shardwire_identifies_total", true),
-    ("shardwire_rate_limit_headroom", true),
-    ("shardwire_commands_refused_total", true),
-    ("shardwire_held_events", true),
-    ("shardwire_held_bytes", true),
-    ("shardwire_reading_paused_total", true),
-    ("shardwire_session_starts_remaining", false),
-    ("shardwire_identify_queue_wait_seconds", false),
-    ("shardwire_identify_queue_depth", false),
-    ("shardwire_nats_events_published_total", true),
-    ("shardwire_nats_publish_retries_total", false),
-    ("shardwire_nats_ack_latency_seconds", false),
-    ("shardwire_nats_leases_held", false),
-    ("shardwire_nats_lease_losses_total", false),
-    ("shardwire_nats_handovers_total", false),
-];
+/// The metrics the crates export (histograms by their base name), by the
+/// crates' own constants, and whether their series carry a `shard` label.
+const METRICS: [(&str, bool); 27] = {
+    use shardwire_cluster::metrics as cluster;
+    use shardwire_nats::metrics as nats;
+    use shardwire_shard::metrics as shard;
+    [
+        (shard::DISPATCHES, true),
+        (shard::PAYLOADS_RECEIVED, true),
+        (shard::PAYLOADS_SENT, true),
+        (shard::WIRE_BYTES, true),
+        (shard::PAYLOAD_BYTES, true),
+        (shard::HEARTBEAT_LATENCY, true),
+        (shard::HEARTBEAT_LATENCY_LAST, true),
+        (shard::ZOMBIES, true),
+        (shard::SHARD_STATE, true),
+        (shard::CONNECTS, true),
+        (shard::RECONNECTS, true),
+        (shard::RESUMES, true),
+        (shard::IDENTIFIES, true),
+        (shard::RATE_LIMIT_HEADROOM, true),
+        (shard::COMMANDS_REFUSED, true),
+        (shard::HELD_EVENTS, true),
+        (shard::HELD_BYTES, true),
+        (shard::READING_PAUSED, true),
+        (cluster::SESSION_STARTS_REMAINING, false),
+        (cluster::IDENTIFY_QUEUE_WAIT, false),
+        (cluster::IDENTIFY_QUEUE_DEPTH, false),
+        (nats::EVENTS_PUBLISHED, true),
+        (nats::PUBLISH_RETRIES, true),
+        (nats::ACK_LATENCY, false),
+        (nats::LEASES_HELD, false),
+        (nats::LEASE_LOSSES, false),
+        (nats::HANDOVERS, false),
+    ]
+};
 
 /// Each metric `expr` names, with the selector after it (`{…}`, or empty).
 fn selectors(expr: &str) -> Vec<(&str, &str)> {
