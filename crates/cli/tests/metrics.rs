@@ -8,7 +8,8 @@ use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Demo, Killed, get, request};
+use common::{BIN, Killed, Served, get, request};
+use shardwire_sim::Sim;
 
 /// Each command with what it needs to get as far as `--metrics`; none of
 /// them reaches the (closed) ports it names before failing on it.
@@ -145,7 +146,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 #[test]
 fn metrics_serves_the_text_format_on_get_metrics_only() {
-    let demo = Demo::start(&["--seconds", "30", "--shards", "2"]);
+    let demo = Served::start(&["demo", "--seconds", "30", "--shards", "2"]);
     let deadline = Instant::now() + Duration::from_secs(15);
     // Both shards active, and a heartbeat ACKed on each (every 2 s here).
     let ready = |text: &str| {
@@ -196,4 +197,56 @@ fn metrics_serves_the_text_format_on_get_metrics_only() {
     let post = request(demo.metrics, "POST", "/metrics").unwrap();
     assert_eq!(post.status, 405);
     assert!(post.headers.contains("allow: get"), "{}", post.headers);
+}
+
+/// `tail` installs the recorder before its cluster makes a shard, so each
+/// shard's series are there; the token is in no log line.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_on_tail_cover_its_shards() {
+    let sim = Sim::builder()
+        .shards(2)
+        .max_concurrency(16)
+        .identify_window(Duration::ZERO)
+        .event_rate(50.0)
+        .start()
+        .await
+        .unwrap();
+    let (token, api) = (sim.token().to_owned(), sim.api_url().to_owned());
+    let args = ["tail", "--token", &token, "--api-base", &api].map(str::to_owned);
+    let tail = tokio::task::spawn_blocking(move || {
+        Served::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    let addr = tail.metrics;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let page = tokio::task::spawn_blocking(move || get(addr, "/metrics"))
+            .await
+            .unwrap()
+            .unwrap();
+        let both = ["0", "1"].into_iter().all(|id| {
+            sample(&page.body, "shardwire_shard_state", &[("shard", id)]) == Some(5.0)
+                && sample(
+                    &page.body,
+                    "shardwire_dispatches_total",
+                    &[("shard", id), ("event", "MESSAGE_CREATE")],
+                )
+                .is_some()
+        });
+        if both {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no active shards with events in 15 s:\n{}",
+            page.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let logs = tail.stderr.lock().unwrap().join("\n");
+    assert!(logs.contains("READY"), "{logs}");
+    assert!(!logs.contains(&token), "the token in the logs:\n{logs}");
+    drop(tail);
+    sim.shutdown().await;
 }

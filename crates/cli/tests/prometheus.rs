@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::dashboard::{as_prometheus_runs, dashboard, exprs};
-use common::{Demo, Killed, encode, get};
+use common::{Killed, Served, encode, get};
 use serde_json::Value;
 
 /// Events per second each of the demo's shards receives.
@@ -227,7 +227,8 @@ fn prometheus_scrapes_the_demo_and_agrees_with_it() {
     };
     // One identify round, so both shards are active at once; the demo's
     // reconnect comes at 30 s, after the test.
-    let demo = Demo::start(&[
+    let demo = Served::start(&[
+        "demo",
         "--seconds",
         "60",
         "--shards",

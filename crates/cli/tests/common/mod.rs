@@ -1,4 +1,4 @@
-//! What the `--metrics` tests share: a demo serving its metrics, killed
+//! What the `--metrics` tests share: a command serving its metrics, killed
 //! when dropped, a plain HTTP GET, and the Grafana dashboard.
 
 #![allow(dead_code, reason = "each test file uses its own part")]
@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_shardwire");
 
@@ -23,54 +23,64 @@ impl Drop for Killed {
     }
 }
 
-/// `shardwire demo --metrics 127.0.0.1:0` and the address it serves on.
-pub(crate) struct Demo {
+/// `shardwire <args> --metrics 127.0.0.1:0` and the address it serves on.
+pub(crate) struct Served {
     pub(crate) metrics: SocketAddr,
     /// Every stdout line so far (the demo's status, once a second).
-    pub(crate) stdout: Arc<Mutex<Vec<String>>>,
+    pub(crate) stdout: Lines,
+    /// Every stderr line so far (the logs).
+    pub(crate) stderr: Lines,
     _child: Killed,
 }
 
-impl Demo {
-    /// Starts the demo with `args` and waits (at most 20 s) for the log
-    /// line that names its metrics URL: port 0 lets the demo pick a free
-    /// port, so no other process can take it in between.
-    pub(crate) fn start(args: &[&str]) -> Demo {
+pub(crate) type Lines = Arc<Mutex<Vec<String>>>;
+
+/// Reads `from` line by line to its end on a thread of its own (so the
+/// child never blocks on a full pipe), each line into `into` and `found`.
+fn collect(from: impl Read + Send + 'static, into: Lines, found: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            into.lock().unwrap().push(line.clone());
+            let _ = found.send(line);
+        }
+    });
+}
+
+impl Served {
+    /// Starts `shardwire` with `args` and waits (at most 20 s) for the log
+    /// line that names its metrics URL: port 0 lets the command pick a
+    /// free port, so no other process can take it in between.
+    pub(crate) fn start(args: &[&str]) -> Served {
         let mut child = Command::new(BIN)
-            .arg("demo")
-            .args(["--metrics", "127.0.0.1:0"])
             .args(args)
+            .args(["--metrics", "127.0.0.1:0"])
+            .env_remove("DISCORD_TOKEN")
             .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
         let child = Killed(child);
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let collected = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                collected.lock().unwrap().push(line);
+        let (out, err) = (Lines::default(), Lines::default());
+        collect(stdout, out.clone(), mpsc::channel().0);
+        let (found, logged) = mpsc::channel();
+        collect(stderr, err.clone(), found);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = logged
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("{args:?}: no metrics URL logged in 20 s"));
+            if let Some(url) = line.split("serving metrics on http://").nth(1) {
+                break url.trim_end_matches("/metrics").to_owned();
             }
-        });
-        // stderr is read to its end, so the demo never blocks on it.
-        let (found, address) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.split("serving metrics on http://").nth(1) {
-                    let _ = found.send(url.trim_end_matches("/metrics").to_owned());
-                }
-            }
-        });
-        let metrics = address
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the demo logs its metrics URL")
-            .parse()
-            .unwrap();
-        Demo {
-            metrics,
-            stdout: lines,
+        };
+        Served {
+            metrics: url.parse().unwrap(),
+            stdout: out,
+            stderr: err,
             _child: child,
         }
     }
