@@ -13,6 +13,7 @@ use shardwire_shard::{ShardEvent, ShardState};
 use shardwire_sim::{Fault, Sim};
 use tokio::time::Instant;
 
+use super::metrics::MetricsArgs;
 use super::sim::parse_rate;
 use super::{fail, non_privileged_intents};
 
@@ -40,6 +41,8 @@ pub(crate) struct Args {
     /// Events per second each shard's session receives.
     #[arg(long, default_value_t = 250.0, value_name = "RATE", value_parser = parse_rate)]
     rate: f64,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Default)]
@@ -120,6 +123,9 @@ fn render(cluster: &Cluster, counts: &BTreeMap<u32, Counts>, elapsed: Duration) 
 }
 
 pub(crate) async fn run(args: Args) -> ExitCode {
+    if let Err(code) = args.metrics.start().await {
+        return code;
+    }
     let sim = Sim::builder()
         .shards(args.shards)
         .max_concurrency(args.max_concurrency)

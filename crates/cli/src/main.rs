@@ -10,6 +10,7 @@
 
 mod args;
 mod demo;
+mod metrics;
 mod node;
 mod sim;
 mod tail;

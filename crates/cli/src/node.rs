@@ -8,6 +8,7 @@ use shardwire_cluster::GatewayError;
 use shardwire_nats::{Layout, Node, NodeConfig, NodeError};
 
 use super::args::{BotArgs, EXIT_USAGE, parse_shard_count};
+use super::metrics::MetricsArgs;
 use super::tail::{EXIT_TOKEN, fatal_exit};
 use super::{fail, stop_signal};
 
@@ -59,6 +60,8 @@ pub(crate) struct Args {
     /// The prefix of the subjects, stream and KV buckets.
     #[arg(long, default_value = "shardwire", value_name = "PREFIX", value_parser = parse_layout)]
     prefix: Layout,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 fn parse_layout(value: &str) -> Result<Layout, String> {
@@ -79,6 +82,9 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         Ok(bot) => bot,
         Err(code) => return code,
     };
+    if let Err(code) = args.metrics.start().await {
+        return code;
+    }
     let mut config = NodeConfig::new(bot.token, bot.intents, args.nats);
     config.api_base = bot.api_base;
     config.capacity = args.capacity;

@@ -15,6 +15,7 @@ use shardwire_shard::{FatalError, ShardEvent};
 use twilight_model::gateway::event::EventType;
 
 use super::args::{BotArgs, EXIT_USAGE, parse_shard_count};
+use super::metrics::MetricsArgs;
 use super::{fail, stop_signal};
 
 /// Exit code for a refused token (HTTP 401 or close 4004).
@@ -61,6 +62,8 @@ pub(crate) struct Args {
     /// Keep the sessions in this JSON file: shards with one there resume
     #[arg(long, value_name = "FILE")]
     sessions: Option<PathBuf>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 /// The shards the flags name, or what to change when they make no sense.
@@ -200,6 +203,9 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         Ok(shards) => shards,
         Err(message) => return fail(EXIT_USAGE, message),
     };
+    if let Err(code) = args.metrics.start().await {
+        return code;
+    }
     let mut config = ClusterConfig::new(bot.token, bot.intents);
     config.api_base = bot.api_base;
     config.compression = bot.compression;

@@ -76,9 +76,9 @@ fn node_checks_compression_and_intents_as_tail_does() {
 }
 
 /// The value names, each for one kind of value, whatever the flag.
-const VALUE_NAMES: [&str; 15] = [
+const VALUE_NAMES: [&str; 16] = [
     "COMMAND", "TOKEN", "URL", "KIND", "INTENTS", "N", "IDS", "TYPES", "SECS", "MS", "PORT",
-    "RATE", "NAME", "PREFIX", "FILE",
+    "RATE", "NAME", "PREFIX", "FILE", "ADDR",
 ];
 
 /// Every option's value name is one of [`VALUE_NAMES`], and each help line
