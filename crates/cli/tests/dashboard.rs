@@ -178,3 +178,31 @@ fn selectors_are_read_with_their_labels() {
     );
     assert_eq!(metric("shardwire_shard_state_bucket"), None);
 }
+
+/// docs/metrics.md lists every metric in a table row of its own, and its
+/// PromQL names only metrics that exist.
+#[test]
+fn docs_metrics_lists_every_metric_and_its_queries_name_no_other() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/metrics.md");
+    let text = std::fs::read_to_string(path).unwrap();
+    let listed: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|row| row.split('`').next())
+        .filter(|name| name.starts_with("shardwire_"))
+        .collect();
+    let exported: BTreeSet<&str> = METRICS.iter().map(|(name, _)| *name).collect();
+    assert_eq!(
+        listed, exported,
+        "docs/metrics.md's tables against the crates' constants"
+    );
+    let mut queries = 0;
+    for block in text.split("```promql").skip(1) {
+        let block = &block[..block.find("```").unwrap()];
+        for (name, _) in selectors(block) {
+            assert!(metric(name).is_some(), "docs/metrics.md queries {name}");
+            queries += 1;
+        }
+    }
+    assert!(queries > 10, "{queries} metrics named in the PromQL");
+}
