@@ -131,10 +131,12 @@ fn metrics_on_an_address_not_here_is_one_line_and_exit_1() {
 /// (whatever their order and whatever other labels it has).
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().find_map(|line| {
-        let (series, value) = line
-            .strip_prefix(name)?
-            .strip_prefix('{')?
-            .split_once("} ")?;
+        let rest = line.strip_prefix(name)?;
+        // A series without labels is `name value`.
+        let (series, value) = match rest.strip_prefix(' ') {
+            Some(value) => ("", value),
+            None => rest.strip_prefix('{')?.split_once("} ")?,
+        };
         let has = |(key, value): &(&str, &str)| {
             series
                 .split(',')
@@ -248,5 +250,85 @@ async fn metrics_on_tail_cover_its_shards() {
     assert!(logs.contains("READY"), "{logs}");
     assert!(!logs.contains(&token), "the token in the logs:\n{logs}");
     drop(tail);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_on_node_cover_its_shards_its_leases_and_what_it_published() {
+    let Some(server) = shardwire_nats::LocalServer::start_or_skip()
+        .await
+        .expect("nats-server is required here")
+    else {
+        return;
+    };
+    let sim = Sim::builder()
+        .shards(2)
+        .max_concurrency(2)
+        .identify_window(Duration::from_secs(1))
+        .event_rate(50.0)
+        .start()
+        .await
+        .unwrap();
+    let (token, api, url) = (
+        sim.token().to_owned(),
+        sim.api_url().to_owned(),
+        server.url(),
+    );
+    let args = [
+        "node",
+        "--token",
+        &token,
+        "--api-base",
+        &api,
+        "--nats",
+        &url,
+        "--capacity",
+        "2",
+        "--range-size",
+        "1",
+        "--identify-window-ms",
+        "1000",
+        "--intents",
+        "1",
+    ]
+    .map(str::to_owned);
+    let node = tokio::task::spawn_blocking(move || {
+        Served::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    let addr = node.metrics;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = tokio::task::spawn_blocking(move || get(addr, "/metrics"))
+            .await
+            .unwrap()
+            .unwrap();
+        let published = |id| {
+            sample(
+                &page.body,
+                "shardwire_nats_events_published_total",
+                &[("shard", id)],
+            )
+            .is_some_and(|events| events > 0.0)
+        };
+        let active =
+            |id| sample(&page.body, "shardwire_shard_state", &[("shard", id)]) == Some(5.0);
+        if ["0", "1"].into_iter().all(|id| active(id) && published(id))
+            && sample(&page.body, "shardwire_nats_leases_held", &[]) == Some(2.0)
+            && sample(&page.body, "shardwire_session_starts_remaining", &[]).is_some()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node with 2 leases and 2 active shards publishing in 30 s:\n{}",
+            page.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let logs = node.stderr.lock().unwrap().join("\n");
+    assert!(!logs.contains(&token), "the token in the logs:\n{logs}");
+    drop(node);
     sim.shutdown().await;
 }
