@@ -220,7 +220,8 @@ impl ShardMetrics {
         let at = match self.dispatches.iter().position(|(known, _)| *known == name) {
             Some(at) => at,
             None => {
-                self.dispatches.push((name, dispatch_counter(&self.shard, name)));
+                self.dispatches
+                    .push((name, dispatch_counter(&self.shard, name)));
                 self.dispatches.len() - 1
             }
         };
