@@ -13,16 +13,7 @@ use shardwire_codec::Token;
 use shardwire_nats::metrics as m;
 use shardwire_nats::{Node, NodeConfig};
 use shardwire_sim::{MetricsRecorder, Sim};
-use tokio::time::Instant;
 use twilight_model::gateway::Intents;
-
-async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_a_node_counts_what_jetstream_stored_its_retries_and_handovers() {
@@ -72,7 +63,7 @@ async fn metrics_a_node_counts_what_jetstream_stored_its_retries_and_handovers()
             }
         })
     };
-    wait_for("events from the 4 shards", Duration::from_secs(20), || {
+    common::wait_for("events from the 4 shards", Duration::from_secs(20), || {
         sim.sessions().len() == 4 && published() > 100
     })
     .await;
@@ -89,7 +80,7 @@ async fn metrics_a_node_counts_what_jetstream_stored_its_retries_and_handovers()
     server.stop().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     server.restart().await.unwrap();
-    wait_for(
+    common::wait_for(
         "publishes again after the outage",
         Duration::from_secs(15),
         || recorder.counter(m::PUBLISH_RETRIES, &[]) > 0,
@@ -105,7 +96,7 @@ async fn metrics_a_node_counts_what_jetstream_stored_its_retries_and_handovers()
     assert_eq!(recorder.gauge(m::LEASES_HELD, &[]), Some(0.0));
     assert_eq!(recorder.counter(m::LEASE_LOSSES, &[]), 0);
     let total = published();
-    wait_for(
+    common::wait_for(
         "the worker has every stored event",
         Duration::from_secs(15),
         || stored.lock().unwrap().len() as u64 >= total,

@@ -39,14 +39,6 @@ fn node_config(sim: &Sim, nats_url: &str, id: &str) -> NodeConfig {
     config
 }
 
-async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Every dispatch the sim sent, up to its seq now, seen exactly once,
 /// but for `skipped` (session, seq).
 fn check_exactly_once(sim: &Sim, seen: &Seen, skipped: &(String, u64)) -> Result<u64, String> {
@@ -146,7 +138,7 @@ async fn a_node_publishes_every_dispatch_once_takes_commands_and_hands_over_on_s
     }
     // READY and then the guilds: a GUILD_CREATE may come in a later
     // delivery than its READY.
-    wait_for(
+    common::wait_for(
         "READY and a guild from every shard",
         Duration::from_secs(15),
         || {
@@ -191,7 +183,7 @@ async fn a_node_publishes_every_dispatch_once_takes_commands_and_hands_over_on_s
         "{:?}",
         bad.payload
     );
-    wait_for("the member chunk", Duration::from_secs(10), || {
+    common::wait_for("the member chunk", Duration::from_secs(10), || {
         seen.lock().unwrap().payloads.iter().any(|(shard, t, p)| {
             *shard == 1 && t == "GUILD_MEMBERS_CHUNK" && p["d"]["nonce"] == "via-nats"
         })
@@ -204,7 +196,7 @@ async fn a_node_publishes_every_dispatch_once_takes_commands_and_hands_over_on_s
         Some(0),
         shardwire_sim::Fault::HugeGuildCreate { members: 6_000 },
     );
-    wait_for(
+    common::wait_for(
         "shard 0 past the huge event",
         Duration::from_secs(15),
         || {
@@ -249,7 +241,7 @@ async fn a_node_publishes_every_dispatch_once_takes_commands_and_hands_over_on_s
         tokio::time::sleep(Duration::from_millis(50)).await;
         b_owned = b.shards();
     }
-    wait_for("four resumes", Duration::from_secs(10), || {
+    common::wait_for("four resumes", Duration::from_secs(10), || {
         sim.observations()
             .resumes
             .iter()
@@ -386,7 +378,7 @@ async fn a_nats_outage_costs_no_event_and_no_identify() {
             }
         })
     };
-    wait_for("events from both shards", Duration::from_secs(15), || {
+    common::wait_for("events from both shards", Duration::from_secs(15), || {
         sim.sessions().len() == 2 && seen.lock().unwrap().counts.len() > 50
     })
     .await;

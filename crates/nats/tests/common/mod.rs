@@ -30,3 +30,18 @@ pub(crate) async fn connect(server: &LocalServer) -> Nats {
         .await
         .expect("connect")
 }
+
+/// Waits, checking every 50 ms, until `done` holds; fails the test past
+/// `limit`.
+#[allow(dead_code, reason = "not every test binary waits")]
+pub(crate) async fn wait_for(
+    what: &str,
+    limit: std::time::Duration,
+    mut done: impl FnMut() -> bool,
+) {
+    let start = tokio::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
