@@ -61,7 +61,7 @@ pub use crate::gateway::{
     DEFAULT_API_BASE, Gateway, GatewayError, GatewayInfo, MAX_RETRY_WAIT, SessionStartLimit,
     api_request,
 };
-pub use crate::queue::{IDENTIFY_WINDOW, LocalQueue};
+pub use crate::queue::{IDENTIFY_WINDOW, LocalQueue, MAX_BUCKETS};
 pub use crate::sender::ClusterSender;
 pub use crate::store::{FileSessionStore, SessionStore, StoreError, StoreFuture};
 #[cfg(feature = "songbird")]

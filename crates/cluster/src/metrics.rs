@@ -40,11 +40,12 @@ impl std::fmt::Debug for QueueMetrics {
 
 impl QueueMetrics {
     /// The series of a queue with `max_concurrency` buckets (at least
-    /// one), registered with the recorder installed now.
+    /// one, at most [`MAX_BUCKETS`](crate::MAX_BUCKETS), as the
+    /// queue keeps), registered with the recorder installed now.
     #[must_use]
     pub fn new(max_concurrency: u32) -> Self {
         describe();
-        let buckets = (0..max_concurrency.max(1))
+        let buckets = (0..max_concurrency.clamp(1, crate::queue::MAX_BUCKETS))
             .map(|bucket| {
                 let labels = [("bucket", bucket.to_string())];
                 Bucket {

@@ -50,13 +50,20 @@ struct Starts {
     reset_at: Option<Instant>,
 }
 
+/// The most buckets a queue keeps. `max_concurrency` comes from the REST
+/// API, which a proxy could make anything; past this, shards share
+/// buckets (`shard_id % MAX_BUCKETS`), which waits longer than Discord
+/// asks but never identifies too fast. Discord's largest bots have far
+/// fewer buckets.
+pub const MAX_BUCKETS: u32 = 1024;
+
 /// How often Discord resets the session start limit.
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl LocalQueue {
     /// A queue for the limit `/gateway/bot` reported: `max_concurrency`
-    /// buckets (at least one), `remaining` starts that go back to `total`
-    /// after `reset_after`.
+    /// buckets (at least one, at most [`MAX_BUCKETS`]), `remaining` starts
+    /// that go back to `total` after `reset_after`.
     #[must_use]
     pub fn new(limit: &SessionStartLimit) -> Self {
         Self::with_window(limit, IDENTIFY_WINDOW)
@@ -66,7 +73,7 @@ impl LocalQueue {
     /// shorten it).
     #[must_use]
     pub fn with_window(limit: &SessionStartLimit, window: Duration) -> Self {
-        let buckets = (0..limit.max_concurrency.max(1))
+        let buckets = (0..limit.max_concurrency.clamp(1, MAX_BUCKETS))
             .map(|_| Mutex::new(None))
             .collect();
         let metrics = QueueMetrics::new(limit.max_concurrency);
@@ -93,7 +100,7 @@ impl LocalQueue {
         Self::new(&limit)
     }
 
-    /// The number of buckets.
+    /// The number of buckets (`max_concurrency`, up to [`MAX_BUCKETS`]).
     #[must_use]
     pub fn max_concurrency(&self) -> u32 {
         self.inner.buckets.len() as u32

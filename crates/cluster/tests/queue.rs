@@ -143,3 +143,23 @@ async fn zero_concurrency_is_treated_as_one() {
     let granted = schedule(queue, 2).await;
     assert_eq!(granted, vec![(0, 0.0), (1, 5.05)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_max_concurrency_past_reason_is_capped_and_shards_share_buckets() {
+    // A proxy's answer: four billion buckets would be gigabytes.
+    let queue = LocalQueue::unlimited(u32::MAX);
+    assert_eq!(queue.max_concurrency(), shardwire_cluster::MAX_BUCKETS);
+    let start = Instant::now();
+    queue.wait_turn(0).await.unwrap();
+    queue.wait_turn(1).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO, "two buckets");
+    queue
+        .wait_turn(shardwire_cluster::MAX_BUCKETS)
+        .await
+        .unwrap();
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(5_050),
+        "the same bucket as shard 0: a window and its margin later"
+    );
+}
