@@ -49,8 +49,8 @@ enum Command {
         /// one consumer, as a `Cluster` and the NATS node run them.
         #[arg(long)]
         sink: bool,
-        /// shardwire only: install a Prometheus recorder first (as
-        /// `--metrics` does), so every metric records.
+        /// shardwire only: install a Prometheus recorder first (the exporter
+        /// `--metrics` uses, with its default summaries), so every metric records.
         #[arg(long)]
         recorder: bool,
         #[arg(long)]

@@ -225,12 +225,13 @@ fn prometheus_scrapes_the_demo_and_agrees_with_it() {
         );
         return;
     };
-    // One identify round, so both shards are active at once; the demo's
-    // reconnect comes at 30 s, after the test.
+    // One identify round, so both shards are active at once.
     let demo = Served::start(&[
         "demo",
+        // Long enough that the demo's op 7, halfway, comes after the
+        // checks (the test kills it when done).
         "--seconds",
-        "60",
+        "240",
         "--shards",
         &SHARDS.to_string(),
         "--max-concurrency",

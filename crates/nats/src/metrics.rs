@@ -8,14 +8,14 @@ use metrics::{Counter, Gauge, Histogram, Unit};
 /// Dispatches JetStream acknowledged as stored, by `shard` (counter).
 pub const EVENTS_PUBLISHED: &str = "shardwire_nats_events_published_total";
 /// Dispatches published again after a failed publish, by `shard`
-/// (counter).
+/// (counter): each time one is handed to NATS again.
 pub const PUBLISH_RETRIES: &str = "shardwire_nats_publish_retries_total";
 /// From a publish to JetStream's acknowledgement (histogram, seconds).
 pub const ACK_LATENCY: &str = "shardwire_nats_ack_latency_seconds";
 /// Shard ranges this node holds a lease on (gauge).
 pub const LEASES_HELD: &str = "shardwire_nats_leases_held";
-/// Leases lost: taken by another node, or about to lapse unrenewed
-/// (counter).
+/// Leases lost: fenced by another node (on renewal, or on storing a
+/// session), or about to lapse unrenewed (counter).
 pub const LEASE_LOSSES: &str = "shardwire_nats_lease_losses_total";
 /// Leases handed over gracefully: sessions stored, lease released, on a
 /// node's shutdown (counter).

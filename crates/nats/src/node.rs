@@ -856,12 +856,14 @@ impl Runner {
                 .filter(|item| !item.skipped)
                 .cloned()
                 .collect();
-            crate::metrics::retried(shard, outgoing.len());
+            let mut sent = 0;
             for item in outgoing {
                 if !self.send_event(shard, generation, attempt, &item).await {
                     break;
                 }
+                sent += 1;
             }
+            crate::metrics::retried(shard, sent);
         }
     }
 
@@ -885,6 +887,7 @@ impl Runner {
                         "another node wrote this shard's session; stopping it"
                     );
                     let range = shard / self.config.range_size;
+                    self.metrics.lease_lost();
                     self.lose(range);
                 }
                 Err(error) => tracing::warn!(shard, %error, "cannot store the session"),

@@ -1,6 +1,7 @@
 //! A shard's metrics, recorded through the [`metrics`] facade: a bot
 //! installs the recorder it likes (Prometheus, StatsD, …) before it starts
-//! its shards; without one, recording is a branch on an empty handle.
+//! its shards; without one, recording costs next to nothing (a branch on
+//! an empty handle, and a lookup of the event type's counter per dispatch).
 //!
 //! Every series carries a `shard` label (the shard id). A shard registers
 //! its handles when it is made, so install the recorder first. The names
@@ -24,7 +25,8 @@ pub const DISPATCHES: &str = "shardwire_dispatches_total";
 pub const PAYLOADS_RECEIVED: &str = "shardwire_payloads_received_total";
 /// Gateway payloads sent, by `opcode` (counter).
 pub const PAYLOADS_SENT: &str = "shardwire_payloads_sent_total";
-/// Bytes of WebSocket messages received, as on the wire (counter).
+/// Bytes of WebSocket messages received, as they came (compressed under
+/// transport compression), without frame headers (counter).
 pub const WIRE_BYTES: &str = "shardwire_wire_bytes_received_total";
 /// Bytes of payload JSON received, after decompression (counter).
 pub const PAYLOAD_BYTES: &str = "shardwire_payload_bytes_received_total";
@@ -36,7 +38,7 @@ pub const HEARTBEAT_LATENCY_LAST: &str = "shardwire_heartbeat_latency_last_secon
 pub const ZOMBIES: &str = "shardwire_zombies_total";
 /// The shard's state (gauge): 0 disconnected, 1 connecting, 2 waiting for
 /// Hello, 3 identifying, 4 resuming, 5 active, 6 reconnecting, 7 fatally
-/// closed.
+/// closed, 8 stopped (its task has ended: this process no longer runs it).
 pub const SHARD_STATE: &str = "shardwire_shard_state";
 /// WebSocket connections opened (counter).
 pub const CONNECTS: &str = "shardwire_connects_total";
@@ -54,7 +56,8 @@ pub const RATE_LIMIT_HEADROOM: &str = "shardwire_rate_limit_headroom";
 /// Commands refused, by `reason`: `queue_full`, `invalid` or `fatal`
 /// (counter).
 pub const COMMANDS_REFUSED: &str = "shardwire_commands_refused_total";
-/// Events received and not yet taken by the consumer (gauge).
+/// Events the shard's task holds for a consumer that has not made room
+/// for them (gauge; the channel's own few batches are not counted).
 pub const HELD_EVENTS: &str = "shardwire_held_events";
 /// The bytes of JSON those events hold (gauge).
 pub const HELD_BYTES: &str = "shardwire_held_bytes";
@@ -82,7 +85,8 @@ pub(crate) enum Cause {
     BadReady,
     /// A message that could not be decoded, or a broken frame.
     Undecodable,
-    /// An Identify or Resume that does not encode (the shard stops).
+    /// An Identify or Resume that does not encode. The shard stops, so
+    /// this never labels a reconnection; it names the close in the logic.
     Configuration,
 }
 
@@ -138,8 +142,8 @@ pub(crate) struct ShardMetrics {
     latency: Histogram,
     latency_last: Gauge,
     state: Gauge,
-    last_state: Option<ShardState>,
     connects: Counter,
+    zombies: Counter,
     resumes: Counter,
     identifies: Counter,
     headroom: Gauge,
@@ -153,7 +157,7 @@ impl ShardMetrics {
         describe_once();
         let shard = shard_id.to_string();
         let label = || [("shard", shard.clone())];
-        let metrics = Self {
+        Self {
             wire_bytes: metrics::counter!(WIRE_BYTES, &label()),
             payload_bytes: metrics::counter!(PAYLOAD_BYTES, &label()),
             received: Default::default(),
@@ -164,8 +168,8 @@ impl ShardMetrics {
             latency: metrics::histogram!(HEARTBEAT_LATENCY, &label()),
             latency_last: metrics::gauge!(HEARTBEAT_LATENCY_LAST, &label()),
             state: metrics::gauge!(SHARD_STATE, &label()),
-            last_state: None,
             connects: metrics::counter!(CONNECTS, &label()),
+            zombies: metrics::counter!(ZOMBIES, &label()),
             resumes: metrics::counter!(RESUMES, &label()),
             identifies: metrics::counter!(IDENTIFIES, &label()),
             headroom: metrics::gauge!(RATE_LIMIT_HEADROOM, &label()),
@@ -173,15 +177,7 @@ impl ShardMetrics {
             held_bytes: metrics::gauge!(HELD_BYTES, &label()),
             reading_paused: metrics::counter!(READING_PAUSED, &label()),
             shard,
-        };
-        // Counted at zero from the start, so a rate over them is 0, not
-        // absent, for a shard that has had none.
-        metrics::counter!(ZOMBIES, &metrics.labels()).absolute(0);
-        metrics
-    }
-
-    fn labels(&self) -> [(&'static str, String); 1] {
-        [("shard", self.shard.clone())]
+        }
     }
 
     /// A WebSocket message of `wire` bytes, and the payload it decoded to
@@ -197,6 +193,9 @@ impl ShardMetrics {
     /// A payload sent, and the rate limit's headroom after it.
     pub(crate) fn sent(&mut self, opcode: u8, headroom: u32) {
         opcode_counter(&mut self.sent, PAYLOADS_SENT, &self.shard, opcode).increment(1);
+        if opcode == IDENTIFY_OPCODE {
+            self.identifies.increment(1);
+        }
         self.headroom.set(headroom);
     }
 
@@ -236,25 +235,27 @@ impl ShardMetrics {
         self.latency_last.set(latency.as_secs_f64());
     }
 
-    /// Sets the state gauge if the state moved.
-    pub(crate) fn state(&mut self, state: ShardState) {
-        if self.last_state != Some(state) {
-            self.last_state = Some(state);
-            self.state.set(state_value(state));
-        }
+    /// Sets the state gauge. On every input, not only when it moves: a
+    /// shard started again in the same process shares the series, and the
+    /// old task's last word must not stand.
+    pub(crate) fn state(&self, state: ShardState) {
+        self.state.set(state_value(state));
+    }
+
+    /// The shard's task has ended: it no longer holds events, and its
+    /// state is [`STOPPED`].
+    pub(crate) fn stopped(&self) {
+        self.state.set(STOPPED);
+        self.held(0, 0);
     }
 
     /// A heartbeat went unacknowledged: the connection is a zombie.
     pub(crate) fn zombie(&self) {
-        metrics::counter!(ZOMBIES, &self.labels()).increment(1);
+        self.zombies.increment(1);
     }
 
     pub(crate) fn connected(&self) {
         self.connects.increment(1);
-    }
-
-    pub(crate) fn identified(&self) {
-        self.identifies.increment(1);
     }
 
     pub(crate) fn resumed(&self) {
@@ -321,6 +322,12 @@ fn close_code_label(code: u16) -> std::borrow::Cow<'static, str> {
     }
 }
 
+/// The opcode of Identify, counted in [`IDENTIFIES`] as it is sent.
+const IDENTIFY_OPCODE: u8 = 2;
+
+/// [`SHARD_STATE`] once the shard's task has ended.
+const STOPPED: f64 = 8.0;
+
 /// The value of [`SHARD_STATE`] for a state.
 fn state_value(state: ShardState) -> f64 {
     match state {
@@ -344,7 +351,11 @@ fn describe_once() {
         describe_counter!(DISPATCHES, "Dispatches received, by event type");
         describe_counter!(PAYLOADS_RECEIVED, "Gateway payloads received, by opcode");
         describe_counter!(PAYLOADS_SENT, "Gateway payloads sent, by opcode");
-        describe_counter!(WIRE_BYTES, Unit::Bytes, "Bytes received on the wire");
+        describe_counter!(
+            WIRE_BYTES,
+            Unit::Bytes,
+            "Bytes of WebSocket messages received, as they came"
+        );
         describe_counter!(
             PAYLOAD_BYTES,
             Unit::Bytes,
@@ -363,7 +374,7 @@ fn describe_once() {
         describe_counter!(ZOMBIES, "Connections closed for a missed heartbeat ACK");
         describe_gauge!(
             SHARD_STATE,
-            "Shard state: 0 disconnected, 1 connecting, 2 waiting for Hello, 3 identifying, 4 resuming, 5 active, 6 reconnecting, 7 fatally closed"
+            "Shard state: 0 disconnected, 1 connecting, 2 waiting for Hello, 3 identifying, 4 resuming, 5 active, 6 reconnecting, 7 fatally closed, 8 stopped"
         );
         describe_counter!(CONNECTS, "WebSocket connections opened");
         describe_counter!(RECONNECTS, "Reconnections, by cause");
@@ -371,10 +382,10 @@ fn describe_once() {
         describe_counter!(IDENTIFIES, "Identify payloads sent");
         describe_gauge!(
             RATE_LIMIT_HEADROOM,
-            "Payloads that may be sent now under the 120-per-minute limit"
+            "Payloads that may be sent now under the 120-per-minute limit, less the heartbeats' reserve, as of the last payload sent"
         );
         describe_counter!(COMMANDS_REFUSED, "Commands refused, by reason");
-        describe_gauge!(HELD_EVENTS, "Events held for a consumer that has not taken them");
+        describe_gauge!(HELD_EVENTS, "Events held for a consumer that lags");
         describe_gauge!(HELD_BYTES, Unit::Bytes, "Bytes of JSON in the held events");
         describe_counter!(READING_PAUSED, "Times reading paused for a lagging consumer");
     });

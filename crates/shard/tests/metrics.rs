@@ -116,6 +116,9 @@ async fn metrics_a_close_4000_counts_a_reconnect_by_its_code_and_the_resume() {
     let observed = sim.observations();
     assert_eq!(observed.identifies.len(), 1);
     assert_eq!(observed.resumes.len(), 1);
+    // Dropped, its task ends: the state says this process runs it no more.
+    drop(shard);
+    eventually("stopped", || gauge(m::SHARD_STATE, SHARD) == Some(8.0)).await;
     sim.shutdown().await;
 }
 
@@ -266,7 +269,7 @@ async fn metrics_a_lagging_consumer_shows_as_held_events_and_a_reading_pause() {
     until(&mut shard, is_ready).await;
     caught_up(&sim, &mut shard).await;
     assert_eq!(counter(m::READING_PAUSED, SHARD, &[]), 0);
-    assert_eq!(gauge(m::HELD_EVENTS, SHARD), Some(0.0));
+    eventually("nothing held", || gauge(m::HELD_EVENTS, SHARD) == Some(0.0)).await;
     sim.inject(Some(SHARD), Fault::Burst(5_000));
     // The consumer takes nothing until reading has paused.
     eventually("reading paused", || {

@@ -227,6 +227,7 @@ impl Task {
             }
         }
         self.socket = None;
+        self.machine.metrics().stopped();
     }
 
     /// Whether to read: past the limits (see [`PENDING_LIMIT`]) the
@@ -343,7 +344,10 @@ impl Task {
                 let sent = match payload {
                     Repr::Command(command) => self.machine.send(now, &command),
                     Repr::Json(json) => self.machine.send_raw(now, json),
-                    Repr::Invalid(error) => Err(SendError::InvalidRaw(error)),
+                    Repr::Invalid(error) => {
+                        self.machine.metrics().refused("invalid");
+                        Err(SendError::InvalidRaw(error))
+                    }
                 };
                 let _ = reply.send(sent);
             }
@@ -413,7 +417,9 @@ impl Task {
                     Order::WaitIdentifyTurn => {
                         let queue = self.queue.clone();
                         let shard = self.machine.shard_id();
-                        self.turn = Some(Box::pin(async move { queue.wait_turn(shard).await }));
+                        let turn = async move { queue.wait_turn(shard).await };
+                        let span = self.machine.step_span();
+                        self.turn = Some(Box::pin(tracing::Instrument::instrument(turn, span)));
                     }
                 }
             }

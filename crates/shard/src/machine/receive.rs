@@ -165,7 +165,7 @@ impl ShardMachine {
         if let (true, Some(session)) = (resuming, self.session.clone()) {
             self.set_step(Step::Resuming);
             let span = tracing::info_span!("resume", seq = session.seq);
-            tracing::info!(parent: &span, seq = session.seq, "resuming");
+            tracing::info!(parent: &span, "resuming");
             self.set_span(span);
             let resume = Command::Resume(Resume {
                 token: self.config.token.clone(),
@@ -187,7 +187,6 @@ impl ShardMachine {
         {
             let intents = self.config.intents.bits();
             tracing::info!(parent: &link.span, intents, "identifying");
-            self.metrics.identified();
             let identify = Command::Identify(Identify {
                 token: self.config.token.clone(),
                 properties: self.config.properties.clone(),
