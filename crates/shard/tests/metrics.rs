@@ -291,3 +291,35 @@ async fn metrics_a_lagging_consumer_shows_as_held_events_and_a_reading_pause() {
     .await;
     sim.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn metrics_a_full_queue_refuses_and_a_reconnect_the_bot_asks_for_is_the_users() {
+    const SHARD: u32 = 7;
+    let sim = sim().await;
+    let mut shard = start(&sim, SHARD, |config| config.max_queued_commands = 1);
+    // Before READY, commands wait for the session: the second finds the
+    // queue full.
+    let presence = || {
+        Outgoing::json(
+            br#"{"op":3,"d":{"since":null,"activities":[],"status":"idle","afk":false}}"#.to_vec(),
+        )
+    };
+    shard.send(presence()).await.unwrap();
+    assert!(matches!(
+        shard.send(presence()).await,
+        Err(SendError::QueueFull(1))
+    ));
+    let refused = |reason| counter(m::COMMANDS_REFUSED, SHARD, &[("reason", reason)]);
+    assert_eq!((refused("queue_full"), refused("invalid")), (1, 0));
+    until(&mut shard, is_ready).await;
+    shard.reconnect();
+    until(&mut shard, is_resumed).await;
+    assert_eq!(counter(m::RECONNECTS, SHARD, &[("cause", "user")]), 1);
+    assert_eq!(counter(m::RECONNECTS, SHARD, &[]), 1);
+    assert_eq!(
+        counter(m::PAYLOADS_SENT, SHARD, &[("opcode", "3")]),
+        1,
+        "the queued one went out"
+    );
+    sim.shutdown().await;
+}
