@@ -16,6 +16,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Unit};
+use twilight_model::gateway::OpCode;
 
 use crate::ShardState;
 
@@ -180,20 +181,21 @@ impl ShardMetrics {
         }
     }
 
-    /// A WebSocket message of `wire` bytes, and the payload it decoded to
-    /// (`None`: only part of one, or none).
-    pub(crate) fn message(&mut self, wire: usize, payload: Option<(u8, usize)>) {
+    /// A WebSocket message of `wire` bytes, whether it decodes or not.
+    pub(crate) fn message(&self, wire: usize) {
         self.wire_bytes.increment(wire as u64);
-        if let Some((opcode, json)) = payload {
-            self.payload_bytes.increment(json as u64);
-            opcode_counter(&mut self.received, PAYLOADS_RECEIVED, &self.shard, opcode).increment(1);
-        }
+    }
+
+    /// A payload decoded, of `json` bytes.
+    pub(crate) fn payload(&mut self, opcode: u8, json: usize) {
+        self.payload_bytes.increment(json as u64);
+        opcode_counter(&mut self.received, PAYLOADS_RECEIVED, &self.shard, opcode).increment(1);
     }
 
     /// A payload sent, and the rate limit's headroom after it.
     pub(crate) fn sent(&mut self, opcode: u8, headroom: u32) {
         opcode_counter(&mut self.sent, PAYLOADS_SENT, &self.shard, opcode).increment(1);
-        if opcode == IDENTIFY_OPCODE {
+        if opcode == OpCode::Identify as u8 {
             self.identifies.increment(1);
         }
         self.headroom.set(headroom);
@@ -321,9 +323,6 @@ fn close_code_label(code: u16) -> std::borrow::Cow<'static, str> {
         _ => "other_code".into(),
     }
 }
-
-/// The opcode of Identify, counted in [`IDENTIFIES`] as it is sent.
-const IDENTIFY_OPCODE: u8 = 2;
 
 /// [`SHARD_STATE`] once the shard's task has ended.
 const STOPPED: f64 = 8.0;

@@ -259,6 +259,15 @@ impl ShardMachine {
         &self.delivered
     }
 
+    /// Runs `log` in the span of the step under way, if there is one (its
+    /// lifecycle events belong to it), else in the shard's.
+    fn in_step(&self, log: impl FnOnce()) {
+        match &self.phase {
+            Phase::Open(link) => link.span.in_scope(log),
+            _ => log(),
+        }
+    }
+
     /// The span of the open connection's step under way (`connect`,
     /// `identify`, `resume`); none without one.
     pub(crate) fn step_span(&self) -> tracing::Span {
@@ -606,9 +615,7 @@ impl ShardMachine {
     }
 
     fn connect_failed(&mut self, now: Instant, error: String) {
-        if let Phase::Open(link) = &self.phase {
-            tracing::warn!(parent: &link.span, error, "connecting failed");
-        }
+        self.in_step(|| tracing::warn!(error, "connecting failed"));
         self.emit(ShardEvent::ConnectFailed { error });
         self.on_close(now, None, "");
     }

@@ -37,11 +37,10 @@ impl ShardMachine {
         // The payload's JSON goes to the end of `text`; it stays there only
         // if it becomes a dispatch event.
         let start = self.text.len();
+        self.metrics.message(bytes.len());
         let scanned = match self.decoder.push(bytes, kind) {
             Ok(Some(payload)) => {
-                let json = payload.json().len();
-                self.metrics
-                    .message(bytes.len(), Some((payload.op(), json)));
+                self.metrics.payload(payload.op(), payload.json().len());
                 if self.config.raw_messages {
                     self.events.push_back(Queued::Event(ShardEvent::Message {
                         json: Json::from(payload.json()),
@@ -54,11 +53,8 @@ impl ShardMachine {
                 self.text.push_str(payload.json());
                 Scanned::new(&payload, start, &mut self.names).with_typed(typed)
             }
-            Ok(None) => return self.metrics.message(bytes.len(), None),
-            Err(error) => {
-                self.metrics.message(bytes.len(), None);
-                return self.undecodable(&error.to_string());
-            }
+            Ok(None) => return,
+            Err(error) => return self.undecodable(&error.to_string()),
         };
         self.on_payload(now, scanned);
         let kept = matches!(
@@ -164,9 +160,8 @@ impl ShardMachine {
         let resuming = matches!(&self.phase, Phase::Open(link) if link.resuming);
         if let (true, Some(session)) = (resuming, self.session.clone()) {
             self.set_step(Step::Resuming);
-            let span = tracing::info_span!("resume", seq = session.seq);
-            tracing::info!(parent: &span, "resuming");
-            self.set_span(span);
+            self.set_span(tracing::info_span!("resume", seq = session.seq));
+            self.in_step(|| tracing::info!("resuming"));
             let resume = Command::Resume(Resume {
                 token: self.config.token.clone(),
                 session_id: session.session_id,
@@ -182,11 +177,9 @@ impl ShardMachine {
 
     /// The identify queue gave this shard its turn.
     pub fn handle_identify_turn(&mut self, now: Instant) {
-        if let Phase::Open(link) = &self.phase
-            && link.step == Step::Identifying
-        {
+        if self.step() == Some(Step::Identifying) {
             let intents = self.config.intents.bits();
-            tracing::info!(parent: &link.span, intents, "identifying");
+            self.in_step(|| tracing::info!(intents, "identifying"));
             let identify = Command::Identify(Identify {
                 token: self.config.token.clone(),
                 properties: self.config.properties.clone(),
@@ -238,7 +231,7 @@ impl ShardMachine {
                 if let Phase::Open(link) = &self.phase {
                     // The count includes RESUMED itself.
                     let replayed = link.replayed.saturating_sub(1);
-                    tracing::info!(parent: &link.span, replayed, "RESUMED: the session continues");
+                    self.in_step(|| tracing::info!(replayed, "RESUMED: the session continues"));
                 }
                 self.metrics.resumed();
                 self.become_active(now);
@@ -281,9 +274,8 @@ impl ShardMachine {
         self.resume_url_failed = false;
         match Session::new(session_id, seq, resume_gateway_url) {
             Ok(session) => {
-                if let Phase::Open(link) = &self.phase {
-                    tracing::info!(parent: &link.span, guilds = guilds.len(), "READY: a new session");
-                }
+                let guilds = guilds.len();
+                self.in_step(|| tracing::info!(guilds, "READY: a new session"));
                 self.session = Some(session.clone());
                 self.become_active(now);
                 self.emit(ShardEvent::Ready { session });
