@@ -316,11 +316,11 @@ fn opcode_counter<'a>(
 }
 
 /// The `cause` label of a close code: the code, if Discord or RFC 6455
-/// defines it.
+/// defines it (as its meaning in the logs does).
 fn close_code_label(code: u16) -> std::borrow::Cow<'static, str> {
-    match code {
-        1000..=1015 | 4000..=4014 => code.to_string().into(),
-        _ => "other_code".into(),
+    match crate::policy::defined_close_code(code) {
+        Some(_) => code.to_string().into(),
+        None => "other_code".into(),
     }
 }
 

@@ -175,31 +175,45 @@ pub fn after_close(code: Option<u16>, intents: Intents) -> AfterClose {
 pub fn close_code_meaning(code: Option<u16>) -> &'static str {
     match code {
         None => "connection dropped without a close frame",
-        Some(1000) => "normal closure (ends the session)",
-        Some(1001) => "going away (ends the session)",
-        Some(1002) => "WebSocket protocol error",
-        Some(1003) => "unacceptable data",
-        Some(1006) => "abnormal closure",
-        Some(1007) => "invalid UTF-8",
-        Some(1008) => "policy violation",
-        Some(1009) => "message too big",
-        Some(1011) => "server error",
-        Some(4000) => "unknown error (resumable)",
-        Some(4001) => "unknown opcode",
-        Some(4002) => "decode error",
-        Some(4003) => "not authenticated",
-        Some(4004) => "authentication failed",
-        Some(4005) => "already authenticated",
-        Some(4007) => "invalid seq",
-        Some(4008) => "rate limited",
-        Some(4009) => "session timed out",
-        Some(4010) => "invalid shard",
-        Some(4011) => "sharding required",
-        Some(4012) => "invalid API version",
-        Some(4013) => "invalid intents",
-        Some(4014) => "disallowed intents",
-        Some(_) => "a code Discord does not define",
+        Some(code) => defined_close_code(code).unwrap_or("a code Discord does not define"),
     }
+}
+
+/// What a close code Discord or RFC 6455 (with IANA's registry) defines
+/// means; `None` for any other.
+pub(crate) fn defined_close_code(code: u16) -> Option<&'static str> {
+    Some(match code {
+        1000 => "normal closure (ends the session)",
+        1001 => "going away (ends the session)",
+        1002 => "WebSocket protocol error",
+        1003 => "unacceptable data",
+        1005 => "no status code",
+        1006 => "abnormal closure",
+        1007 => "invalid UTF-8",
+        1008 => "policy violation",
+        1009 => "message too big",
+        1010 => "an extension the client needs is missing",
+        1011 => "server error",
+        1012 => "service restart",
+        1013 => "try again later",
+        1014 => "bad gateway",
+        1015 => "TLS handshake failed",
+        4000 => "unknown error (resumable)",
+        4001 => "unknown opcode",
+        4002 => "decode error",
+        4003 => "not authenticated",
+        4004 => "authentication failed",
+        4005 => "already authenticated",
+        4007 => "invalid seq",
+        4008 => "rate limited",
+        4009 => "session timed out",
+        4010 => "invalid shard",
+        4011 => "sharding required",
+        4012 => "invalid API version",
+        4013 => "invalid intents",
+        4014 => "disallowed intents",
+        _ => return None,
+    })
 }
 
 /// RFC 6455's normal closure: it ends the session on Discord's side.

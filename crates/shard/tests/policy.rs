@@ -175,3 +175,21 @@ fn sessions_round_trip_through_json_and_are_checked() {
         "an imported session is checked before use"
     );
 }
+
+#[test]
+fn a_close_code_means_what_discord_or_the_websocket_registry_says() {
+    use shardwire_shard::close_code_meaning;
+    assert_eq!(close_code_meaning(Some(4011)), "sharding required");
+    assert_eq!(close_code_meaning(Some(1012)), "service restart");
+    assert_eq!(
+        close_code_meaning(None),
+        "connection dropped without a close frame"
+    );
+    for undefined in [1004, 4006, 4015, 3000, 0] {
+        assert_eq!(
+            close_code_meaning(Some(undefined)),
+            "a code Discord does not define",
+            "{undefined}"
+        );
+    }
+}
