@@ -488,8 +488,7 @@ impl Runner {
                 }
                 Ok(Err(NatsError::Fenced { .. })) => {
                     tracing::warn!(range, "lease lost to another node");
-                    self.metrics.lease_lost();
-                    self.lose(range);
+                    self.lease_lost(range);
                 }
                 Ok(Err(error)) => tracing::warn!(range, %error, "cannot renew a lease"),
                 Err(_) => tracing::warn!(range, "no answer to a lease renewal in time"),
@@ -516,8 +515,7 @@ impl Runner {
             .collect();
         for range in stale {
             tracing::warn!(range, "lease about to lapse unrenewed; stopping its shards");
-            self.metrics.lease_lost();
-            self.lose(range);
+            self.lease_lost(range);
         }
     }
 
@@ -656,6 +654,13 @@ impl Runner {
                 published: crate::metrics::published(id),
             },
         );
+    }
+
+    /// A lease was lost (fenced by another node, or about to lapse):
+    /// counts it, and stops the range's shards.
+    fn lease_lost(&mut self, range: u32) {
+        self.metrics.lease_lost();
+        self.lose(range);
     }
 
     /// Stops the shards of a range this node no longer holds. Their
@@ -887,8 +892,7 @@ impl Runner {
                         "another node wrote this shard's session; stopping it"
                     );
                     let range = shard / self.config.range_size;
-                    self.metrics.lease_lost();
-                    self.lose(range);
+                    self.lease_lost(range);
                 }
                 Err(error) => tracing::warn!(shard, %error, "cannot store the session"),
             }
