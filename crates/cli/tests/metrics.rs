@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -127,6 +127,38 @@ fn metrics_on_an_address_not_here_is_one_line_and_exit_1() {
     }
 }
 
+/// `shardwire <args> --metrics 127.0.0.1:0`, started off the runtime (the
+/// start waits for its log line).
+async fn serve(args: &[&str]) -> Served {
+    let args: Vec<String> = args.iter().map(|&arg| arg.to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        Served::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap()
+}
+
+/// Scrapes `addr` every 200 ms until `done` holds for the page; fails
+/// after `within`, showing the last page.
+async fn scrape_until(addr: SocketAddr, within: Duration, what: &str, done: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + within;
+    loop {
+        let page = tokio::task::spawn_blocking(move || get(addr, "/metrics"))
+            .await
+            .unwrap()
+            .unwrap();
+        if done(&page.body) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what} in {within:?}:\n{}",
+            page.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The value of the first sample of `name` with each of `labels`
 /// (whatever their order and whatever other labels it has).
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -214,38 +246,20 @@ async fn metrics_on_tail_cover_its_shards() {
         .await
         .unwrap();
     let (token, api) = (sim.token().to_owned(), sim.api_url().to_owned());
-    let args = ["tail", "--token", &token, "--api-base", &api].map(str::to_owned);
-    let tail = tokio::task::spawn_blocking(move || {
-        Served::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap();
-    let addr = tail.metrics;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let page = tokio::task::spawn_blocking(move || get(addr, "/metrics"))
-            .await
-            .unwrap()
-            .unwrap();
-        let both = ["0", "1"].into_iter().all(|id| {
-            sample(&page.body, "shardwire_shard_state", &[("shard", id)]) == Some(5.0)
+    let tail = serve(&["tail", "--token", &token, "--api-base", &api]).await;
+    let within = Duration::from_secs(15);
+    scrape_until(tail.metrics, within, "active shards with events", |page| {
+        ["0", "1"].into_iter().all(|id| {
+            sample(page, "shardwire_shard_state", &[("shard", id)]) == Some(5.0)
                 && sample(
-                    &page.body,
+                    page,
                     "shardwire_dispatches_total",
                     &[("shard", id), ("event", "MESSAGE_CREATE")],
                 )
                 .is_some()
-        });
-        if both {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no active shards with events in 15 s:\n{}",
-            page.body
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        })
+    })
+    .await;
     let logs = tail.stderr.lock().unwrap().join("\n");
     assert!(logs.contains("READY"), "{logs}");
     assert!(!logs.contains(&token), "the token in the logs:\n{logs}");
@@ -274,7 +288,7 @@ async fn metrics_on_node_cover_its_shards_its_leases_and_what_it_published() {
         sim.api_url().to_owned(),
         server.url(),
     );
-    let args = [
+    let node = serve(&[
         "node",
         "--token",
         &token,
@@ -290,43 +304,25 @@ async fn metrics_on_node_cover_its_shards_its_leases_and_what_it_published() {
         "1000",
         "--intents",
         "1",
-    ]
-    .map(str::to_owned);
-    let node = tokio::task::spawn_blocking(move || {
-        Served::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap();
-    let addr = node.metrics;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let page = tokio::task::spawn_blocking(move || get(addr, "/metrics"))
-            .await
-            .unwrap()
-            .unwrap();
+    ])
+    .await;
+    let within = Duration::from_secs(30);
+    let what = "a node with 2 leases and 2 active shards publishing";
+    scrape_until(node.metrics, within, what, |page| {
         let published = |id| {
             sample(
-                &page.body,
+                page,
                 "shardwire_nats_events_published_total",
                 &[("shard", id)],
             )
             .is_some_and(|events| events > 0.0)
         };
-        let active =
-            |id| sample(&page.body, "shardwire_shard_state", &[("shard", id)]) == Some(5.0);
-        if ["0", "1"].into_iter().all(|id| active(id) && published(id))
-            && sample(&page.body, "shardwire_nats_leases_held", &[]) == Some(2.0)
-            && sample(&page.body, "shardwire_session_starts_remaining", &[]).is_some()
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no node with 2 leases and 2 active shards publishing in 30 s:\n{}",
-            page.body
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        let active = |id| sample(page, "shardwire_shard_state", &[("shard", id)]) == Some(5.0);
+        ["0", "1"].into_iter().all(|id| active(id) && published(id))
+            && sample(page, "shardwire_nats_leases_held", &[]) == Some(2.0)
+            && sample(page, "shardwire_session_starts_remaining", &[]).is_some()
+    })
+    .await;
     let logs = node.stderr.lock().unwrap().join("\n");
     assert!(!logs.contains(&token), "the token in the logs:\n{logs}");
     drop(node);
