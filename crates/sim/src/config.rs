@@ -42,7 +42,8 @@ pub const PRIVILEGED_INTENTS: u64 = (1 << 1) | (1 << 8) | (1 << 15);
 pub struct SimConfig {
     /// The bot token it accepts (without `Bot `).
     pub token: String,
-    /// The recommended shard count `/gateway/bot` answers.
+    /// The recommended shard count `/gateway/bot` answers (until
+    /// [`Sim::set_recommended_shards`]).
     pub shards: u32,
     /// Guilds per shard, each sent as a GUILD_CREATE after READY.
     pub guilds_per_shard: u32,
@@ -95,6 +96,21 @@ pub struct SimConfig {
     /// The `resume_gateway_url` READY hands out instead of the resume
     /// listener's (a closed port, or not a URL).
     pub resume_url_override: Option<String>,
+    /// Size of the guild pool (0: none, each shard gets `guilds_per_shard`
+    /// guilds of its own). With a pool, every session owns the pool guilds
+    /// its `[shard_id, shard_count]` covers, whatever the count, so sessions
+    /// of two shard counts share guilds and their events; pool guild `i`
+    /// (from 0) has the id `((1_000_000_000_000 + i) << 22) | (seed &
+    /// 0x3f_ffff)` and belongs to shard `i % shard_count` for any count that
+    /// divides 4096.
+    pub guild_pool: u32,
+    /// Pool events per second over the whole pool (0: none); see
+    /// [`Sim::set_guild_event_rate`].
+    pub guild_event_rate: f64,
+    /// The most guilds one shard may own (0: no limit): an Identify for a
+    /// shard that would own more is closed with 4011 (until
+    /// [`Sim::set_max_guilds_per_shard`]).
+    pub max_guilds_per_shard: u32,
     /// Seed of every random choice.
     pub seed: u64,
     /// Address of the main listener (port 0: any free port).
@@ -126,6 +142,9 @@ impl std::fmt::Debug for SimConfig {
             .field("gateway_bot_faults", &self.gateway_bot_faults)
             .field("gateway_url_override", &self.gateway_url_override)
             .field("resume_url_override", &self.resume_url_override)
+            .field("guild_pool", &self.guild_pool)
+            .field("guild_event_rate", &self.guild_event_rate)
+            .field("max_guilds_per_shard", &self.max_guilds_per_shard)
             .field("seed", &self.seed)
             .field("bind", &self.bind)
             .finish()
@@ -157,6 +176,9 @@ impl Default for SimConfig {
             gateway_bot_faults: Vec::new(),
             gateway_url_override: None,
             resume_url_override: None,
+            guild_pool: 0,
+            guild_event_rate: 0.0,
+            max_guilds_per_shard: 0,
             seed: 1,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
@@ -222,6 +244,12 @@ impl SimBuilder {
         wrong_accept_key: bool;
         /// Faulty answers of `/gateway/bot`, one per request, first.
         gateway_bot_faults: Vec<RestFault>;
+        /// Guilds in the shared guild pool (0: none).
+        guild_pool: u32;
+        /// Pool events per second over the whole pool.
+        guild_event_rate: f64;
+        /// The most guilds a shard may own before 4011 (0: no limit).
+        max_guilds_per_shard: u32;
         /// Seed of random choices.
         seed: u64;
         /// Main listener address.
@@ -267,7 +295,7 @@ impl SimBuilder {
         let api_url = format!("http://{main_addr}/api/v10");
         let shared = Arc::new(Shared::new(config, gateway_url, resume_url));
         let (stop, stopped) = watch::channel(false);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(server::serve(
                 main,
                 crate::Listener::Main,
@@ -278,9 +306,12 @@ impl SimBuilder {
                 resume,
                 crate::Listener::Resume,
                 shared.clone(),
-                stopped,
+                stopped.clone(),
             )),
         ];
+        if shared.pool.is_on() {
+            tasks.push(tokio::spawn(crate::pool::emit(shared.clone(), stopped)));
+        }
         Ok(Sim {
             shared,
             api_url,

@@ -9,6 +9,13 @@
 //! [`Fault`]s on demand. [`MetricsRecorder`] is the client's side of a
 //! test: a `metrics` recorder whose values a test reads back.
 //!
+//! For resharding tests, a guild pool ([`SimConfig::guild_pool`]) gives
+//! sessions of different shard counts the same guilds, and one stream of
+//! events ([`SimConfig::guild_event_rate`]) sends each guild's events to
+//! every session that owns it, to the sessions of one shard count later
+//! than to the others' if asked ([`Sim::set_event_delay`]);
+//! [`Sim::pool_events`] records what was sent.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), shardwire_sim::SimError> {
 //! use shardwire_sim::{Fault, Sim};
@@ -27,6 +34,7 @@ mod inbound;
 mod metrics;
 mod observe;
 mod outbound;
+mod pool;
 pub mod raw;
 mod rest;
 mod server;
@@ -35,6 +43,8 @@ mod state;
 mod style;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -46,6 +56,7 @@ pub use crate::observe::{
     IdentifySeen, Listener, MessageSeen, Observations, PayloadStyle, RestFault, RestSeen,
     ResumeOutcome, ResumeSeen, Violation, ViolationKind,
 };
+pub use crate::pool::PoolEvent;
 pub use crate::state::Flood;
 
 /// A session the simulator holds, as [`Sim::sessions`] lists it.
@@ -158,6 +169,65 @@ impl Sim {
             .collect();
         sessions.sort_by(|a, b| (a.shard, &a.session_id).cmp(&(b.shard, &b.session_id)));
         sessions
+    }
+
+    /// Sets the pool's event rate, in events per second over the whole pool
+    /// ([`SimConfig::guild_event_rate`]); 0 stops the stream, and events
+    /// already queued are still sent.
+    pub fn set_guild_event_rate(&self, per_second: f64) {
+        self.shared.pool.set_rate(per_second);
+    }
+
+    /// Delays the pool events of the sessions of `shard_count` shards: each
+    /// is sent `delay` after it was generated (from the next event on;
+    /// none by default). A session's events keep their order.
+    pub fn set_event_delay(&self, shard_count: u32, delay: Duration) {
+        self.shared.pool.set_delay(shard_count, delay);
+    }
+
+    /// The pool's guild ids, pool guild 0 first (empty without a pool).
+    #[must_use]
+    pub fn pool_guild_ids(&self) -> Vec<String> {
+        self.shared.pool.guild_ids().to_vec()
+    }
+
+    /// Every pool event routed to at least one session, once each, in the
+    /// order they were generated: what a client compares, guild by guild,
+    /// with what it received. Events no session owned are not in it. It
+    /// holds the first 1,000,000 events (see
+    /// [`Sim::pool_events_overflowed`]).
+    #[must_use]
+    pub fn pool_events(&self) -> Vec<PoolEvent> {
+        self.shared.pool.events()
+    }
+
+    /// Whether pool events were routed after [`Sim::pool_events`] was full.
+    #[must_use]
+    pub fn pool_events_overflowed(&self) -> bool {
+        self.shared.pool.overflowed()
+    }
+
+    /// How many pool events were dropped, over all sessions, because a
+    /// session already had 100,000 waiting (its oldest goes first).
+    #[must_use]
+    pub fn pool_events_dropped(&self) -> u64 {
+        self.shared.pool.dropped()
+    }
+
+    /// Sets [`SimConfig::max_guilds_per_shard`] for the Identifies from now
+    /// on (0: no limit).
+    pub fn set_max_guilds_per_shard(&self, max: u32) {
+        self.shared
+            .max_guilds_per_shard
+            .store(max, Ordering::Relaxed);
+    }
+
+    /// Sets the shard count `GET /gateway/bot` recommends from now on
+    /// (at start, [`SimConfig::shards`]).
+    pub fn set_recommended_shards(&self, shards: u32) {
+        self.shared
+            .recommended_shards
+            .store(shards, Ordering::Relaxed);
     }
 
     /// The broken rules seen so far.

@@ -187,6 +187,13 @@ pub enum ViolationKind {
         /// The disallowed bits asked for.
         bits: u64,
     },
+    /// Identified a shard that would own more guilds than
+    /// [`SimConfig::max_guilds_per_shard`](crate::SimConfig::max_guilds_per_shard)
+    /// allows (closed with 4011).
+    ShardingRequired {
+        /// The guilds it would own.
+        guilds: usize,
+    },
     /// Stopped heartbeating (closed with 4009).
     MissedHeartbeat,
     /// Closed with 1000 or 1001, which ends the session.
@@ -326,8 +333,9 @@ pub enum Fault {
     },
     /// Send a server op 1, asking for a heartbeat now.
     RequestHeartbeat,
-    /// Close the connection with this code. Codes 4007 and 4009 also end
-    /// the session, as Discord does.
+    /// Close the connection with this code. The codes after which Discord
+    /// does not let a session resume (4004, 4007, 4009 to 4014) also end
+    /// the session; others (4000, say) leave it resumable.
     Close(u16),
     /// Stop acknowledging heartbeats (the connection turns zombie).
     Zombie,

@@ -143,12 +143,20 @@ impl RawClient {
     }
 
     async fn recv_inner(&mut self) -> Received {
+        match self.next_json().await {
+            Ok(json) => Received::Payload(serde_json::from_str(&json).unwrap()),
+            Err(end) => end,
+        }
+    }
+
+    /// The next payload's JSON as it arrived, or what came instead.
+    async fn next_json(&mut self) -> Result<String, Received> {
         loop {
             let (payload, kind) = match self.frames.next_frame() {
                 Ok(Some(Frame::Message { payload, kind })) => {
                     // A text message must be UTF-8 (RFC 6455 8.1).
                     if kind == MessageKind::Text && std::str::from_utf8(payload).is_err() {
-                        return Received::Dropped;
+                        return Err(Received::Dropped);
                     }
                     (payload, kind)
                 }
@@ -163,28 +171,26 @@ impl RawClient {
                     if code.is_some_and(|code| !close_code_allowed(code)) {
                         let refusal = close_payload(Some(1002), reason);
                         self.send_frame(opcode::CLOSE, &refusal).await;
-                        return Received::Dropped;
+                        return Err(Received::Dropped);
                     }
                     let echo = close_payload(code, reason);
                     self.send_frame(opcode::CLOSE, &echo).await;
-                    return Received::Closed(code);
+                    return Err(Received::Closed(code));
                 }
                 Ok(Some(_)) => continue,
                 Ok(None) => {
                     match self.io.read(self.frames.spare()).await {
-                        Ok(0) | Err(_) => return Received::Dropped,
+                        Ok(0) | Err(_) => return Err(Received::Dropped),
                         Ok(read) => self.frames.filled(read),
                     }
                     continue;
                 }
-                Err(_) => return Received::Dropped,
+                Err(_) => return Err(Received::Dropped),
             };
             match self.decoder.push(payload, kind) {
-                Ok(Some(payload)) => {
-                    return Received::Payload(serde_json::from_str(payload.json()).unwrap());
-                }
+                Ok(Some(payload)) => return Ok(payload.json().to_owned()),
                 Ok(None) => {}
-                Err(error) => return Received::Undecodable(error.to_string()),
+                Err(error) => return Err(Received::Undecodable(error.to_string())),
             }
         }
     }
@@ -194,6 +200,23 @@ impl RawClient {
         match self.recv().await {
             Received::Payload(value) => value,
             other => panic!("expected a payload, got {other:?}"),
+        }
+    }
+
+    /// The next payload's JSON exactly as it arrived (decompressed), or
+    /// what came instead.
+    pub async fn recv_text(&mut self) -> Result<String, Received> {
+        tokio::time::timeout(STEP, self.next_json())
+            .await
+            .expect("nothing received in time")
+    }
+
+    /// The next payload's JSON exactly as it arrived; fails the test on
+    /// anything else.
+    pub async fn text(&mut self) -> String {
+        match self.recv_text().await {
+            Ok(json) => json,
+            Err(other) => panic!("expected a payload, got {other:?}"),
         }
     }
 

@@ -133,7 +133,7 @@ pub(crate) fn gateway_bot(request: &Request<Incoming>, shared: &Shared) -> Respo
             let config = &shared.config;
             let body = serde_json::json!({
                 "url": config.gateway_url_override.as_deref().unwrap_or(&shared.gateway_url),
-                "shards": config.shards,
+                "shards": shared.recommended_shards.load(std::sync::atomic::Ordering::Relaxed),
                 "session_start_limit": {
                     "total": config.total,
                     "remaining": shared.remaining(),

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use shardwire_codec::frame::opcode;
 use shardwire_codec::{Compression, MessageKind};
 use shardwire_corpus::{EventGenerator, Rng, ZlibStreamEncoder, ZstdStreamEncoder, zlib_payload};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, sleep_until};
 
 use crate::config::{KNOWN_INTENTS, PRIVILEGED_INTENTS};
@@ -26,6 +26,7 @@ use crate::observe::{
     ResumeOutcome, ResumeSeen, ViolationKind,
 };
 use crate::outbound::FrameWriter;
+use crate::pool::SessionQueue;
 use crate::state::{REPLAY_LOG, Session, Shared, lock};
 
 type Io = TokioIo<Upgraded>;
@@ -40,8 +41,11 @@ const RATE_WINDOW: Duration = Duration::from_secs(60);
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Members per GUILD_MEMBERS_CHUNK.
 const CHUNK_SIZE: usize = 1000;
-/// Backlog items sent between two looks at what the client sent.
+/// Backlog items (or pool events) sent between two looks at what the
+/// client sent.
 const BACKLOG_STEP: usize = 32;
+/// The close codes after which Discord does not let the session resume.
+const SESSION_ENDING_CLOSES: [u16; 8] = [4004, 4007, 4009, 4010, 4011, 4012, 4013, 4014];
 
 /// Outbound work that may be long (a burst, a resume's replay), sent a step
 /// at a time so the client's heartbeats are read and acknowledged in
@@ -107,6 +111,7 @@ pub(crate) async fn run(
         generator: None,
         read_delay,
         backlog: VecDeque::new(),
+        pool_queued: None,
     };
     let mut inbound = inbound;
     let end = conn.serve(&mut inbound, faults).await;
@@ -196,6 +201,8 @@ struct Conn {
     read_delay: Arc<AtomicU64>,
     /// Long outbound work, oldest first.
     backlog: VecDeque<Pending>,
+    /// Wakes the connection when a pool event is queued for its session.
+    pool_queued: Option<Arc<Notify>>,
 }
 
 /// `Err` ends the session the way it says.
@@ -240,6 +247,15 @@ impl Conn {
         loop {
             let busy = !self.backlog.is_empty();
             let events_due = event_every.is_some() && self.session_id.is_some() && !busy;
+            // Pool events go after the backlog: after READY's GUILD_CREATEs
+            // (sent before the loop sees the session), after a resume's
+            // replay and RESUMED.
+            let pool_due = if busy || !self.shared.pool.is_on() {
+                None
+            } else {
+                self.next_pool_due()
+            };
+            let pool_queued = self.pool_queued.clone();
             // Biased: what the client already sent is handled before any
             // timer, so heartbeats that arrived while a long write blocked
             // the session are not mistaken for missed ones (Discord reads
@@ -260,10 +276,14 @@ impl Conn {
                 }
                 () = sleep_until(self.heartbeat_deadline) => {
                     self.violation(ViolationKind::MissedHeartbeat);
-                    self.forget_session();
                     self.close(4009, "Session timed out").await
                 }
                 () = std::future::ready(()), if busy => self.backlog_step().await,
+                () = sleep_until(pool_due.unwrap_or(self.heartbeat_deadline)), if pool_due.is_some() => {
+                    self.send_due_pool_events().await
+                }
+                // A pool event was queued: look at the queue again.
+                () = notified(pool_queued.as_deref()) => Ok(()),
                 () = sleep_until(next_event), if events_due => {
                     // Keep the average rate; after a long stall, do not
                     // catch up with a burst of more than a second's worth.
@@ -451,6 +471,15 @@ impl Conn {
                 "Disallowed intent(s).",
             ));
         }
+        let max_guilds = self.shared.max_guilds_per_shard.load(Ordering::Relaxed);
+        let guilds = self.shared.guilds_owned([shard_id, shard_count]);
+        if max_guilds > 0 && guilds > max_guilds as usize {
+            return Err(Refusal::Close(
+                ViolationKind::ShardingRequired { guilds },
+                4011,
+                "Sharding required.",
+            ));
+        }
         if let Err(bucket) = self.shared.take_identify_slot(shard_id) {
             return Err(Refusal::InvalidSession(ViolationKind::IdentifyTooFast {
                 bucket,
@@ -481,14 +510,22 @@ impl Conn {
             *payload_compression = true;
         }
         let session_id = self.shared.new_session_id();
-        let guild_ids = guild_ids_for(&self.shared, shard_id, shard_count);
+        let guild_ids = if self.shared.pool.is_on() {
+            self.shared.pool.owned_by(shard)
+        } else {
+            guild_ids_for(&self.shared, shard_id, shard_count)
+        };
+        let pool = SessionQueue::default();
+        self.pool_queued = Some(pool.queued.clone());
+        // From here on the pool's events for its guilds queue up for it.
         lock(&self.shared.sessions).insert(
             session_id.clone(),
             Session {
-                shard: [shard_id, shard_count],
+                shard,
                 seq: 0,
                 log: VecDeque::new(),
                 guild_ids: guild_ids.clone(),
+                pool,
             },
         );
         self.session_id = Some(session_id.clone());
@@ -572,10 +609,11 @@ impl Conn {
                     oldest,
                     replay,
                     session.guild_ids.clone(),
+                    session.pool.queued.clone(),
                 )
             })
         };
-        let Some((shard, server_seq, oldest, replay, guild_ids)) =
+        let Some((shard, server_seq, oldest, replay, guild_ids, pool_queued)) =
             found.filter(|_| self.token_matches(token))
         else {
             record(ResumeOutcome::InvalidSession, self);
@@ -600,6 +638,7 @@ impl Conn {
         self.shard = Some(shard);
         self.shared.set_shard(self.id, shard[0]);
         self.session_id = Some(session_id);
+        self.pool_queued = Some(pool_queued);
         self.generator = Some(EventGenerator::with_guild_ids(
             self.shared.config.seed ^ u64::from(shard[0]) ^ server_seq,
             guild_ids,
@@ -742,12 +781,7 @@ impl Conn {
                 self.send_json(&json!({"op": 9, "d": resumable})).await
             }
             Fault::RequestHeartbeat => self.send_json(&json!({"op": 1, "d": null})).await,
-            Fault::Close(code) => {
-                if matches!(code, 4007 | 4009) {
-                    self.forget_session();
-                }
-                self.close(code, "Simulated close.").await
-            }
+            Fault::Close(code) => self.close(code, "Simulated close.").await,
             Fault::Zombie => {
                 self.zombie = true;
                 Ok(())
@@ -863,17 +897,41 @@ impl Conn {
             return Ok(());
         }
         let (name, mut d) = self.generator_mut().next_event();
-        if self.shared.config.stamp_events
-            && let Some(object) = d.as_object_mut()
-        {
-            // Wall-clock nanoseconds, comparable across processes on one
-            // machine: a client subtracts it from its own clock.
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |since| since.as_nanos() as u64);
-            object.insert("sent_at_ns".into(), Value::from(now));
+        if self.shared.config.stamp_events {
+            stamp(&mut d);
         }
         self.dispatch(name, &d).await
+    }
+
+    /// When the oldest pool event queued for the session may be sent.
+    fn next_pool_due(&self) -> Option<Instant> {
+        let session_id = self.session_id.as_ref()?;
+        let sessions = lock(&self.shared.sessions);
+        Some(sessions.get(session_id)?.pool.events.front()?.due)
+    }
+
+    /// Sends up to [`BACKLOG_STEP`] of the session's due pool events, in
+    /// order. Each is numbered and logged as it leaves the queue, so one
+    /// whose write fails is replayed on resume.
+    async fn send_due_pool_events(&mut self) -> Step {
+        let Some(session_id) = self.session_id.clone() else {
+            return Ok(());
+        };
+        for _ in 0..BACKLOG_STEP {
+            let payload = {
+                let mut sessions = lock(&self.shared.sessions);
+                let Some(session) = sessions.get_mut(&session_id) else {
+                    break;
+                };
+                let Some(event) = session.pool.pop_due(Instant::now()) else {
+                    break;
+                };
+                session.log_dispatch(event.name, &event.d)
+            };
+            self.send_payload(&payload).await?;
+        }
+        tokio::task::yield_now().await;
+        Ok(())
     }
 
     /// Sends a dispatch with the session's next sequence number, and logs it
@@ -893,17 +951,7 @@ impl Conn {
             let Some(session) = sessions.get_mut(&session_id) else {
                 return Ok(());
             };
-            session.seq += 1;
-            let mut payload =
-                format!(r#"{{"t":"{name}","s":{},"op":0,"d":"#, session.seq).into_bytes();
-            payload.extend_from_slice(d);
-            payload.push(b'}');
-            let payload: Arc<[u8]> = payload.into();
-            session.log.push_back((session.seq, payload.clone()));
-            if session.log.len() > REPLAY_LOG {
-                session.log.pop_front();
-            }
-            payload
+            session.log_dispatch(name, d)
         };
         self.send_payload(&payload).await
     }
@@ -989,10 +1037,35 @@ impl Conn {
         written.map_err(|_| End::Dropped)
     }
 
+    /// Closes with `code`, ending the session first if the code is one
+    /// Discord ends it with.
     async fn close(&mut self, code: u16, reason: &str) -> Step {
+        if SESSION_ENDING_CLOSES.contains(&code) {
+            self.forget_session();
+        }
         let _ = self.writer.close(code, reason.as_bytes()).await;
         let _ = self.writer.flush().await;
         Err(End::Server(code))
+    }
+}
+
+/// Adds `"sent_at_ns"`, wall-clock nanoseconds now, to an event's `d`:
+/// comparable across processes on one machine, a client subtracts it from
+/// its own clock.
+pub(crate) fn stamp(d: &mut Value) {
+    if let Some(object) = d.as_object_mut() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64);
+        object.insert("sent_at_ns".into(), Value::from(now));
+    }
+}
+
+/// Completes when `notify` is notified; never without one.
+async fn notified(notify: Option<&Notify>) {
+    match notify {
+        Some(notify) => notify.notified().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,7 +1,7 @@
 //! State shared by the simulator's listeners and connections.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::config::SimConfig;
 use crate::observe::{Fault, Observations, RestFault, Violation, ViolationKind};
+use crate::pool::{Pool, SessionQueue};
 
 /// How many dispatches a session keeps for replay on resume.
 pub(crate) const REPLAY_LOG: usize = 50_000;
@@ -20,6 +21,25 @@ pub(crate) struct Session {
     /// The last dispatches, oldest first, as complete JSON payloads.
     pub(crate) log: VecDeque<(u64, Arc<[u8]>)>,
     pub(crate) guild_ids: Vec<String>,
+    /// Pool events routed to it and not sent yet.
+    pub(crate) pool: SessionQueue,
+}
+
+impl Session {
+    /// Numbers a dispatch with the next sequence number and logs it for
+    /// replay; returns the complete payload.
+    pub(crate) fn log_dispatch(&mut self, name: &str, d: &[u8]) -> Arc<[u8]> {
+        self.seq += 1;
+        let mut payload = format!(r#"{{"t":"{name}","s":{},"op":0,"d":"#, self.seq).into_bytes();
+        payload.extend_from_slice(d);
+        payload.push(b'}');
+        let payload: Arc<[u8]> = payload.into();
+        self.log.push_back((self.seq, payload.clone()));
+        if self.log.len() > REPLAY_LOG {
+            self.log.pop_front();
+        }
+        payload
+    }
 }
 
 pub(crate) struct Shared {
@@ -39,6 +59,11 @@ pub(crate) struct Shared {
     floods: Mutex<HashMap<(u64, u64), Arc<Flood>>>,
     /// The scripted `/gateway/bot` faults not answered yet.
     gateway_bot_faults: Mutex<VecDeque<RestFault>>,
+    /// The shard count `/gateway/bot` recommends.
+    pub(crate) recommended_shards: AtomicU32,
+    /// The most guilds a shard may own (0: no limit), else 4011.
+    pub(crate) max_guilds_per_shard: AtomicU32,
+    pub(crate) pool: Pool,
 }
 
 /// Events pre-encoded for [`Fault::Flood`](crate::Fault::Flood).
@@ -96,7 +121,11 @@ impl Shared {
     pub(crate) fn new(config: SimConfig, gateway_url: String, resume_url: String) -> Self {
         let remaining = config.remaining;
         let gateway_bot_faults = Mutex::new(config.gateway_bot_faults.iter().cloned().collect());
+        let pool = Pool::new(config.guild_pool, config.seed, config.guild_event_rate);
         Self {
+            recommended_shards: AtomicU32::new(config.shards),
+            max_guilds_per_shard: AtomicU32::new(config.max_guilds_per_shard),
+            pool,
             config,
             gateway_url,
             resume_url,
@@ -170,6 +199,16 @@ impl Shared {
         }
         buckets.insert(bucket, now);
         Ok(())
+    }
+
+    /// How many guilds a session of `shard` would own: its pool guilds, or
+    /// `guilds_per_shard` without a pool.
+    pub(crate) fn guilds_owned(&self, shard: [u32; 2]) -> usize {
+        if self.pool.is_on() {
+            self.pool.owned_count(shard)
+        } else {
+            self.config.guilds_per_shard as usize
+        }
     }
 
     /// Takes one daily session start; `false` when none is left.
