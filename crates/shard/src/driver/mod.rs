@@ -397,6 +397,9 @@ impl Task {
                     Order::Close { code } => {
                         self.write(ClientFrame::Close(Some(code))).await;
                         tracing::debug!(code, "closing");
+                        if let Some(socket) = self.socket.take() {
+                            tokio::spawn(socket.linger());
+                        }
                         self.closed(Some(code), "");
                     }
                     Order::Abandon => {

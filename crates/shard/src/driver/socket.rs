@@ -3,11 +3,12 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use ring::rand::{SecureRandom, SystemRandom};
-use shardwire_codec::frame::{ClientFrame, FrameBuffer, encode_client_frame};
+use shardwire_codec::frame::{ClientFrame, Frame, FrameBuffer, encode_client_frame};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 
 use crate::Endpoint;
@@ -53,6 +54,41 @@ pub(super) struct Socket {
     pub(super) writer: Writer,
     /// `None` once the connection ended.
     pub(super) reader: Option<Reader>,
+}
+
+/// How long a connection we closed waits for the gateway's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+impl Socket {
+    /// After our close frame: reads what still comes (and drops it) until
+    /// the gateway's close frame or the end of the stream, at most
+    /// [`CLOSE_LINGER`]. RFC 6455 (7.1.1) has the server end the TCP
+    /// connection first; one the client drops at once answers the
+    /// gateway's writes in flight with a reset, which can discard the
+    /// close frame unread, and with it the session's end.
+    pub(super) async fn linger(mut self) {
+        let Some(mut reader) = self.reader.take() else {
+            return;
+        };
+        let read_to_close = async {
+            loop {
+                loop {
+                    match reader.frames.next_frame() {
+                        Ok(Some(Frame::Close { .. })) | Err(_) => return,
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                    }
+                }
+                if !matches!(
+                    std::future::poll_fn(|cx| reader.poll_fill(cx)).await,
+                    Ok(true)
+                ) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_LINGER, read_to_close).await;
+    }
 }
 
 /// The write half of a connection.
