@@ -33,7 +33,7 @@ pub enum FatalError {
     InvalidShard,
     /// 4011: the bot is in too many guilds for its shard count.
     #[error(
-        "closed with 4011 (sharding required): the bot needs more shards; use the count GET /gateway/bot recommends"
+        "closed with 4011 (sharding required): the bot needs more shards; call Cluster::reshard with the count GET /gateway/bot recommends, or set ClusterConfig::auto_reshard"
     )]
     ShardingRequired,
     /// 4012: the gateway version is not supported.

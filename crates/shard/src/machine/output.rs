@@ -137,6 +137,42 @@ pub enum ShardEvent {
     IdentifyRefused(IdentifyRefused),
     /// The shard stopped for good.
     Fatal(FatalError),
+    /// A cluster began resharding: a second generation of `to` shards
+    /// identifies beside the running `from`, which keeps delivering. Only a
+    /// cluster sends it, tagged with the lowest shard id it runs.
+    Resharding {
+        /// The running generation's shard count.
+        from: u32,
+        /// The new generation's.
+        to: u32,
+    },
+    /// A cluster switched to its new generation: commands go to its `to`
+    /// shards, and each guild's events come from them (tagged with their
+    /// ids) as soon as the two generations' streams of that guild line up,
+    /// within the cluster's overlap window; until then from the old shards,
+    /// tagged with theirs. Only a cluster sends it, tagged as
+    /// [`ShardEvent::Resharding`].
+    Resharded {
+        /// The old shard count.
+        from: u32,
+        /// The new one.
+        to: u32,
+        /// From [`ShardEvent::Resharding`] to the switch.
+        took: Duration,
+    },
+    /// An event of a cluster's new generation that repeats what the bot
+    /// has: its READY and lifecycle events before the switch, and the
+    /// GUILD_CREATEs of the guilds its READYs listed (some may come after
+    /// [`ShardEvent::Resharded`]), tagged with that shard's id out of
+    /// `total`. Its guild events are not among them: those come once, from
+    /// one generation. [`ShardEvent::twilight`] looks through it, so a
+    /// cache refreshes from the new GUILD_CREATEs.
+    FromReshard {
+        /// The new generation's shard count.
+        total: u32,
+        /// The event.
+        event: Box<ShardEvent>,
+    },
 }
 
 impl ShardEvent {
@@ -148,6 +184,7 @@ impl ShardEvent {
             Self::Dispatch {
                 event: Some(event), ..
             } => Some(event),
+            Self::FromReshard { event, .. } => event.twilight(),
             _ => None,
         }
     }
