@@ -15,7 +15,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use shardwire_cluster::metrics::IDENTIFY_QUEUE_WAIT;
+use shardwire_cluster::metrics::{IDENTIFY_QUEUE_WAIT, RESHARD_DURATION};
 use tokio::net::TcpListener;
 
 use super::fail;
@@ -32,8 +32,8 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const SECONDS_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-/// The identify queue's wait is counted in 5-second rounds, up to many of
-/// them for a large bot.
+/// The identify queue's wait, and a reshard (the new generation's
+/// identifies), take 5-second rounds, up to many of them for a large bot.
 const IDENTIFY_WAIT_BUCKETS: [f64; 10] =
     [0.01, 0.1, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
 
@@ -76,6 +76,12 @@ fn recorder() -> PrometheusBuilder {
         .and_then(|builder| {
             builder.set_buckets_for_metric(
                 Matcher::Full(IDENTIFY_QUEUE_WAIT.into()),
+                &IDENTIFY_WAIT_BUCKETS,
+            )
+        })
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(
+                Matcher::Full(RESHARD_DURATION.into()),
                 &IDENTIFY_WAIT_BUCKETS,
             )
         })

@@ -10,7 +10,7 @@ use common::dashboard::{dashboard, exprs, panels};
 
 /// The metrics the crates export (histograms by their base name), by the
 /// crates' own constants, and whether their series carry a `shard` label.
-const METRICS: [(&str, bool); 27] = {
+const METRICS: [(&str, bool); 30] = {
     use shardwire_cluster::metrics as cluster;
     use shardwire_nats::metrics as nats;
     use shardwire_shard::metrics as shard;
@@ -36,6 +36,9 @@ const METRICS: [(&str, bool); 27] = {
         (cluster::SESSION_STARTS_REMAINING, false),
         (cluster::IDENTIFY_QUEUE_WAIT, false),
         (cluster::IDENTIFY_QUEUE_DEPTH, false),
+        (cluster::GENERATION_SHARDS, false),
+        (cluster::RESHARD_DURATION, false),
+        (cluster::RESHARD_COPIES_DROPPED, false),
         (nats::EVENTS_PUBLISHED, true),
         (nats::PUBLISH_RETRIES, true),
         (nats::ACK_LATENCY, false),

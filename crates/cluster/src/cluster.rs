@@ -1,7 +1,8 @@
 //! Many shards as one: spawning, one merged event stream, routing by guild,
 //! member-chunk collection and lifecycle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,10 +13,13 @@ use shardwire_shard::{
     EventSink, IdentifyQueue, SendError, Session, Shard, ShardConfig, ShardEvent, ShardState,
     SinkEvents,
 };
+use tokio::time::Instant;
 use twilight_model::gateway::event::EventType;
 use twilight_model::gateway::{Intents, ShardId};
 
-use crate::sender::{ClusterSender, Shared};
+use crate::metrics::ReshardMetrics;
+use crate::reshard::{Order, Reshard, ReshardControl, Step};
+use crate::sender::{ClusterSender, Generation, Shared};
 use crate::store::{SessionStore, StoreError, keep_saved};
 use crate::{DEFAULT_API_BASE, Gateway, GatewayError, GatewayInfo, IDENTIFY_WINDOW, LocalQueue};
 
@@ -101,6 +105,28 @@ pub struct ClusterConfig {
     pub identify_window: Duration,
     /// Adjusts each shard's configuration (timeouts, backoff, …).
     pub configure: Option<Configure>,
+    /// Reshard without being asked (see [`Cluster::reshard`]) when a shard
+    /// is closed with 4011, when a READY lists more than
+    /// [`ClusterConfig::reshard_guild_threshold`] guilds, or when the
+    /// periodic check ([`ClusterConfig::reshard_check_interval`]) finds
+    /// `/gateway/bot` recommending more shards than run: to the recommended
+    /// count (at least one more than now for a 4011, enough for 1,000
+    /// guilds a shard for a crowded READY), rounded up to a multiple of
+    /// `max_concurrency` when that is over 1. Off by default: a 4011 is
+    /// then fatal to its shard.
+    pub auto_reshard: bool,
+    /// The guilds in one shard's READY past which
+    /// [`ClusterConfig::auto_reshard`] reshards (2,000: 80% of Discord's
+    /// 2,500 a shard).
+    pub reshard_guild_threshold: u32,
+    /// How often [`ClusterConfig::auto_reshard`] checks `/gateway/bot`'s
+    /// recommendation; never by default.
+    pub reshard_check_interval: Option<Duration>,
+    /// How long after a reshard's switch both generations' copies of an
+    /// event are matched (5 s): longer than the skew between the two
+    /// generations' streams may be. The old generation closes when it has
+    /// passed.
+    pub reshard_overlap: Duration,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -116,6 +142,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("typed", &self.typed)
             .field("sessions", &self.sessions.len())
             .field("session_store", &self.session_store.is_some())
+            .field("auto_reshard", &self.auto_reshard)
             .finish_non_exhaustive()
     }
 }
@@ -142,6 +169,10 @@ impl ClusterConfig {
             queue: None,
             identify_window: IDENTIFY_WINDOW,
             configure: None,
+            auto_reshard: false,
+            reshard_guild_threshold: 2_000,
+            reshard_check_interval: None,
+            reshard_overlap: Duration::from_secs(5),
         }
     }
 }
@@ -199,6 +230,12 @@ pub enum ClusterError {
     /// The session store could not load the sessions.
     #[error("loading the sessions: {0}")]
     SessionStore(StoreError),
+    /// A reshard is already under way; wait for its `Resharded`.
+    #[error("a reshard is already under way; wait for it to switch")]
+    ReshardUnderWay,
+    /// The cluster has been dropped.
+    #[error("the cluster has stopped")]
+    Stopped,
 }
 
 /// What [`Cluster::shutdown`] leaves.
@@ -222,7 +259,6 @@ pub struct Shutdown {
 /// other tasks may hold while this one takes the events. Dropping the
 /// cluster stops its shards (each closes resumably).
 pub struct Cluster {
-    gateway: Arc<Gateway>,
     gateway_url: String,
     shared: Arc<Shared>,
     sender: ClusterSender,
@@ -232,12 +268,18 @@ pub struct Cluster {
     /// Told when a session starts or ends, for the session store.
     sessions_changed: Arc<tokio::sync::Notify>,
     config: ClusterConfig,
+    /// Reshards asked for by the senders and the shards' taps.
+    orders: tokio::sync::mpsc::UnboundedReceiver<Order>,
+    reshard: Option<Box<Reshard>>,
+    /// Events a reshard that ended left to hand out.
+    leftover: VecDeque<(u32, ShardEvent)>,
+    metrics: ReshardMetrics,
 }
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
-            .field("total", &self.shared.total)
+            .field("total", &self.total())
             .field("shards", &self.shard_ids())
             .field("config", &self.config)
             .finish_non_exhaustive()
@@ -321,9 +363,12 @@ impl Cluster {
             .clone()
             .unwrap_or_else(|| Arc::new(LocalQueue::with_window(limit, config.identify_window)));
         let (sink, events) = EventSink::channel(EVENT_BUFFER);
-        let shared = Arc::new(Shared::new(total));
+        let whole = ids.len() == total as usize;
+        let (control, orders) = ReshardControl::new(whole);
+        let shared = Arc::new(Shared::new(total, gateway, control));
+        let metrics = ReshardMetrics::new();
+        metrics.generations(total, 0);
         let mut cluster = Self {
-            gateway,
             gateway_url: info.url.clone(),
             sender: ClusterSender::new(shared.clone()),
             shared,
@@ -332,6 +377,10 @@ impl Cluster {
             queue,
             sessions_changed: Arc::default(),
             config,
+            orders,
+            reshard: None,
+            leftover: VecDeque::new(),
+            metrics,
         };
         // The sessions the shards resume: what later saves are measured from.
         let resumed: std::collections::BTreeMap<u32, Session> = ids
@@ -340,6 +389,14 @@ impl Cluster {
             .collect();
         for id in ids {
             cluster.spawn(id, resumed.get(&id).cloned());
+        }
+        if cluster.config.auto_reshard
+            && let Some(interval) = cluster.config.reshard_check_interval
+        {
+            tokio::spawn(crate::reshard::keep_checking(
+                Arc::downgrade(&cluster.shared),
+                interval,
+            ));
         }
         if let Some(store) = cluster.config.session_store.clone() {
             tokio::spawn(keep_saved(
@@ -359,13 +416,27 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Starts a shard of the running generation.
     fn spawn(&mut self, id: u32, session: Option<Session>) {
+        let total = self.total();
+        let shard = self.start_shard(id, total, session, &self.sink);
+        self.shared.write().shards.insert(id, shard);
+    }
+
+    /// Starts shard `id` of `total`, sending into `sink`.
+    fn start_shard(
+        &self,
+        id: u32,
+        total: u32,
+        session: Option<Session>,
+        sink: &EventSink,
+    ) -> Shard {
         let config = &self.config;
         let mut shard_config = ShardConfig::new(
             config.token.clone(),
             config.intents,
             id,
-            self.shared.total,
+            total,
             self.gateway_url.clone(),
         );
         shard_config.compression = config.compression;
@@ -381,9 +452,18 @@ impl Cluster {
         let chunks = self.shared.chunks.clone();
         let filter = config.events.clone();
         let changed = self.sessions_changed.clone();
+        let auto = config
+            .auto_reshard
+            .then(|| (Arc::downgrade(&self.shared), config.reshard_guild_threshold));
         let tap: shardwire_shard::Tap = Arc::new(move |_shard, event| {
             if matches!(event, ShardEvent::Ready { .. } | ShardEvent::Fatal(_)) {
                 changed.notify_one();
+            }
+            if let Some((shared, threshold)) = &auto
+                && let Some(trigger) = crate::reshard::trigger_of(total, *threshold, &event)
+                && let Some(shared) = shared.upgrade()
+            {
+                shared.control.order(Order::Auto(trigger));
             }
             let event = chunks.tap(event)?;
             if let ShardEvent::Dispatch { event_type, .. } = &event
@@ -393,16 +473,254 @@ impl Cluster {
             }
             Some(event)
         });
-        let sink = self.sink.clone().with_tap(tap);
-        let shard = Shard::start_with_sink(shard_config, self.queue.clone(), sink);
-        self.shared.write().insert(id, shard);
+        let sink = sink.clone().with_tap(tap);
+        Shard::start_with_sink(shard_config, self.queue.clone(), sink)
     }
 
     /// The next event of any shard, tagged with its id; in order within
     /// each shard. It waits while the cluster runs (`None` never comes
     /// while the cluster is alive).
+    ///
+    /// During a reshard it also starts the new generation, switches to it
+    /// and merges the two streams around the switch (see
+    /// [`Cluster::reshard`]), so keep taking events.
     pub async fn next_event(&mut self) -> Option<(u32, ShardEvent)> {
-        self.events.recv().await
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<(u32, ShardEvent)>> {
+        loop {
+            while let Poll::Ready(Some(order)) = self.orders.poll_recv(cx) {
+                self.obey(order);
+            }
+            if let Some(event) = self.leftover.pop_front() {
+                return Poll::Ready(Some(event));
+            }
+            if self.reshard.is_none() {
+                return self.events.poll_recv(cx);
+            }
+            match self.poll_reshard(cx) {
+                Poll::Ready(Some(event)) => return Poll::Ready(Some(event)),
+                // The reshard ended: on with the one generation.
+                Poll::Ready(None) => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Both generations' events through the overlap; `Ready(None)` once the
+    /// reshard has ended.
+    fn poll_reshard(&mut self, cx: &mut Context<'_>) -> Poll<Option<(u32, ShardEvent)>> {
+        loop {
+            let Some(reshard) = self.reshard.as_deref_mut() else {
+                return Poll::Ready(None);
+            };
+            if let Some(event) = reshard.overlap.pop() {
+                return Poll::Ready(Some(event));
+            }
+            let now = Instant::now();
+            reshard.overlap.handle_timeout(now);
+            self.metrics.copies(reshard.new_copies());
+            if reshard.overlap.is_done() {
+                let _ = self.end_overlap(Duration::MAX);
+                return Poll::Ready(None);
+            }
+            let switched = reshard.overlap.switched();
+            let mut step = Step::Go;
+            let mut moved = false;
+            // Before the switch the cluster's own stream is the old
+            // generation's; after it, the new one's.
+            if let Poll::Ready(Some((shard, event))) = self.events.poll_recv(cx) {
+                moved = true;
+                if switched {
+                    step = reshard.on_new(shard, event);
+                } else {
+                    reshard.overlap.old(now, shard, event);
+                }
+            }
+            if let Poll::Ready(Some((shard, event))) = reshard.other_events.poll_recv(cx) {
+                moved = true;
+                if switched {
+                    reshard.overlap.old(now, shard, event);
+                } else {
+                    step = reshard.on_new(shard, event);
+                }
+            }
+            match step {
+                Step::Go => {}
+                Step::Switch => self.switch(),
+                Step::Fail(reason) => {
+                    tracing::warn!(%reason, "the reshard failed; the running generation stays");
+                    let _ = self.abandon(Duration::MAX);
+                }
+            }
+            if moved {
+                continue;
+            }
+            let Some(reshard) = self.reshard.as_deref_mut() else {
+                return Poll::Ready(None);
+            };
+            match reshard.overlap.poll_timeout() {
+                Some(at) if at <= now => continue,
+                Some(at) => {
+                    reshard.timer.as_mut().reset(at);
+                    if reshard.timer.as_mut().poll(cx).is_ready() {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+                None => return Poll::Pending,
+            }
+        }
+    }
+
+    fn obey(&mut self, order: Order) {
+        match order {
+            Order::Start(to) => self.begin(to),
+            Order::Auto(trigger) => {
+                if self.config.auto_reshard && self.reshard.is_none() {
+                    tokio::spawn(crate::reshard::auto(self.shared.clone(), trigger));
+                }
+            }
+        }
+    }
+
+    /// Starts the new generation of a reshard asked for and checked.
+    fn begin(&mut self, to: u32) {
+        if self.reshard.is_some() {
+            return;
+        }
+        let from = self.total();
+        let (sink, events) = EventSink::channel(EVENT_BUFFER);
+        let mut next = Generation::new(to);
+        for id in 0..to {
+            let shard = self.start_shard(id, to, None, &sink);
+            next.shards.insert(id, shard);
+        }
+        self.metrics.generations(from, to);
+        tracing::info!(
+            from,
+            to,
+            "resharding: a new generation identifies beside the running one"
+        );
+        let window = self.config.reshard_overlap;
+        let mut reshard = Reshard::new(from, next, events, sink, window);
+        // A shard already stopped (the 4011 that started this, say) sends
+        // nothing more: its guilds come from the new generation at once.
+        let running = self.shared.read();
+        for id in 0..from {
+            let stopped = running
+                .shards
+                .get(&id)
+                .is_none_or(|shard| shard.status() == ShardState::FatallyClosed);
+            if stopped {
+                reshard.overlap.old_shard_stopped(id);
+            }
+        }
+        drop(running);
+        self.reshard = Some(Box::new(reshard));
+    }
+
+    /// Every new shard is READY: the generations trade places.
+    fn switch(&mut self) {
+        let Some(reshard) = self.reshard.as_deref_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let (from, to) = (reshard.from, reshard.to);
+        let took = now.saturating_duration_since(reshard.started);
+        reshard
+            .overlap
+            .push(0, ShardEvent::Resharded { from, to, took });
+        std::mem::swap(&mut *self.shared.write(), &mut reshard.other);
+        std::mem::swap(&mut self.events, &mut reshard.other_events);
+        std::mem::swap(&mut self.sink, &mut reshard.other_sink);
+        reshard.overlap.switch(now);
+        self.metrics.switched(took);
+        self.metrics.generations(to, 0);
+        self.sessions_changed.notify_one();
+        tracing::info!(from, to, ?took, "resharded: the new generation delivers");
+    }
+
+    /// The overlap is over: the old generation closes, its sessions ended.
+    fn end_overlap(&mut self, grace: Duration) -> Option<tokio::task::JoinHandle<()>> {
+        let mut reshard = self.reshard.take()?;
+        self.leftover
+            .extend(std::iter::from_fn(|| reshard.overlap.pop()));
+        let stats = reshard.overlap.stats();
+        tracing::info!(
+            from = reshard.from,
+            to = reshard.to,
+            from_old = stats.from_old,
+            from_new = stats.from_new,
+            copies = stats.copies,
+            cut_by_window = stats.cut_by_window,
+            "the old generation closes"
+        );
+        self.shared.control.release();
+        Some(crate::reshard::retire(
+            reshard.other,
+            reshard.other_events,
+            grace,
+        ))
+    }
+
+    /// Gives a reshard up before its switch: the new generation closes and
+    /// the running one goes on as if nothing had happened.
+    fn abandon(&mut self, grace: Duration) -> Option<tokio::task::JoinHandle<()>> {
+        let mut reshard = self.reshard.take()?;
+        // What it held came from the old stream as well.
+        self.leftover
+            .extend(std::iter::from_fn(|| reshard.overlap.pop()));
+        self.metrics.generations(reshard.from, 0);
+        self.shared.control.release();
+        Some(crate::reshard::retire(
+            reshard.other,
+            reshard.other_events,
+            grace,
+        ))
+    }
+
+    /// Reshards to `to` shards while the bot keeps running: a second
+    /// generation of `to` shards identifies through the identify queue
+    /// beside the running one, which keeps delivering; once every new shard
+    /// is READY the cluster switches, and events come from the new
+    /// generation and commands go to it. The old generation closes (its
+    /// sessions ended) once [`ClusterConfig::reshard_overlap`] has passed.
+    ///
+    /// The stream shows it as [`ShardEvent::Resharding`], then the new
+    /// generation's READY, GUILD_CREATEs and lifecycle events as
+    /// [`ShardEvent::FromReshard`], then [`ShardEvent::Resharded`].
+    ///
+    /// **Nothing is lost or doubled**: each guild's events come from the
+    /// old generation up to the switch and from the new one after it, and
+    /// an event both deliver (the same name and `d` bytes, in order) comes
+    /// out once, as long as the two generations' streams are less than
+    /// [`ClusterConfig::reshard_overlap`] apart. Events are in order per
+    /// guild; across guilds of one shard, not around the switch.
+    ///
+    /// A reshard that cannot finish (a new shard's identify refused or
+    /// fatal) closes the new generation and leaves the running one; so does
+    /// [`Cluster::shutdown`] before the switch, which then exports the
+    /// running generation's sessions.
+    ///
+    /// A session belongs to its shard count: once switched, start the next
+    /// run with the new count ([`ShardSpec::Recommended`] follows Discord)
+    /// for the new generation's sessions to resume.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::Gateway`] when fewer session starts remain than `to`
+    /// (with the figures; nothing starts) or `/gateway/bot` fails;
+    /// [`ClusterError::InvalidShards`] for a count of 0 or the current one,
+    /// or a cluster that runs only some of the bot's shards;
+    /// [`ClusterError::ReshardUnderWay`].
+    pub async fn reshard(&mut self, to: u32) -> Result<(), ClusterError> {
+        crate::reshard::ask(&self.shared, to).await?;
+        while let Ok(order) = self.orders.try_recv() {
+            self.obey(order);
+        }
+        Ok(())
     }
 
     /// Sends on this cluster's shards, from this task or any other (see
@@ -415,13 +733,13 @@ impl Cluster {
     /// The gateway information this cluster started from.
     #[must_use]
     pub fn gateway(&self) -> &Arc<Gateway> {
-        &self.gateway
+        &self.shared.gateway
     }
 
-    /// The bot's total shard count.
+    /// The bot's total shard count (the new one from a reshard's switch).
     #[must_use]
     pub fn total(&self) -> u32 {
-        self.shared.total
+        self.shared.read().total
     }
 
     /// twilight-model's id of shard `number` of this cluster's total (its
@@ -452,6 +770,7 @@ impl Cluster {
     pub fn statuses(&self) -> Vec<ShardStatus> {
         self.shared
             .read()
+            .shards
             .iter()
             .map(|(id, shard)| ShardStatus::of(*id, shard))
             .collect()
@@ -475,6 +794,7 @@ impl Cluster {
         let old = self
             .shared
             .write()
+            .shards
             .remove(&shard)
             .ok_or(ClusterError::UnknownShard(shard))?;
         let session = old.session();
@@ -491,13 +811,13 @@ impl Cluster {
     /// [`ClusterError::InvalidShards`] for an id out of range or already
     /// running.
     pub fn add(&mut self, shard: u32, session: Option<Session>) -> Result<(), ClusterError> {
-        if shard >= self.shared.total {
+        let total = self.total();
+        if shard >= total {
             return Err(ClusterError::InvalidShards(format!(
-                "shard id {shard} is not below the shard count {}",
-                self.shared.total
+                "shard id {shard} is not below the shard count {total}"
             )));
         }
-        if self.shared.read().contains_key(&shard) {
+        if self.shared.read().shards.contains_key(&shard) {
             return Err(ClusterError::InvalidShards(format!(
                 "shard {shard} already runs"
             )));
@@ -516,6 +836,7 @@ impl Cluster {
         let old = self
             .shared
             .write()
+            .shards
             .remove(&shard)
             .ok_or(ClusterError::UnknownShard(shard))?;
         Ok(old.session())
@@ -525,11 +846,28 @@ impl Cluster {
     /// were still on their way (until every shard is disconnected and the
     /// stream has been quiet for 100 ms, at most `timeout`), and exports
     /// every session (to the session store too, if there is one).
+    ///
+    /// A reshard before its switch is given up (the new generation's
+    /// sessions end); after it, the old generation closes at once.
     pub async fn shutdown(mut self, timeout: Duration) -> Shutdown {
-        for shard in self.shared.read().values() {
+        let retiring = match self.reshard.as_deref_mut() {
+            Some(reshard) if reshard.overlap.switched() => {
+                reshard.overlap.finish();
+                self.end_overlap(timeout)
+            }
+            Some(_) => {
+                tracing::info!("the reshard is given up: the cluster shuts down");
+                self.abandon(timeout)
+            }
+            None => None,
+        };
+        if let Some(retiring) = retiring {
+            let _ = retiring.await;
+        }
+        for shard in self.shared.read().shards.values() {
             shard.disconnect(shardwire_shard::RESUMABLE_CLOSE);
         }
-        let mut events = Vec::new();
+        let mut events: Vec<(u32, ShardEvent)> = self.leftover.drain(..).collect();
         let deadline = tokio::time::Instant::now() + timeout;
         let quiet = Duration::from_millis(100);
         loop {
@@ -538,7 +876,7 @@ impl Cluster {
                 Ok(Some(event)) => events.push(event),
                 Ok(None) => break,
                 Err(_) => {
-                    let stopped = self.shared.read().values().all(|shard| {
+                    let stopped = self.shared.read().shards.values().all(|shard| {
                         matches!(
                             shard.status(),
                             ShardState::Disconnected | ShardState::FatallyClosed
@@ -578,7 +916,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         // The senders may outlive the cluster; the shards do not.
-        self.shared.write().clear();
+        self.shared.write().shards.clear();
     }
 }
 
@@ -586,7 +924,7 @@ impl futures_core::Stream for Cluster {
     type Item = (u32, ShardEvent);
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.events.poll_recv(cx)
+        self.poll_event(cx)
     }
 }
 

@@ -48,6 +48,7 @@ mod cluster;
 mod gateway;
 pub mod metrics;
 mod queue;
+mod reshard;
 mod sender;
 mod store;
 #[cfg(feature = "songbird")]

@@ -1,8 +1,8 @@
-//! The identify queue's metrics, through the [`metrics`] facade (the
-//! shards' own are in [`shardwire_shard::metrics`]). [`QueueMetrics`]
-//! records them for [`LocalQueue`](crate::LocalQueue), and for any other
-//! [`IdentifyQueue`](shardwire_shard::IdentifyQueue) that wants the same
-//! series (the NATS queue uses it).
+//! The identify queue's and resharding's metrics, through the [`metrics`]
+//! facade (the shards' own are in [`shardwire_shard::metrics`]).
+//! [`QueueMetrics`] records the queue's for [`LocalQueue`](crate::LocalQueue),
+//! and for any other [`IdentifyQueue`](shardwire_shard::IdentifyQueue) that
+//! wants the same series (the NATS queue uses it).
 
 use std::sync::Arc;
 
@@ -16,6 +16,15 @@ pub const SESSION_STARTS_REMAINING: &str = "shardwire_session_starts_remaining";
 pub const IDENTIFY_QUEUE_WAIT: &str = "shardwire_identify_queue_wait_seconds";
 /// Shards waiting for their identify turn, by `bucket` (gauge).
 pub const IDENTIFY_QUEUE_DEPTH: &str = "shardwire_identify_queue_depth";
+
+/// Shards of each generation, `generation` `current` or `next` (the one a
+/// reshard is starting; 0 when none is) (gauge).
+pub const GENERATION_SHARDS: &str = "shardwire_generation_shards";
+/// From a reshard's start to its switch (histogram, seconds).
+pub const RESHARD_DURATION: &str = "shardwire_reshard_duration_seconds";
+/// Events dropped around a reshard's switch because the other generation
+/// delivered them (counter).
+pub const RESHARD_COPIES_DROPPED: &str = "shardwire_reshard_copies_dropped_total";
 
 /// An identify queue's series: the wait and the depth of each bucket
 /// (`shard_id % max_concurrency`), and the session starts left.
@@ -106,6 +115,42 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// The series of a cluster's generations.
+pub(crate) struct ReshardMetrics {
+    current: Gauge,
+    next: Gauge,
+    duration: Histogram,
+    copies: metrics::Counter,
+}
+
+impl ReshardMetrics {
+    pub(crate) fn new() -> Self {
+        describe();
+        Self {
+            current: metrics::gauge!(GENERATION_SHARDS, "generation" => "current"),
+            next: metrics::gauge!(GENERATION_SHARDS, "generation" => "next"),
+            duration: metrics::histogram!(RESHARD_DURATION),
+            copies: metrics::counter!(RESHARD_COPIES_DROPPED),
+        }
+    }
+
+    /// The shard counts of the running generation and of the one starting.
+    pub(crate) fn generations(&self, current: u32, next: u32) {
+        self.current.set(current);
+        self.next.set(next);
+    }
+
+    /// A reshard switched `took` after it started.
+    pub(crate) fn switched(&self, took: std::time::Duration) {
+        self.duration.record(took.as_secs_f64());
+    }
+
+    /// More copies dropped.
+    pub(crate) fn copies(&self, copies: u64) {
+        self.copies.increment(copies);
+    }
+}
+
 fn describe() {
     static DESCRIBED: std::sync::Once = std::sync::Once::new();
     DESCRIBED.call_once(|| {
@@ -118,6 +163,19 @@ fn describe() {
         metrics::describe_gauge!(
             IDENTIFY_QUEUE_DEPTH,
             "Shards waiting for their identify turn, by bucket"
+        );
+        metrics::describe_gauge!(
+            GENERATION_SHARDS,
+            "Shards of the running generation and of the one a reshard starts"
+        );
+        metrics::describe_histogram!(
+            RESHARD_DURATION,
+            Unit::Seconds,
+            "Time from a reshard's start to its switch"
+        );
+        metrics::describe_counter!(
+            RESHARD_COPIES_DROPPED,
+            "Events dropped around a reshard's switch as copies of the other generation's"
         );
     });
 }

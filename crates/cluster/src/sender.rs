@@ -12,40 +12,60 @@ use twilight_model::id::Id;
 use twilight_model::id::marker::GuildMarker;
 
 use crate::chunks::{Chunks, GuildMembers};
-use crate::{ClusterError, ShardStatus};
+use crate::reshard::ReshardControl;
+use crate::{ClusterError, Gateway, ShardStatus};
 
-/// What a [`Cluster`](crate::Cluster) and its senders share: the running
-/// shards and the member requests waiting for chunks.
-pub(crate) struct Shared {
+/// One generation of shards: a total and the shards of it running here.
+pub(crate) struct Generation {
     pub(crate) total: u32,
-    pub(crate) shards: RwLock<BTreeMap<u32, Shard>>,
-    /// Also held by the shards' taps.
-    pub(crate) chunks: Arc<Chunks>,
+    pub(crate) shards: BTreeMap<u32, Shard>,
 }
 
-impl Shared {
+impl Generation {
     pub(crate) fn new(total: u32) -> Self {
         Self {
             total,
-            shards: RwLock::new(BTreeMap::new()),
+            shards: BTreeMap::new(),
+        }
+    }
+}
+
+/// What a [`Cluster`](crate::Cluster) and its senders share: the running
+/// generation, the member requests waiting for chunks, and how to ask for
+/// a reshard.
+pub(crate) struct Shared {
+    current: RwLock<Generation>,
+    /// Also held by the shards' taps.
+    pub(crate) chunks: Arc<Chunks>,
+    pub(crate) gateway: Arc<Gateway>,
+    pub(crate) control: ReshardControl,
+}
+
+impl Shared {
+    pub(crate) fn new(total: u32, gateway: Arc<Gateway>, control: ReshardControl) -> Self {
+        Self {
+            current: RwLock::new(Generation::new(total)),
             chunks: Arc::default(),
+            gateway,
+            control,
         }
     }
 
-    pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u32, Shard>> {
-        self.shards
+    pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, Generation> {
+        self.current
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u32, Shard>> {
-        self.shards
+    pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, Generation> {
+        self.current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn sender(&self, shard: u32) -> Result<ShardSender, ClusterError> {
         self.read()
+            .shards
             .get(&shard)
             .map(Shard::sender)
             .ok_or(ClusterError::UnknownShard(shard))
@@ -53,6 +73,7 @@ impl Shared {
 
     pub(crate) fn sessions(&self) -> BTreeMap<u32, Session> {
         self.read()
+            .shards
             .iter()
             .filter_map(|(id, shard)| shard.session().map(|session| (*id, session)))
             .collect()
@@ -91,7 +112,7 @@ pub struct ClusterSender {
 impl std::fmt::Debug for ClusterSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterSender")
-            .field("total", &self.shared.total)
+            .field("total", &self.total())
             .field("shards", &self.shard_ids())
             .finish()
     }
@@ -102,16 +123,16 @@ impl ClusterSender {
         Self { shared }
     }
 
-    /// The bot's total shard count.
+    /// The bot's total shard count (the new one from a reshard's switch).
     #[must_use]
     pub fn total(&self) -> u32 {
-        self.shared.total
+        self.shared.read().total
     }
 
     /// The ids of the shards running in the cluster.
     #[must_use]
     pub fn shard_ids(&self) -> Vec<u32> {
-        self.shared.read().keys().copied().collect()
+        self.shared.read().shards.keys().copied().collect()
     }
 
     /// twilight-model's id of shard `number` of this cluster's total (its
@@ -122,13 +143,13 @@ impl ClusterSender {
     /// When `number` is not below the total.
     #[must_use]
     pub fn shard_id(&self, number: u32) -> ShardId {
-        ShardId::new(number, self.shared.total)
+        ShardId::new(number, self.total())
     }
 
     /// The shard that owns a guild: `(guild_id >> 22) % total`.
     #[must_use]
     pub fn shard_for_guild(&self, guild_id: Id<GuildMarker>) -> u32 {
-        u32::try_from((guild_id.get() >> 22) % u64::from(self.shared.total)).unwrap_or(0)
+        u32::try_from((guild_id.get() >> 22) % u64::from(self.total())).unwrap_or(0)
     }
 
     /// One shard's status (`None` if it does not run here).
@@ -136,8 +157,20 @@ impl ClusterSender {
     pub fn status(&self, shard: u32) -> Option<ShardStatus> {
         self.shared
             .read()
+            .shards
             .get(&shard)
             .map(|s| ShardStatus::of(shard, s))
+    }
+
+    /// Reshards to `to` shards without stopping: see
+    /// [`Cluster::reshard`](crate::Cluster::reshard). The new generation
+    /// starts as the cluster's events are next taken.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cluster::reshard`](crate::Cluster::reshard).
+    pub async fn reshard(&self, to: u32) -> Result<(), ClusterError> {
+        crate::reshard::ask(&self.shared, to).await
     }
 
     /// Sends a payload on one shard.
@@ -175,7 +208,13 @@ impl ClusterSender {
     /// The first shard that refused (the others still got it).
     pub async fn send_to_all(&self, payload: impl Into<Outgoing>) -> Result<(), ClusterError> {
         let payload = payload.into();
-        let senders: Vec<ShardSender> = self.shared.read().values().map(Shard::sender).collect();
+        let senders: Vec<ShardSender> = self
+            .shared
+            .read()
+            .shards
+            .values()
+            .map(Shard::sender)
+            .collect();
         let mut first = None;
         for sender in senders {
             if let Err(error) = sender.send(payload.clone()).await {

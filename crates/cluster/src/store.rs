@@ -183,7 +183,7 @@ pub(crate) async fn keep_saved(
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let ids: Vec<u32> = shared.read().keys().copied().collect();
+        let ids: Vec<u32> = shared.read().shards.keys().copied().collect();
         let now = shared.sessions();
         drop(shared);
         let changes = changes(&saved, &now, &ids);
