@@ -62,9 +62,17 @@ pub(crate) struct Args {
     /// Keep the sessions in this JSON file: shards with one there resume
     #[arg(long, value_name = "FILE")]
     sessions: Option<PathBuf>,
+    /// Reshard without stopping, nothing lost or printed twice, when Discord
+    /// asks for more shards (a close 4011, a READY with over 2,000 guilds,
+    /// or a higher count from GET /gateway/bot, checked every 15 minutes)
+    #[arg(long, conflicts_with = "shard_ids")]
+    auto_reshard: bool,
     #[command(flatten)]
     metrics: MetricsArgs,
 }
+
+/// How often `--auto-reshard` asks `/gateway/bot` for its recommendation.
+const RESHARD_CHECK: Duration = Duration::from_secs(15 * 60);
 
 /// The shards the flags name, or what to change when they make no sense.
 fn shard_spec(
@@ -161,7 +169,14 @@ pub(super) fn fatal_exit(shard: u32, error: &FatalError) -> ExitCode {
 }
 
 /// Prints a dispatch; returns the exit code when the stream must end.
-fn handle(out: &mut impl Write, shard: u32, event: ShardEvent) -> Option<ExitCode> {
+/// The new generation's READY and GUILD_CREATEs of a reshard are not
+/// printed: they repeat what the bot already has.
+fn handle(
+    out: &mut impl Write,
+    auto_reshard: bool,
+    shard: u32,
+    event: ShardEvent,
+) -> Option<ExitCode> {
     match event {
         ShardEvent::Dispatch {
             seq,
@@ -189,7 +204,32 @@ fn handle(out: &mut impl Write, shard: u32, event: ShardEvent) -> Option<ExitCod
                 .is_err()
                 .then_some(ExitCode::SUCCESS)
         }
+        // With --auto-reshard, a 4011 starts a reshard instead.
+        ShardEvent::Fatal(FatalError::ShardingRequired) if auto_reshard => None,
         ShardEvent::Fatal(error) => Some(fatal_exit(shard, &error)),
+        ShardEvent::Resharding { from, to } => {
+            tracing::info!(
+                from,
+                to,
+                "resharding: {to} new shards identify beside the {from} running"
+            );
+            None
+        }
+        ShardEvent::Resharded { from, to, took } => {
+            tracing::info!(
+                from,
+                to,
+                ?took,
+                "resharded: events now come from the {to} new shards"
+            );
+            None
+        }
+        ShardEvent::FromReshard { event, .. } => {
+            if let ShardEvent::Fatal(error) = &*event {
+                tracing::warn!(shard, %error, "a new shard failed: the reshard is given up");
+            }
+            None
+        }
         _ => None,
     }
 }
@@ -216,6 +256,11 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     if let Some(path) = args.sessions {
         config.session_store = Some(Arc::new(FileSessionStore::new(path)));
     }
+    if args.auto_reshard {
+        config.auto_reshard = true;
+        config.reshard_check_interval = Some(RESHARD_CHECK);
+    }
+    let auto_reshard = args.auto_reshard;
     let stop = stop_signal();
     tokio::pin!(stop);
     let started = tokio::select! {
@@ -240,7 +285,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         let Some((shard, event)) = next else {
             return fail(1, "the event stream ended");
         };
-        if let Some(code) = handle(&mut out, shard, event) {
+        if let Some(code) = handle(&mut out, auto_reshard, shard, event) {
             break Some(code);
         }
     };
@@ -256,7 +301,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     }
     for (shard, event) in shutdown.events {
         if matches!(event, ShardEvent::Dispatch { .. })
-            && let Some(code) = handle(&mut out, shard, event)
+            && let Some(code) = handle(&mut out, auto_reshard, shard, event)
         {
             return code;
         }

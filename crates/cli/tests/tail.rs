@@ -690,3 +690,105 @@ async fn tail_with_a_session_file_resumes_after_a_restart_instead_of_identifying
         second.stderr
     );
 }
+
+/// Waits (at most 20 s) until `done` holds of what the simulator saw.
+async fn until(sim: &Sim, done: impl Fn(&shardwire_sim::Observations) -> bool) {
+    let waited = tokio::time::timeout(Duration::from_secs(20), async {
+        while !done(&sim.observations()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "{:?}", sim.observations().closes);
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_auto_reshard_reshards_on_a_4011_and_prints_each_event_once() {
+    // max_concurrency 16 (the tail's own identify window is Discord's
+    // 5 s): all shards identify at once, and a new count is rounded up to
+    // a multiple of 16.
+    let sim = Sim::builder()
+        .shards(2)
+        .max_concurrency(16)
+        .identify_window(Duration::ZERO)
+        .guild_pool(8)
+        .guild_event_rate(200.0)
+        .start()
+        .await
+        .unwrap();
+    let mut child = tail(&sim, &["--token", sim.token(), "--auto-reshard"])
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // A failed step kills the tail, so the reader below sees the end.
+    let pid = child.id();
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-9", &self.0.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    let kill = Kill(pid);
+    let read = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map(Result::unwrap)
+            .collect::<Vec<String>>()
+    });
+    let accepted =
+        |o: &shardwire_sim::Observations| o.identifies.iter().filter(|i| i.accepted).count();
+    until(&sim, |o| accepted(o) == 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sim.set_recommended_shards(3);
+    assert_eq!(sim.inject(Some(1), Fault::Close(4011)), 1);
+    // The new generation identifies, the switch comes, and the old
+    // generation is closed once the overlap's 5 s have passed.
+    until(&sim, |o| accepted(o) == 2 + 16).await;
+    until(&sim, |o| {
+        o.closes
+            .iter()
+            .filter(|c| c.code == Some(1000) && c.shard.is_some())
+            .count()
+            == 1
+    })
+    .await;
+    sim.set_guild_event_rate(0.0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    send_signal(&child, "TERM");
+    let (code, _, stderr) = exit(child).await;
+    let lines = read.await.unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("resharded"), "{stderr}");
+    // Each guild's events as printed, against what the simulator sent.
+    let mut printed: std::collections::BTreeMap<String, Vec<(String, String)>> =
+        std::collections::BTreeMap::new();
+    for line in &lines {
+        let value: Value = serde_json::from_str(line).unwrap();
+        let d = &line[line.find(r#","d":"#).unwrap() + 5..line.len() - 1];
+        if let Some(guild) = value["d"]["guild_id"].as_str()
+            && value["t"] != "GUILD_CREATE"
+        {
+            let t = value["t"].as_str().unwrap().to_owned();
+            printed
+                .entry(guild.to_owned())
+                .or_default()
+                .push((t, d.to_owned()));
+        }
+    }
+    let mut sent: std::collections::BTreeMap<String, Vec<(String, String)>> =
+        std::collections::BTreeMap::new();
+    for event in sim.pool_events() {
+        let d = String::from_utf8(event.d).unwrap();
+        sent.entry(event.guild_id)
+            .or_default()
+            .push((event.name, d));
+    }
+    assert_eq!(printed.len(), 8);
+    assert_eq!(printed, sent, "each event once, in order per guild");
+    assert_eq!(accepted(&sim.observations()), 2 + 16, "no other identify");
+    drop(kill);
+}
