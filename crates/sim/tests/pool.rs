@@ -1,18 +1,14 @@
 //! The guild pool: sessions of two shard counts (two generations of a
 //! resharding bot) get the same events for the guilds they share, with a
-//! configurable skew, across a resume; 4011 and the recommended shard count.
+//! configurable skew, across a resume; and 4011.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use shardwire_codec::{Compression, Payload};
 use shardwire_sim::raw::RawClient;
 use shardwire_sim::{Fault, PoolEvent, ResumeOutcome, Sim, ViolationKind};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 const TOKEN: &str = "sim-token";
@@ -385,38 +381,4 @@ async fn server_closes_that_end_a_session_in_discord_forget_it() {
             "after a close with {code}"
         );
     }
-}
-
-async fn get(url: &str, authorization: &str) -> Value {
-    let rest = url.trim_start_matches("http://");
-    let (host, path) = rest.split_once('/').unwrap();
-    let stream = TcpStream::connect(host).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let request = hyper::Request::builder()
-        .uri(format!("/{path}"))
-        .header("host", host)
-        .header("authorization", authorization)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice(&body).unwrap()
-}
-
-#[tokio::test(start_paused = true)]
-async fn set_recommended_shards_changes_what_gateway_bot_answers() {
-    let sim = Sim::builder().shards(4).start().await.unwrap();
-    let url = format!("{}/gateway/bot", sim.api_url());
-    let authorization = format!("Bot {TOKEN}");
-    assert_eq!(get(&url, &authorization).await["shards"], 4);
-    sim.set_recommended_shards(8);
-    assert_eq!(get(&url, &authorization).await["shards"], 8);
-    assert_eq!(
-        sim.config().shards,
-        4,
-        "the configuration stays as it started"
-    );
 }

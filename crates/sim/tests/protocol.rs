@@ -946,3 +946,18 @@ async fn stamped_events_carry_the_time_they_were_generated() {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn set_recommended_shards_changes_what_gateway_bot_answers() {
+    let sim = Sim::builder().shards(4).start().await.unwrap();
+    let url = format!("{}/gateway/bot", sim.api_url());
+    let authorization = format!("Bot {}", sim.token());
+    assert_eq!(get(&url, Some(&authorization)).await.1["shards"], 4);
+    sim.set_recommended_shards(8);
+    assert_eq!(get(&url, Some(&authorization)).await.1["shards"], 8);
+    assert_eq!(
+        sim.config().shards,
+        4,
+        "the configuration stays as it started"
+    );
+}
