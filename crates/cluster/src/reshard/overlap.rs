@@ -512,14 +512,14 @@ mod tests {
     }
 
     impl Feed {
-        fn old(&mut self, overlap: &mut Overlap, at: Instant, ns: &[u64]) {
+        fn old_stream(&mut self, overlap: &mut Overlap, at: Instant, ns: &[u64]) {
             for n in ns {
                 self.old += 1;
                 overlap.old(at, 0, event(self.old, 0, *n));
             }
         }
 
-        fn new(&mut self, overlap: &mut Overlap, ns: &[u64]) {
+        fn new_stream(&mut self, overlap: &mut Overlap, ns: &[u64]) {
             for n in ns {
                 self.new += 1;
                 overlap.new_event(0, event(self.new, 0, *n));
@@ -636,9 +636,9 @@ mod tests {
         let mut overlap = Overlap::new(1, 2, WINDOW);
         // The old stream has A B A; the new one starts at the second A.
         let mut feed = Feed::default();
-        feed.old(&mut overlap, start, &[7, 8, 7]);
+        feed.old_stream(&mut overlap, start, &[7, 8, 7]);
         overlap.switch(start);
-        feed.new(&mut overlap, &[7, 9, 7]);
+        feed.new_stream(&mut overlap, &[7, 9, 7]);
         // One event lines up, too few to be sure: the window decides.
         overlap.handle_timeout(start + WINDOW);
         let got = numbers(&mut overlap);
@@ -652,12 +652,12 @@ mod tests {
         let start = Instant::now();
         let mut overlap = Overlap::new(1, 2, WINDOW);
         let mut feed = Feed::default();
-        feed.old(&mut overlap, start, &[1, 2]);
-        feed.new(&mut overlap, &[2, 4, 5, 6]);
+        feed.old_stream(&mut overlap, start, &[1, 2]);
+        feed.new_stream(&mut overlap, &[2, 4, 5, 6]);
         // Only now does the old stream show the first 2 was not the start.
-        feed.old(&mut overlap, start, &[3]);
+        feed.old_stream(&mut overlap, start, &[3]);
         overlap.switch(start);
-        feed.old(&mut overlap, start, &[2, 4, 5, 6]);
+        feed.old_stream(&mut overlap, start, &[2, 4, 5, 6]);
         let got = numbers(&mut overlap);
         assert_eq!(got, [1, 2, 3, 2, 4, 5, 6]);
     }
@@ -688,12 +688,12 @@ mod tests {
         let start = Instant::now();
         let mut overlap = Overlap::new(1, 2, WINDOW);
         let mut feed = Feed::default();
-        feed.old(&mut overlap, start, &[1, 2]);
-        feed.new(&mut overlap, &[7, 8, 3]);
-        feed.old(&mut overlap, start, &[3]);
+        feed.old_stream(&mut overlap, start, &[1, 2]);
+        feed.new_stream(&mut overlap, &[7, 8, 3]);
+        feed.old_stream(&mut overlap, start, &[3]);
         overlap.switch(start);
-        feed.old(&mut overlap, start, &[7, 8, 3]);
-        feed.new(&mut overlap, &[9]);
+        feed.old_stream(&mut overlap, start, &[7, 8, 3]);
+        feed.new_stream(&mut overlap, &[9]);
         let got = numbers(&mut overlap);
         assert_eq!(got, [1, 2, 3, 7, 8, 3, 9]);
     }
@@ -703,11 +703,11 @@ mod tests {
         let start = Instant::now();
         let mut overlap = Overlap::new(1, 2, WINDOW);
         let mut feed = Feed::default();
-        feed.old(&mut overlap, start, &[1, 2, 3, 4]);
+        feed.old_stream(&mut overlap, start, &[1, 2, 3, 4]);
         // In step from 2 on; then the new stream has 50, which the old one
         // never delivers (it lost it).
-        feed.new(&mut overlap, &[2, 3, 4, 5, 50, 6]);
-        feed.old(&mut overlap, start, &[5, 6]);
+        feed.new_stream(&mut overlap, &[2, 3, 4, 5, 50, 6]);
+        feed.old_stream(&mut overlap, start, &[5, 6]);
         let got = numbers(&mut overlap);
         assert_eq!(got, [1, 2, 3, 4, 5, 50, 6]);
     }
