@@ -520,7 +520,6 @@ impl Cluster {
             }
             let now = Instant::now();
             reshard.overlap.handle_timeout(now);
-            self.metrics.copies(reshard.new_copies());
             if reshard.overlap.is_done() {
                 let _ = self.end_overlap(Duration::MAX);
                 return Poll::Ready(None);
@@ -644,9 +643,7 @@ impl Cluster {
 
     /// The overlap is over: the old generation closes, its sessions ended.
     fn end_overlap(&mut self, grace: Duration) -> Option<tokio::task::JoinHandle<()>> {
-        let mut reshard = self.reshard.take()?;
-        self.leftover
-            .extend(std::iter::from_fn(|| reshard.overlap.pop()));
+        let reshard = self.reshard.take()?;
         let stats = reshard.overlap.stats();
         tracing::info!(
             from = reshard.from,
@@ -657,47 +654,53 @@ impl Cluster {
             cut_by_window = stats.cut_by_window,
             "the old generation closes"
         );
-        self.shared.control.release();
-        Some(crate::reshard::retire(
-            reshard.other,
-            reshard.other_events,
-            grace,
-        ))
+        Some(self.wind_up(reshard, grace))
     }
 
     /// Gives a reshard up before its switch: the new generation closes and
     /// the running one goes on as if nothing had happened.
     fn abandon(&mut self, grace: Duration) -> Option<tokio::task::JoinHandle<()>> {
-        let mut reshard = self.reshard.take()?;
+        let reshard = self.reshard.take()?;
+        self.metrics.generations(reshard.from, 0);
         // What it held came from the old stream as well.
+        Some(self.wind_up(reshard, grace))
+    }
+
+    /// Ends a reshard taken out of the cluster: what its overlap still has
+    /// to hand out goes first, its copies are counted, and the generation
+    /// not kept closes (within `grace`).
+    fn wind_up(
+        &mut self,
+        mut reshard: Box<Reshard>,
+        grace: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         self.leftover
             .extend(std::iter::from_fn(|| reshard.overlap.pop()));
-        self.metrics.generations(reshard.from, 0);
+        self.metrics.copies(reshard.overlap.stats().copies);
         self.shared.control.release();
-        Some(crate::reshard::retire(
-            reshard.other,
-            reshard.other_events,
-            grace,
-        ))
+        crate::reshard::retire(reshard.other, reshard.other_events, grace)
     }
 
     /// Reshards to `to` shards while the bot keeps running: a second
     /// generation of `to` shards identifies through the identify queue
     /// beside the running one, which keeps delivering; once every new shard
-    /// is READY the cluster switches, and events come from the new
-    /// generation and commands go to it. The old generation closes (its
-    /// sessions ended) once [`ClusterConfig::reshard_overlap`] has passed.
+    /// is READY the cluster switches: commands go to the new generation,
+    /// and each guild's events come from it as soon as the two
+    /// generations' streams of that guild line up. The old generation
+    /// closes (its sessions ended) once [`ClusterConfig::reshard_overlap`]
+    /// has passed.
     ///
-    /// The stream shows it as [`ShardEvent::Resharding`], then the new
-    /// generation's READY, GUILD_CREATEs and lifecycle events as
-    /// [`ShardEvent::FromReshard`], then [`ShardEvent::Resharded`].
+    /// The stream shows it as [`ShardEvent::Resharding`], then
+    /// [`ShardEvent::Resharded`] at the switch; the new generation's READYs,
+    /// GUILD_CREATEs and (before the switch) lifecycle events come as
+    /// [`ShardEvent::FromReshard`].
     ///
     /// **Nothing is lost or doubled**: each guild's events come from the
-    /// old generation up to the switch and from the new one after it, and
-    /// an event both deliver (the same name and `d` bytes, in order) comes
-    /// out once, as long as the two generations' streams are less than
-    /// [`ClusterConfig::reshard_overlap`] apart. Events are in order per
-    /// guild; across guilds of one shard, not around the switch.
+    /// old generation until its two streams line up and from the new one
+    /// after, and an event both deliver (the same name and `d` bytes, in
+    /// order) comes out once, as long as the two generations' streams are
+    /// less than [`ClusterConfig::reshard_overlap`] apart. Events are in
+    /// order per guild; across guilds of one shard, not around the switch.
     ///
     /// A reshard that cannot finish (a new shard's identify refused or
     /// fatal) closes the new generation and leaves the running one; so does

@@ -23,7 +23,7 @@ pub const GENERATION_SHARDS: &str = "shardwire_generation_shards";
 /// From a reshard's start to its switch (histogram, seconds).
 pub const RESHARD_DURATION: &str = "shardwire_reshard_duration_seconds";
 /// Events dropped around a reshard's switch because the other generation
-/// delivered them (counter).
+/// delivered them, counted when the reshard ends (counter).
 pub const RESHARD_COPIES_DROPPED: &str = "shardwire_reshard_copies_dropped_total";
 
 /// An identify queue's series: the wait and the depth of each bucket
@@ -145,7 +145,7 @@ impl ReshardMetrics {
         self.duration.record(took.as_secs_f64());
     }
 
-    /// More copies dropped.
+    /// A reshard that ended dropped `copies`.
     pub(crate) fn copies(&self, copies: u64) {
         self.copies.increment(copies);
     }

@@ -88,6 +88,12 @@ impl ReshardControl {
 /// Checks a reshard to `to` shards against fresh gateway information and
 /// asks the cluster to start it.
 pub(crate) async fn ask(shared: &Shared, to: u32) -> Result<(), ClusterError> {
+    ask_with(shared, to, true).await
+}
+
+/// As [`ask`]; `refresh` is false when the gateway information was just
+/// fetched.
+async fn ask_with(shared: &Shared, to: u32, refresh: bool) -> Result<(), ClusterError> {
     let control = &shared.control;
     let from = shared.read().total;
     if !control.whole {
@@ -108,7 +114,9 @@ pub(crate) async fn ask(shared: &Shared, to: u32) -> Result<(), ClusterError> {
         return Err(ClusterError::ReshardUnderWay);
     }
     let checked = async {
-        shared.gateway.refresh().await?;
+        if refresh {
+            shared.gateway.refresh().await?;
+        }
         shared.gateway.check_starts(to)?;
         Ok::<_, ClusterError>(())
     }
@@ -150,7 +158,7 @@ pub(crate) async fn auto(shared: Arc<Shared>, trigger: Trigger) {
         return;
     };
     tracing::info!(?trigger, from, to, "resharding automatically");
-    match ask(&shared, to).await {
+    match ask_with(&shared, to, false).await {
         Ok(()) | Err(ClusterError::ReshardUnderWay) => {}
         Err(error) => tracing::warn!(%error, from, to, "the automatic reshard did not start"),
     }
@@ -191,17 +199,6 @@ pub(crate) fn auto_target(from: u32, info: &GatewayInfo, trigger: Trigger) -> Op
     let step = info.session_start_limit.max_concurrency.max(1);
     let wanted = wanted.div_ceil(step).saturating_mul(step);
     (wanted > from).then_some(wanted)
-}
-
-/// How many guilds a READY dispatch's payload lists.
-pub(crate) fn ready_guilds(json: &str) -> Option<u64> {
-    #[derive(serde::Deserialize)]
-    struct Ready {
-        guilds: Vec<serde::de::IgnoredAny>,
-    }
-    let payload = shardwire_codec::Payload::scan(json.as_bytes()).ok()?;
-    let ready: Ready = serde_json::from_str(payload.data()).ok()?;
-    u64::try_from(ready.guilds.len()).ok()
 }
 
 /// The longest a generation a reshard no longer needs has to close.
@@ -270,8 +267,6 @@ pub(crate) struct Reshard {
     pub(crate) overlap: Overlap,
     /// Wakes the consumer for the overlap's next deadline.
     pub(crate) timer: Pin<Box<Sleep>>,
-    /// The overlap's copies already counted in the metrics.
-    copies_counted: u64,
 }
 
 impl Reshard {
@@ -295,7 +290,6 @@ impl Reshard {
             ready: BTreeSet::new(),
             overlap,
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
-            copies_counted: 0,
         }
     }
 
@@ -323,14 +317,6 @@ impl Reshard {
         self.overlap.new_event(shard, event);
         step
     }
-
-    /// Copies dropped since the last call.
-    pub(crate) fn new_copies(&mut self) -> u64 {
-        let copies = self.overlap.stats().copies;
-        let new = copies - self.copies_counted;
-        self.copies_counted = copies;
-        new
-    }
 }
 
 /// Whether a shard's event starts an automatic reshard, and why.
@@ -342,7 +328,7 @@ pub(crate) fn trigger_of(total: u32, threshold: u32, event: &ShardEvent) -> Opti
         ShardEvent::Dispatch {
             event_type, json, ..
         } if event_type == "READY" => {
-            let guilds = ready_guilds(json)?;
+            let guilds = overlap::ready_guild_ids(json).len() as u64;
             (guilds > u64::from(threshold)).then_some(Trigger::Crowded { total, guilds })
         }
         _ => None,

@@ -248,17 +248,19 @@ impl Overlap {
                 self.initial_guilds.extend(ready_guild_ids(json));
                 own
             }
-            "GUILD_CREATE" if self.initial_guilds.remove(&identify(event_type, json).0) => {
-                Route::Marked
-            }
             "GUILD_CREATE" => {
-                // A guild joined: the old stream has it too while the
-                // guild is not cut.
+                let key = guild_of(event_type, data(json));
+                // Otherwise a guild joined: the old stream has it too while
+                // the guild is not cut.
                 let cut = self
                     .guilds
-                    .get(&identify(event_type, json).0)
+                    .get(&key)
                     .is_some_and(|guild| guild.phase == Phase::Cut);
-                if cut { Route::Plain } else { Route::Marked }
+                if self.initial_guilds.remove(&key) || !self.switched() || !cut {
+                    Route::Marked
+                } else {
+                    Route::Plain
+                }
             }
             name if one_sided(name) => own,
             _ => Route::Merged,
@@ -412,15 +414,20 @@ fn old_owner(from: u32, key: u64) -> u32 {
 /// A dispatch's guild (0 for none: DMs and the like, which Discord sends on
 /// shard 0 of each generation) and its fingerprint: its name and `d` bytes.
 fn identify(event_type: &str, json: &str) -> (u64, u64) {
-    let d = Payload::scan(json.as_bytes()).map_or(json, |payload| payload.data());
+    let d = data(json);
     let mut hasher = DefaultHasher::new();
     event_type.hash(&mut hasher);
     d.hash(&mut hasher);
     (guild_of(event_type, d), hasher.finish())
 }
 
-/// The guild ids a READY payload lists.
-fn ready_guild_ids(json: &str) -> Vec<u64> {
+/// A payload's `d` (the whole of what does not scan).
+fn data(json: &str) -> &str {
+    Payload::scan(json.as_bytes()).map_or(json, |payload| payload.data())
+}
+
+/// The guild ids a READY payload lists (none when it lists none readable).
+pub(super) fn ready_guild_ids(json: &str) -> Vec<u64> {
     #[derive(Deserialize)]
     struct Ready {
         guilds: Vec<Ids>,
@@ -429,8 +436,7 @@ fn ready_guild_ids(json: &str) -> Vec<u64> {
     struct Ids {
         id: String,
     }
-    let d = Payload::scan(json.as_bytes()).map_or(json, |payload| payload.data());
-    serde_json::from_str::<Ready>(d).map_or_else(
+    serde_json::from_str::<Ready>(data(json)).map_or_else(
         |_| Vec::new(),
         |ready| {
             ready
