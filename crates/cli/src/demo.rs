@@ -268,22 +268,12 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         sim.set_guild_event_rate(0.0);
         let quiet = Duration::from_millis(300);
         while let Ok(Some((_, event))) = tokio::time::timeout(quiet, cluster.next_event()).await {
-            if let ShardEvent::Dispatch {
-                event_type, json, ..
-            } = &event
-            {
-                guild_events.add(event_type, json);
-            }
+            guild_events.take(&event);
         }
     }
     let shutdown = cluster.shutdown(Duration::from_secs(2)).await;
     for (_, event) in &shutdown.events {
-        if let ShardEvent::Dispatch {
-            event_type, json, ..
-        } = event
-        {
-            guild_events.add(event_type, json);
-        }
+        guild_events.take(event);
     }
     let observations = sim.observations();
     println!(
@@ -334,6 +324,16 @@ struct GuildEvents {
 }
 
 impl GuildEvents {
+    /// Counts a guild dispatch of the stream.
+    fn take(&mut self, event: &ShardEvent) {
+        if let ShardEvent::Dispatch {
+            event_type, json, ..
+        } = event
+        {
+            self.add(event_type, json);
+        }
+    }
+
     fn add(&mut self, event_type: &str, json: &str) {
         if matches!(event_type, "READY" | "GUILD_CREATE") {
             return;
