@@ -1,0 +1,538 @@
+//! One gateway process of a cluster of nodes: [`Node`] and its task.
+//!
+//! - `config.rs`: [`NodeConfig`];
+//! - `claim.rs`: leases (renewing, claiming up to the fair share);
+//! - `publish.rs`: dispatches into JetStream, and the stored seq that
+//!   follows their acknowledgements.
+
+mod claim;
+mod config;
+mod publish;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::{FuturesOrdered, SelectAll};
+use shardwire_cluster::{Gateway, GatewayError};
+use shardwire_shard::{
+    EventSink, FatalError, IdentifyQueue, Session, Shard, ShardConfig, ShardEvent,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::metrics::NodeMetrics;
+use crate::{Lease, Leases, Nats, NatsError, NatsQueue, SessionStore, event_subject};
+
+pub use self::config::NodeConfig;
+use self::publish::{AckFuture, Outgoing, tag};
+
+/// How long JetStream remembers message ids: a resume that replays events
+/// published less than this long ago is deduplicated.
+pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Publishes awaiting JetStream's acknowledgement, across the node's
+/// shards; more stop the intake until acknowledgements come.
+const MAX_IN_FLIGHT: usize = 4096;
+/// How long one publish may wait for room in the client's buffer.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often acknowledged seqs are written to the session store.
+const SESSION_FLUSH: Duration = Duration::from_millis(250);
+/// Events a shard hands to the node before its reading pauses.
+const SHARD_BUFFER: usize = 1024;
+/// How many ticks an unheld range waits for a node under its fair share
+/// before a node at its fair share takes it.
+const ORPHAN_TICKS: u32 = 3;
+
+/// Why a node could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// NATS refused or did not answer.
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    /// `/gateway/bot` failed.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// A setting that cannot work.
+    #[error("invalid node setting: {0}")]
+    Invalid(String),
+    /// The node's task panicked (a bug: please report it).
+    #[error("the node's task failed: {0}")]
+    Crashed(String),
+    /// A shard stopped for good (a refused token, invalid intents, …):
+    /// every shard of the bot would, so the node stops.
+    #[error("shard {shard} stopped for good: {error}")]
+    Fatal {
+        /// The shard.
+        shard: u32,
+        /// Why.
+        error: FatalError,
+    },
+}
+
+/// A running node: it claims shard ranges up to its capacity, runs their
+/// shards (resuming each from the session store), publishes their
+/// dispatches to JetStream, and takes commands for them.
+///
+/// Dropping it stops it abruptly (like a crash: its leases lapse and other
+/// nodes resume its shards); [`Node::shutdown`] hands its shards over at
+/// once.
+#[derive(Debug)]
+pub struct Node {
+    stop: watch::Sender<bool>,
+    owned: watch::Receiver<Vec<u32>>,
+    task: Option<JoinHandle<Result<(), NodeError>>>,
+    node_id: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl Node {
+    /// Connects to NATS and `/gateway/bot`, agrees on the shard count, and
+    /// starts claiming shards in the background.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Invalid`] for settings that cannot work;
+    /// [`NodeError::Nats`] or [`NodeError::Gateway`] when a service fails.
+    pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
+        if config.range_size == 0 {
+            return Err(NodeError::Invalid(
+                "the range size must be at least 1".into(),
+            ));
+        }
+        if config.capacity < config.range_size {
+            return Err(NodeError::Invalid(format!(
+                "a capacity of {} shards cannot hold one range of {}",
+                config.capacity, config.range_size
+            )));
+        }
+        if config.shards == Some(0) {
+            return Err(NodeError::Invalid(
+                "the shard count must be at least 1".into(),
+            ));
+        }
+        let nats = Nats::connect(&config.nats_url, config.layout.clone()).await?;
+        let gateway = Gateway::fetch_from(&config.api_base, &config.token).await?;
+        let info = if gateway.age() > Duration::from_secs(5) {
+            gateway.refresh().await?
+        } else {
+            gateway.info()
+        };
+        let sessions = nats.sessions().await?;
+        let total = sessions
+            .agree_total(config.shards.unwrap_or(info.shards).max(1))
+            .await?;
+        if let Some(asked) = config.shards
+            && asked != total
+        {
+            return Err(NodeError::Invalid(format!(
+                "this node was told {asked} shards, but the cluster runs {total}"
+            )));
+        }
+        let limit = &info.session_start_limit;
+        let queue = nats
+            .identify_queue(
+                limit.max_concurrency.max(1),
+                config.identify_window,
+                &config.node_id,
+            )
+            .await?;
+        queue.seed_limit(limit.remaining, limit.reset_after).await?;
+        let leases = nats.leases(config.lease_ttl, &config.node_id).await?;
+        nats.events_stream(DUPLICATE_WINDOW).await?;
+        let commands = nats
+            .client()
+            .subscribe(config.layout.commands_wildcard())
+            .await
+            .map_err(|error| NatsError::jetstream("subscribing to commands", error))?;
+        let (stop, stop_rx) = watch::channel(false);
+        let (owned_tx, owned) = watch::channel(Vec::new());
+        let ranges = total.div_ceil(config.range_size);
+        let node_id = config.node_id.clone();
+        tracing::info!(
+            node = %node_id,
+            total,
+            ranges,
+            capacity = config.capacity,
+            max_concurrency = limit.max_concurrency,
+            "node started"
+        );
+        let runner = Runner {
+            capacity_ranges: config.capacity / config.range_size,
+            nats,
+            queue: Arc::new(queue),
+            leases,
+            sessions,
+            total,
+            ranges,
+            gateway_url: info.url.clone(),
+            held: BTreeMap::new(),
+            slots: HashMap::new(),
+            next_generation: 0,
+            events: SelectAll::new(),
+            in_flight: FuturesOrdered::new(),
+            queued: 0,
+            unheld_ticks: HashMap::new(),
+            owned_tx,
+            gateway,
+            limit_checked: Instant::now(),
+            metrics: NodeMetrics::new(),
+            config,
+        };
+        let task = tokio::spawn(runner.run(commands, stop_rx));
+        Ok(Self {
+            stop,
+            owned,
+            task: Some(task),
+            node_id,
+        })
+    }
+
+    /// This node's name.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The shards this node runs now.
+    #[must_use]
+    pub fn shards(&self) -> Vec<u32> {
+        self.owned.borrow().clone()
+    }
+
+    /// Waits until the set of shards this node runs changes; `false` once
+    /// the node has stopped (then [`Node::wait`] tells why).
+    pub async fn changed(&mut self) -> bool {
+        self.owned.changed().await.is_ok()
+    }
+
+    /// Stops the node gracefully: closes its shards resumably, publishes
+    /// what they delivered, stores their sessions and releases their
+    /// leases, so other nodes resume them at once.
+    ///
+    /// # Errors
+    ///
+    /// Whatever stopped the node before it was asked to.
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        let _ = self.stop.send(true);
+        self.wait_task().await
+    }
+
+    /// Waits until the node stops by itself (a fatal shard close), or
+    /// forever.
+    ///
+    /// # Errors
+    ///
+    /// Why it stopped.
+    pub async fn wait(mut self) -> Result<(), NodeError> {
+        self.wait_task().await
+    }
+
+    async fn wait_task(&mut self) -> Result<(), NodeError> {
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(result) => result,
+                Err(error) if error.is_cancelled() => Ok(()),
+                Err(error) => Err(NodeError::Crashed(error.to_string())),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+/// One shard's events as `(shard, generation, event)`.
+type ShardEvents = Pin<Box<dyn futures_util::Stream<Item = (u32, u64, ShardEvent)> + Send>>;
+
+/// One shard this node runs.
+struct Slot {
+    shard: Option<Shard>,
+    generation: u64,
+    /// The session the next dispatches belong to.
+    session: Option<(Arc<str>, Arc<str>)>,
+    /// The last dispatch JetStream acknowledged, with every earlier one.
+    acked: Option<Session>,
+    /// The session store's revision this node last wrote.
+    revision: u64,
+    dirty: bool,
+    /// Published, not yet acknowledged, in order.
+    in_flight: VecDeque<Outgoing>,
+    attempt: u32,
+    needs_retry: bool,
+    /// Its events JetStream stored.
+    published: metrics::Counter,
+}
+
+struct Runner {
+    config: NodeConfig,
+    nats: Nats,
+    queue: Arc<NatsQueue>,
+    leases: Leases,
+    sessions: SessionStore,
+    total: u32,
+    ranges: u32,
+    capacity_ranges: u32,
+    gateway_url: String,
+    held: BTreeMap<u32, Lease>,
+    slots: HashMap<u32, Slot>,
+    next_generation: u64,
+    /// Every shard's events, tagged with its slot's generation: a stream
+    /// ends when its shard's task has ended and delivered everything.
+    events: SelectAll<ShardEvents>,
+    in_flight: FuturesOrdered<AckFuture>,
+    /// Events held in the slots until JetStream has them, across shards.
+    queued: usize,
+    unheld_ticks: HashMap<u32, u32>,
+    owned_tx: watch::Sender<Vec<u32>>,
+    gateway: Arc<Gateway>,
+    limit_checked: Instant,
+    metrics: NodeMetrics,
+}
+
+impl Runner {
+    async fn run(
+        mut self,
+        mut commands: async_nats::Subscriber,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), NodeError> {
+        let tick_every = (self.config.lease_ttl / 6).max(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flush = tokio::time::interval(SESSION_FLUSH);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Announce first and claim one tick later, so nodes started together
+        // see each other before they divide the shards.
+        if let Err(error) = self.leases.announce().await {
+            tracing::warn!(%error, "cannot announce the node");
+        }
+        tick.tick().await;
+        let result = loop {
+            tokio::select! {
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        break Ok(());
+                    }
+                }
+                _ = tick.tick() => self.tick().await,
+                _ = flush.tick() => self.flush_sessions().await,
+                Some(acked) = self.in_flight.next(), if !self.in_flight.is_empty() => self.on_acked(acked),
+                Some((shard, generation, event)) = self.events.next(), if self.takes_events() => {
+                    if let Err(error) = self.on_event(shard, generation, event).await {
+                        break Err(error);
+                    }
+                }
+                Some(message) = commands.next() => self.on_command(message),
+            }
+        };
+        self.stop().await;
+        result
+    }
+
+    fn start_shard(&mut self, id: u32, session: Option<Session>, revision: u64) {
+        let config = &self.config;
+        let mut shard_config = ShardConfig::new(
+            config.token.clone(),
+            config.intents,
+            id,
+            self.total,
+            self.gateway_url.clone(),
+        );
+        shard_config.compression = config.compression;
+        shard_config.session = session.clone();
+        if let Some(configure) = &config.configure {
+            configure(&mut shard_config);
+        }
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let (sink, rx) = EventSink::channel(SHARD_BUFFER);
+        let queue: Arc<dyn IdentifyQueue> = self.queue.clone();
+        let shard = Shard::start_with_sink(shard_config, queue, sink);
+        self.events.push(Box::pin(futures_util::stream::unfold(
+            rx,
+            move |mut rx| async move {
+                let (id, event) = rx.recv().await?;
+                Some(((id, generation, event), rx))
+            },
+        )));
+        tracing::info!(
+            shard = id,
+            resume = session.is_some(),
+            seq = session.as_ref().map(|s| s.seq),
+            "starting shard"
+        );
+        self.slots.insert(
+            id,
+            Slot {
+                shard: Some(shard),
+                generation,
+                session: session.as_ref().map(tag),
+                acked: session,
+                revision,
+                dirty: false,
+                in_flight: VecDeque::new(),
+                attempt: 0,
+                needs_retry: false,
+                published: crate::metrics::published(id),
+            },
+        );
+    }
+
+    /// Whether to take the next event: a shard is running, and JetStream
+    /// has not fallen too far behind.
+    fn takes_events(&self) -> bool {
+        !self.events.is_empty() && self.queued < MAX_IN_FLIGHT
+    }
+
+    fn publish_owned(&self) {
+        self.metrics.leases_held(self.held.len());
+        let mut owned: Vec<u32> = self.slots.keys().copied().collect();
+        owned.sort_unstable();
+        self.owned_tx.send_replace(owned);
+    }
+
+    async fn on_event(
+        &mut self,
+        shard: u32,
+        generation: u64,
+        event: ShardEvent,
+    ) -> Result<(), NodeError> {
+        let Some(slot) = self
+            .slots
+            .get_mut(&shard)
+            .filter(|s| s.generation == generation)
+        else {
+            return Ok(());
+        };
+        match event {
+            ShardEvent::Ready { session } => slot.session = Some(tag(&session)),
+            ShardEvent::Dispatch {
+                seq,
+                event_type,
+                json,
+                ..
+            } => {
+                let Some((session_id, resume_url)) = slot.session.clone() else {
+                    tracing::warn!(shard, seq, "a dispatch before any session; not published");
+                    return Ok(());
+                };
+                let outgoing = Outgoing {
+                    seq,
+                    session_id,
+                    resume_url,
+                    subject: event_subject(&self.config.layout, shard, &event_type),
+                    // No copy: the bytes share the JSON's buffer.
+                    payload: Bytes::from_owner(json),
+                    skipped: false,
+                };
+                slot.in_flight.push_back(outgoing.clone());
+                self.queued += 1;
+                if !slot.needs_retry {
+                    let (generation, attempt) = (slot.generation, slot.attempt);
+                    self.send_event(shard, generation, attempt, &outgoing).await;
+                }
+            }
+            ShardEvent::Fatal(error) => {
+                tracing::error!(shard, %error, "shard stopped for good");
+                return Err(NodeError::Fatal { shard, error });
+            }
+            ShardEvent::Resumed => tracing::info!(shard, "resumed"),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The ids of the shards whose slot is in this state.
+    fn shards_where(&self, state: impl Fn(&Slot) -> bool) -> Vec<u32> {
+        self.slots
+            .iter()
+            .filter(|(_, slot)| state(slot))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn on_command(&self, message: async_nats::Message) {
+        let shard = message
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(|s| s.parse::<u32>().ok());
+        let Some(sender) = shard
+            .and_then(|shard| self.slots.get(&shard))
+            .and_then(|slot| slot.shard.as_ref())
+            .map(Shard::sender)
+        else {
+            return;
+        };
+        let client = self.nats.client().clone();
+        tokio::spawn(async move {
+            let answer = match sender
+                .send(shardwire_shard::Outgoing::json(message.payload.to_vec()))
+                .await
+            {
+                Ok(()) => Bytes::from_static(b"ok"),
+                Err(error) => Bytes::from(format!("error: {error}")),
+            };
+            if let Some(reply) = message.reply {
+                let _ = client.publish(reply, answer).await;
+            }
+        });
+    }
+
+    /// Graceful stop: closes the shards resumably, publishes what they had
+    /// delivered, stores the sessions, releases the leases.
+    async fn stop(&mut self) {
+        for slot in self.slots.values_mut() {
+            drop(slot.shard.take());
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let settled = self.events.is_empty() && self.in_flight.is_empty();
+            if settled || Instant::now() >= deadline {
+                break;
+            }
+            tokio::select! {
+                Some(acked) = self.in_flight.next(), if !self.in_flight.is_empty() => self.on_acked(acked),
+                Some((shard, generation, event)) = self.events.next(), if self.takes_events() => {
+                    let _ = self.on_event(shard, generation, event).await;
+                }
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        // With NATS away, each of these would wait for its own timeout:
+        // bound them together. What is not done lapses by itself.
+        let hand_over = async {
+            self.flush_sessions().await;
+            let held = std::mem::take(&mut self.held);
+            for (_, lease) in held {
+                match self.leases.release(lease).await {
+                    Ok(_) => self.metrics.handed_over(),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot release a lease; it lapses by itself");
+                    }
+                }
+            }
+            let _ = self.leases.withdraw().await;
+        };
+        if tokio::time::timeout(Duration::from_secs(10), hand_over)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "NATS did not answer while handing over; the leases lapse by themselves"
+            );
+        }
+        self.slots.clear();
+        self.publish_owned();
+        tracing::info!(node = %self.config.node_id, "node stopped");
+    }
+}
