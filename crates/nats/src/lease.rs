@@ -23,9 +23,28 @@ pub struct Lease {
     pub renewed_at: Instant,
 }
 
+/// What a lease and a node's announcement carry: the holder's name and,
+/// in an announcement, how many ranges it takes and when it joined.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Holder {
     holder: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    capacity: Option<u32>,
+    #[serde(default)]
+    joined_at_ms: u64,
+}
+
+/// A node announced in the last lease TTL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LiveNode {
+    /// Its name.
+    pub name: String,
+    /// The most ranges it takes, when it said.
+    pub capacity: Option<u32>,
+    /// When it joined, in Unix milliseconds by its own clock (0 when it
+    /// did not say).
+    pub joined_at_ms: u64,
 }
 
 /// Leases on ranges of shards, in a KV bucket whose entries expire `ttl`
@@ -41,6 +60,8 @@ pub struct Leases {
     nodes: Store,
     ttl: Duration,
     holder: String,
+    capacity: Option<u32>,
+    joined_at_ms: u64,
 }
 
 impl Leases {
@@ -74,7 +95,21 @@ impl Leases {
             nodes,
             ttl,
             holder: holder.to_owned(),
+            capacity: None,
+            joined_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| {
+                    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+                }),
         })
+    }
+
+    /// Announces `ranges` as the most ranges this holder takes, so others
+    /// share the shards out with it in mind.
+    #[must_use]
+    pub fn with_capacity(mut self, ranges: u32) -> Self {
+        self.capacity = Some(ranges);
+        self
     }
 
     /// How long a lease lives without renewal.
@@ -92,6 +127,18 @@ impl Leases {
     fn value(&self) -> bytes::Bytes {
         serde_json::to_vec(&Holder {
             holder: self.holder.clone(),
+            capacity: None,
+            joined_at_ms: 0,
+        })
+        .unwrap_or_default()
+        .into()
+    }
+
+    fn announcement(&self) -> bytes::Bytes {
+        serde_json::to_vec(&Holder {
+            holder: self.holder.clone(),
+            capacity: self.capacity,
+            joined_at_ms: self.joined_at_ms,
         })
         .unwrap_or_default()
         .into()
@@ -226,14 +273,15 @@ impl Leases {
         Ok(holders)
     }
 
-    /// Announces this holder as alive for one TTL.
+    /// Announces this holder as alive for one TTL, with its capacity and
+    /// when it joined.
     ///
     /// # Errors
     ///
     /// [`NatsError::JetStream`] when the store does not answer.
     pub async fn announce(&self) -> Result<(), NatsError> {
         self.nodes
-            .put(&self.holder, self.value())
+            .put(&self.holder, self.announcement())
             .await
             .map(|_| ())
             .map_err(|error| NatsError::jetstream("announcing the node", error))
@@ -257,10 +305,31 @@ impl Leases {
     ///
     /// [`NatsError::JetStream`] when the store does not answer.
     pub async fn live_holders(&self) -> Result<Vec<String>, NatsError> {
+        Ok(self
+            .live_nodes()
+            .await?
+            .into_iter()
+            .map(|node| node.name)
+            .collect())
+    }
+
+    /// The nodes announced in the last TTL, with what they announced.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`] when the store does not answer.
+    pub async fn live_nodes(&self) -> Result<Vec<LiveNode>, NatsError> {
         Ok(entries(&self.nodes)
             .await?
             .into_iter()
-            .map(|(name, _)| name)
+            .map(|(name, value)| {
+                let said = serde_json::from_slice::<Holder>(&value).ok();
+                LiveNode {
+                    name,
+                    capacity: said.as_ref().and_then(|h| h.capacity),
+                    joined_at_ms: said.map_or(0, |h| h.joined_at_ms),
+                }
+            })
             .collect())
     }
 }

@@ -70,7 +70,7 @@ mod sessions;
 pub use crate::consumer::{Delivery, EventConsumer};
 pub use crate::error::NatsError;
 pub use crate::layout::{Layout, event_subject, message_id, parse_event_subject, parse_message_id};
-pub use crate::lease::{Lease, Leases};
+pub use crate::lease::{Lease, Leases, LiveNode};
 pub use crate::node::{Node, NodeConfig, NodeError};
 pub use crate::queue::NatsQueue;
 pub use crate::server::{LocalServer, ServerError};

@@ -1,12 +1,13 @@
 //! Leases: renewing those held, stopping the shards of one about to lapse,
-//! and claiming ranges up to the node's fair share.
+//! and claiming or handing over ranges as `balance.rs` decides.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::NodeError;
-use super::{ORPHAN_TICKS, Runner};
+use super::balance::{Decision, Snapshot, decide};
+use super::{NodeError, Runner};
 use crate::NatsError;
 
 impl Runner {
@@ -42,8 +43,8 @@ impl Runner {
         }
         self.retry_publishes().await;
         self.refresh_limit().await;
-        if let Err(error) = self.claim().await {
-            tracing::warn!(%error, "cannot claim shards");
+        if let Err(error) = self.balance().await {
+            tracing::warn!(%error, "cannot share the shards out");
         }
     }
 
@@ -86,40 +87,58 @@ impl Runner {
         }
     }
 
-    /// Claims unheld ranges up to this node's share.
-    pub(super) async fn claim(&mut self) -> Result<(), NodeError> {
-        let held_count = u32::try_from(self.held.len()).unwrap_or(u32::MAX);
-        if held_count >= self.capacity_ranges {
-            return Ok(());
-        }
+    /// Claims a range or hands one over, as [`balance`](super::balance)
+    /// decides from the leases and the live nodes as they are now.
+    pub(super) async fn balance(&mut self) -> Result<(), NodeError> {
         let holders = self.leases.holders().await?;
-        let unheld: Vec<u32> = (0..self.ranges)
-            .filter(|range| !holders.contains_key(range))
+        let live = self.leases.live_nodes().await?;
+        self.unheld_ticks
+            .retain(|range, _| !holders.contains_key(range));
+        for range in (0..self.ranges).filter(|range| !holders.contains_key(range)) {
+            *self.unheld_ticks.entry(range).or_default() += 1;
+        }
+        let now = Instant::now();
+        self.cooling.retain(|_, until| *until > now);
+        let cooling: BTreeSet<u32> = self.cooling.keys().copied().collect();
+        let givable: BTreeSet<u32> = self
+            .held
+            .keys()
+            .copied()
+            .filter(|range| !self.handing_over.contains_key(range) && self.resumable(*range))
             .collect();
-        self.unheld_ticks.retain(|range, _| unheld.contains(range));
-        for range in &unheld {
-            *self.unheld_ticks.entry(*range).or_default() += 1;
-        }
-        if unheld.is_empty() {
-            return Ok(());
-        }
-        let live = u32::try_from(self.leases.live_holders().await?.len())
-            .unwrap_or(1)
-            .max(1);
-        let share = self.ranges.div_ceil(live).min(self.capacity_ranges);
-        // Start from a place of this node's own, so nodes claiming at once
-        // tend to ask for different ranges.
-        let offset = stable_hash(&self.config.node_id) % u64::from(self.ranges.max(1));
-        let mut order = unheld;
-        order.sort_by_key(|range| {
-            (u64::from(*range) + u64::from(self.ranges) - offset) % u64::from(self.ranges)
+        let ranges = u64::from(self.ranges.max(1));
+        let decision = decide(&Snapshot {
+            me: &self.config.node_id,
+            capacity: self.capacity_ranges,
+            ranges: self.ranges,
+            holders: &holders,
+            live: &live,
+            unheld_ticks: &self.unheld_ticks,
+            cooling: &cooling,
+            givable: &givable,
+            handing_over: !self.handing_over.is_empty(),
+            offset: u32::try_from(stable_hash(&self.config.node_id) % ranges).unwrap_or(0),
         });
-        // One range per tick: nodes take turns.
-        let Some(range) = order.into_iter().find(|range| {
-            held_count < share || self.unheld_ticks.get(range).copied().unwrap_or(0) > ORPHAN_TICKS
-        }) else {
-            return Ok(());
-        };
+        match decision {
+            Decision::Claim(range) => self.claim(range).await,
+            Decision::HandOver(range) => {
+                self.begin_handover(range);
+                Ok(())
+            }
+            Decision::Idle => Ok(()),
+        }
+    }
+
+    /// Whether every shard of a range has a session JetStream has events
+    /// of (stored as the handover ends), so whoever takes the range over
+    /// resumes it.
+    fn resumable(&self, range: u32) -> bool {
+        self.range_shards(range)
+            .all(|shard| self.slots.get(&shard).is_some_and(|slot| slot.acked.is_some()))
+    }
+
+    /// Claims `range` and starts its shards, each from its stored session.
+    async fn claim(&mut self, range: u32) -> Result<(), NodeError> {
         let Some(lease) = self.leases.claim(range).await? else {
             return Ok(());
         };
@@ -161,6 +180,7 @@ impl Runner {
     /// stored seq and the gateway replays them.
     pub(super) fn lose(&mut self, range: u32) {
         self.held.remove(&range);
+        self.handing_over.remove(&range);
         for shard in self.range_shards(range) {
             if let Some(slot) = self.slots.remove(&shard) {
                 self.queued -= slot.in_flight.len();

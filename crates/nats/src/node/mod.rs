@@ -5,8 +5,10 @@
 //! - `publish.rs`: dispatches into JetStream, and the stored seq that
 //!   follows their acknowledgements.
 
+mod balance;
 mod claim;
 mod config;
+mod handover;
 mod publish;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -43,9 +45,9 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 const SESSION_FLUSH: Duration = Duration::from_millis(250);
 /// Events a shard hands to the node before its reading pauses.
 const SHARD_BUFFER: usize = 1024;
-/// How many ticks an unheld range waits for a node under its fair share
-/// before a node at its fair share takes it.
-const ORPHAN_TICKS: u32 = 3;
+/// How long a handover waits for its shards to close and for JetStream to
+/// take what they delivered.
+const HANDOVER_LIMIT: Duration = Duration::from_secs(5);
 
 /// Why a node could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +151,10 @@ impl Node {
             )
             .await?;
         queue.seed_limit(limit.remaining, limit.reset_after).await?;
-        let leases = nats.leases(config.lease_ttl, &config.node_id).await?;
+        let leases = nats
+            .leases(config.lease_ttl, &config.node_id)
+            .await?
+            .with_capacity(config.capacity / config.range_size);
         nats.events_stream(DUPLICATE_WINDOW).await?;
         let commands = nats
             .client()
@@ -184,6 +189,8 @@ impl Node {
             in_flight: FuturesOrdered::new(),
             queued: 0,
             unheld_ticks: HashMap::new(),
+            handing_over: BTreeMap::new(),
+            cooling: BTreeMap::new(),
             owned_tx,
             gateway,
             limit_checked: Instant::now(),
@@ -251,8 +258,9 @@ impl Node {
     }
 }
 
-/// One shard's events as `(shard, generation, event)`.
-type ShardEvents = Pin<Box<dyn futures_util::Stream<Item = (u32, u64, ShardEvent)> + Send>>;
+/// One shard's events as `(shard, generation, event)`, then `None` for the
+/// event once the shard's task has ended.
+type ShardEvents = Pin<Box<dyn futures_util::Stream<Item = (u32, u64, Option<ShardEvent>)> + Send>>;
 
 /// One shard this node runs.
 struct Slot {
@@ -271,6 +279,8 @@ struct Slot {
     needs_retry: bool,
     /// Its events JetStream stored.
     published: metrics::Counter,
+    /// Its shard's task has ended and every event it delivered was taken.
+    ended: bool,
 }
 
 struct Runner {
@@ -293,6 +303,11 @@ struct Runner {
     /// Events held in the slots until JetStream has them, across shards.
     queued: usize,
     unheld_ticks: HashMap<u32, u32>,
+    /// Ranges being handed over, with when to give up waiting for their
+    /// shards to close and their events to be stored.
+    handing_over: BTreeMap<u32, Instant>,
+    /// Ranges this node handed over, not to be claimed back before then.
+    cooling: BTreeMap<u32, Instant>,
     owned_tx: watch::Sender<Vec<u32>>,
     gateway: Arc<Gateway>,
     limit_checked: Instant,
@@ -327,11 +342,18 @@ impl Runner {
                 _ = flush.tick() => self.flush_sessions().await,
                 Some(acked) = self.in_flight.next(), if !self.in_flight.is_empty() => self.on_acked(acked),
                 Some((shard, generation, event)) = self.events.next(), if self.takes_events() => {
+                    let Some(event) = event else {
+                        self.on_ended(shard, generation);
+                        continue;
+                    };
                     if let Err(error) = self.on_event(shard, generation, event).await {
                         break Err(error);
                     }
                 }
                 Some(message) = commands.next() => self.on_command(message),
+            }
+            if !self.handing_over.is_empty() {
+                self.finish_handovers().await;
             }
         };
         self.stop().await;
@@ -357,11 +379,16 @@ impl Runner {
         let (sink, rx) = EventSink::channel(SHARD_BUFFER);
         let queue: Arc<dyn IdentifyQueue> = self.queue.clone();
         let shard = Shard::start_with_sink(shard_config, queue, sink);
+        // Then one `None` once the shard's task has ended and every event
+        // was taken.
         self.events.push(Box::pin(futures_util::stream::unfold(
-            rx,
-            move |mut rx| async move {
-                let (id, event) = rx.recv().await?;
-                Some(((id, generation, event), rx))
+            Some(rx),
+            move |rx| async move {
+                let mut rx = rx?;
+                match rx.recv().await {
+                    Some((id, event)) => Some(((id, generation, Some(event)), Some(rx))),
+                    None => Some(((id, generation, None), None)),
+                }
             },
         )));
         tracing::info!(
@@ -383,6 +410,7 @@ impl Runner {
                 attempt: 0,
                 needs_retry: false,
                 published: crate::metrics::published(id),
+                ended: false,
             },
         );
     }
@@ -488,13 +516,16 @@ impl Runner {
         });
     }
 
-    /// Graceful stop: closes the shards resumably, publishes what they had
-    /// delivered, stores the sessions, releases the leases.
+    /// Graceful stop: every range is handed over at once (shards closed
+    /// resumably, what they delivered published, sessions stored, leases
+    /// released), within a bound: what is not done by then lapses by
+    /// itself.
     async fn stop(&mut self) {
-        for slot in self.slots.values_mut() {
-            drop(slot.shard.take());
+        let ranges: Vec<u32> = self.held.keys().copied().collect();
+        for range in ranges {
+            self.begin_handover(range);
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + HANDOVER_LIMIT;
         loop {
             let settled = self.events.is_empty() && self.in_flight.is_empty();
             if settled || Instant::now() >= deadline {
@@ -502,26 +533,24 @@ impl Runner {
             }
             tokio::select! {
                 Some(acked) = self.in_flight.next(), if !self.in_flight.is_empty() => self.on_acked(acked),
-                Some((shard, generation, event)) = self.events.next(), if self.takes_events() => {
-                    let _ = self.on_event(shard, generation, event).await;
-                }
+                Some((shard, generation, event)) = self.events.next(), if self.takes_events() => match event {
+                    Some(event) => {
+                        let _ = self.on_event(shard, generation, event).await;
+                    }
+                    None => self.on_ended(shard, generation),
+                },
                 () = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
         }
         // With NATS away, each of these would wait for its own timeout:
-        // bound them together. What is not done lapses by itself.
+        // bound them together. The node withdraws first, so the others
+        // share its ranges out among themselves.
         let hand_over = async {
-            self.flush_sessions().await;
-            let held = std::mem::take(&mut self.held);
-            for (_, lease) in held {
-                match self.leases.release(lease).await {
-                    Ok(_) => self.metrics.handed_over(),
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot release a lease; it lapses by itself");
-                    }
-                }
-            }
             let _ = self.leases.withdraw().await;
+            let ranges: Vec<u32> = self.handing_over.keys().copied().collect();
+            for range in ranges {
+                self.hand_over(range).await;
+            }
         };
         if tokio::time::timeout(Duration::from_secs(10), hand_over)
             .await
@@ -531,6 +560,8 @@ impl Runner {
                 "NATS did not answer while handing over; the leases lapse by themselves"
             );
         }
+        self.held.clear();
+        self.handing_over.clear();
         self.slots.clear();
         self.publish_owned();
         tracing::info!(node = %self.config.node_id, "node stopped");

@@ -182,26 +182,37 @@ impl Runner {
     /// Writes the acknowledged seqs to the session store.
     pub(super) async fn flush_sessions(&mut self) {
         for shard in self.shards_where(|slot| slot.dirty) {
-            let Some(slot) = self.slots.get_mut(&shard) else {
-                continue;
-            };
-            let Some(session) = slot.acked.clone() else {
-                continue;
-            };
-            match self.sessions.store(shard, &session, slot.revision).await {
-                Ok(revision) => {
-                    slot.revision = revision;
-                    slot.dirty = false;
-                }
-                Err(NatsError::Fenced { .. }) => {
-                    tracing::warn!(
-                        shard,
-                        "another node wrote this shard's session; stopping it"
-                    );
-                    let range = shard / self.config.range_size;
-                    self.lease_lost(range);
-                }
-                Err(error) => tracing::warn!(shard, %error, "cannot store the session"),
+            self.flush_session(shard).await;
+        }
+    }
+
+    /// Writes one shard's acknowledged seq to the session store; `false`
+    /// when it could not.
+    pub(super) async fn flush_session(&mut self, shard: u32) -> bool {
+        let Some(slot) = self.slots.get_mut(&shard) else {
+            return false;
+        };
+        let Some(session) = slot.acked.clone().filter(|_| slot.dirty) else {
+            return true;
+        };
+        match self.sessions.store(shard, &session, slot.revision).await {
+            Ok(revision) => {
+                slot.revision = revision;
+                slot.dirty = false;
+                true
+            }
+            Err(NatsError::Fenced { .. }) => {
+                tracing::warn!(
+                    shard,
+                    "another node wrote this shard's session; stopping it"
+                );
+                let range = shard / self.config.range_size;
+                self.lease_lost(range);
+                false
+            }
+            Err(error) => {
+                tracing::warn!(shard, %error, "cannot store the session");
+                false
             }
         }
     }
