@@ -133,8 +133,11 @@ impl Runner {
     /// of (stored as the handover ends), so whoever takes the range over
     /// resumes it.
     fn resumable(&self, range: u32) -> bool {
-        self.range_shards(range)
-            .all(|shard| self.slots.get(&shard).is_some_and(|slot| slot.acked.is_some()))
+        self.range_shards(range).all(|shard| {
+            self.slots
+                .get(&shard)
+                .is_some_and(|slot| slot.acked.is_some())
+        })
     }
 
     /// Claims `range` and starts its shards, each from its stored session.
