@@ -51,9 +51,12 @@ pub(crate) struct Args {
     /// taken over.
     #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     lease_ttl: u64,
-    /// The identify window per bucket, in milliseconds (Discord: 5000).
+    /// The identify window per bucket, in milliseconds (Discord: 5000; at least 100).
     #[arg(long, default_value_t = 5000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     identify_window_ms: u64,
+    /// Seconds JetStream drops copies of an event for (at least twice --lease-ttl plus 30).
+    #[arg(long, default_value_t = 120, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    dedup_window: u64,
     /// This node's name, unique in the cluster (default: host and pid).
     #[arg(long, value_name = "NAME")]
     node_id: Option<String>,
@@ -92,6 +95,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     config.shards = args.shards;
     config.lease_ttl = Duration::from_secs(args.lease_ttl);
     config.identify_window = Duration::from_millis(args.identify_window_ms);
+    config.dedup_window = Duration::from_secs(args.dedup_window);
     config.layout = args.prefix;
     config.compression = bot.compression;
     if let Some(id) = args.node_id {

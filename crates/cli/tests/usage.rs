@@ -52,7 +52,7 @@ fn a_mistyped_subcommand_or_flag_gets_a_suggestion() {
 
 #[test]
 fn node_checks_compression_and_intents_as_tail_does() {
-    let node = ["node", "--nats", "nats://127.0.0.1:9", "--capacity", "1"];
+    let node = ["node", "--nats", "nats://127.0.0.1:9", "--capacity", "4"];
     for (extra, reason) in [
         (
             &["--token", "t", "--compression", "bogus"][..],
@@ -64,6 +64,24 @@ fn node_checks_compression_and_intents_as_tail_does() {
         ),
         (&["--token", "t", "--api-base", "localhost"][..], "http://"),
         (&["--token", "t", "--shards", "0"][..], "at least 1 shard"),
+        // Settings the cluster cannot run with, refused before NATS (here
+        // nothing listens) is tried.
+        (
+            &["--token", "t", "--identify-window-ms", "1"][..],
+            "set it to 100 ms or more",
+        ),
+        (
+            &["--token", "t", "--lease-ttl", "1"][..],
+            "set it to 2 s or more",
+        ),
+        (
+            &["--token", "t", "--lease-ttl", "60"][..],
+            "set it to 150 s or more",
+        ),
+        (
+            &["--token", "t", "--lease-ttl", "5", "--dedup-window", "39"][..],
+            "set it to 40 s or more",
+        ),
         (
             &[][..],
             "no token: pass --token <TOKEN> or set DISCORD_TOKEN",

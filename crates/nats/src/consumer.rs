@@ -103,7 +103,9 @@ impl EventConsumer {
         durable: &str,
         filter: Option<&str>,
     ) -> Result<Self, NatsError> {
-        let stream = nats.events_stream(crate::node::DUPLICATE_WINDOW).await?;
+        let stream = nats
+            .events_stream(crate::node::DEFAULT_DEDUP_WINDOW)
+            .await?;
         let config = pull::Config {
             durable_name: Some(durable.to_owned()),
             ack_policy: AckPolicy::Explicit,

@@ -194,8 +194,9 @@ impl Nats {
     }
 
     /// Opens (creating if needed) the events stream: every subject under
-    /// `<prefix>.events.>`, deduplicated by message id over
-    /// `duplicate_window`.
+    /// `<prefix>.events.>`, deduplicated by message id over at least
+    /// `duplicate_window` (a stream made with a shorter window is given
+    /// this one; a longer one is kept).
     ///
     /// # Errors
     ///
@@ -211,10 +212,40 @@ impl Nats {
             storage: async_nats::jetstream::stream::StorageType::File,
             ..Default::default()
         };
-        self.jetstream
+        let mut stream = self
+            .jetstream
             .get_or_create_stream(config)
             .await
-            .map_err(|error| NatsError::jetstream("the events stream cannot be opened", error))
+            .map_err(|error| NatsError::jetstream("the events stream cannot be opened", error))?;
+        let current = stream.cached_info().config.clone();
+        if current.duplicate_window < duplicate_window {
+            tracing::info!(
+                from = ?current.duplicate_window,
+                to = ?duplicate_window,
+                "lengthening the events stream's duplicate window"
+            );
+            let longer = async_nats::jetstream::stream::Config {
+                duplicate_window,
+                ..current
+            };
+            self.jetstream
+                .update_stream(longer)
+                .await
+                .map_err(|error| {
+                    NatsError::jetstream(
+                        "the events stream's duplicate window cannot be lengthened",
+                        error,
+                    )
+                })?;
+            stream = self
+                .jetstream
+                .get_stream(self.layout.stream())
+                .await
+                .map_err(|error| {
+                    NatsError::jetstream("the events stream cannot be opened", error)
+                })?;
+        }
+        Ok(stream)
     }
 
     /// The identify queue for `max_concurrency` buckets of `window` each

@@ -393,3 +393,31 @@ async fn events_are_deduplicated_by_session_and_seq_and_consumed_with_acks() {
     let nothing = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await;
     assert!(nothing.is_err(), "acknowledged events do not come again");
 }
+
+#[tokio::test]
+async fn an_events_stream_made_with_a_shorter_duplicate_window_is_given_the_longer() {
+    let Some(server) = common::server().await else {
+        return;
+    };
+    let nats = common::connect(&server).await;
+    let window = |stream: async_nats::jetstream::stream::Stream| {
+        stream.cached_info().config.duplicate_window
+    };
+    let made = nats.events_stream(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(window(made), Duration::from_secs(60));
+    // A node set for a longer window lengthens it for every node.
+    let longer = nats.events_stream(Duration::from_secs(180)).await.unwrap();
+    assert_eq!(window(longer), Duration::from_secs(180));
+    let info = nats
+        .jetstream()
+        .get_stream(nats.layout().stream())
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .duplicate_window;
+    assert_eq!(info, Duration::from_secs(180), "as the server has it");
+    // One set for a shorter one leaves it: a longer window is safe.
+    let kept = nats.events_stream(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(window(kept), Duration::from_secs(180));
+}

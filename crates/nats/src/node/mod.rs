@@ -30,12 +30,10 @@ use tokio::time::Instant;
 use crate::metrics::NodeMetrics;
 use crate::{Lease, Leases, Nats, NatsError, NatsQueue, SessionStore, event_subject};
 
+pub(crate) use self::config::DEFAULT_DEDUP_WINDOW;
 pub use self::config::NodeConfig;
 use self::publish::{AckFuture, Outgoing, tag};
 
-/// How long JetStream remembers message ids: a resume that replays events
-/// published less than this long ago is deduplicated.
-pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Publishes awaiting JetStream's acknowledgement, across the node's
 /// shards; more stop the intake until acknowledgements come.
 const MAX_IN_FLIGHT: usize = 4096;
@@ -108,22 +106,7 @@ impl Node {
     /// [`NodeError::Invalid`] for settings that cannot work;
     /// [`NodeError::Nats`] or [`NodeError::Gateway`] when a service fails.
     pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
-        if config.range_size == 0 {
-            return Err(NodeError::Invalid(
-                "the range size must be at least 1".into(),
-            ));
-        }
-        if config.capacity < config.range_size {
-            return Err(NodeError::Invalid(format!(
-                "a capacity of {} shards cannot hold one range of {}",
-                config.capacity, config.range_size
-            )));
-        }
-        if config.shards == Some(0) {
-            return Err(NodeError::Invalid(
-                "the shard count must be at least 1".into(),
-            ));
-        }
+        config.check()?;
         let nats = Nats::connect(&config.nats_url, config.layout.clone()).await?;
         let gateway = Gateway::fetch_from(&config.api_base, &config.token).await?;
         let info = if gateway.age() > Duration::from_secs(5) {
@@ -155,7 +138,7 @@ impl Node {
             .leases(config.lease_ttl, &config.node_id)
             .await?
             .with_capacity(config.capacity / config.range_size);
-        nats.events_stream(DUPLICATE_WINDOW).await?;
+        nats.events_stream(config.dedup_window).await?;
         let commands = nats
             .client()
             .subscribe(config.layout.commands_wildcard())
