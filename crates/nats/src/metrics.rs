@@ -18,7 +18,7 @@ pub const LEASES_HELD: &str = "shardwire_nats_leases_held";
 /// session), or about to lapse unrenewed (counter).
 pub const LEASE_LOSSES: &str = "shardwire_nats_lease_losses_total";
 /// Leases handed over gracefully: sessions stored, lease released, on a
-/// node's shutdown (counter).
+/// node's shutdown or to balance the cluster (counter).
 pub const HANDOVERS: &str = "shardwire_nats_handovers_total";
 
 /// One node's handles.
@@ -78,6 +78,6 @@ fn describe() {
         );
         metrics::describe_gauge!(LEASES_HELD, "Shard ranges this node leases");
         metrics::describe_counter!(LEASE_LOSSES, "Leases lost to another node or to lapsing");
-        metrics::describe_counter!(HANDOVERS, "Leases handed over gracefully on shutdown");
+        metrics::describe_counter!(HANDOVERS, "Leases handed over gracefully, on shutdown or to balance the cluster");
     });
 }
