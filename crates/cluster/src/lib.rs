@@ -48,7 +48,7 @@ mod cluster;
 mod gateway;
 pub mod metrics;
 mod queue;
-mod reshard;
+pub mod reshard;
 mod sender;
 mod store;
 #[cfg(feature = "songbird")]

@@ -41,6 +41,12 @@ pub struct Delivery {
     pub session_id: String,
     /// Its sequence number in that session.
     pub seq: u64,
+    /// The shard count of the reshard it comes from, on a new generation's
+    /// READY and GUILD_CREATEs during a reshard ([`RESHARD_HEADER`]): a
+    /// cache takes them as a refresh, not as guilds joining.
+    ///
+    /// [`RESHARD_HEADER`]: crate::RESHARD_HEADER
+    pub from_reshard: Option<u32>,
 }
 
 impl Delivery {
@@ -155,12 +161,18 @@ impl EventConsumer {
             );
             match parsed {
                 Some((shard, event_type, session_id, seq)) => {
+                    let from_reshard = message
+                        .headers
+                        .as_ref()
+                        .and_then(|headers| headers.get(crate::RESHARD_HEADER))
+                        .and_then(|total| total.as_str().parse().ok());
                     return Some(Ok(Delivery {
                         message,
                         shard,
                         event_type,
                         session_id,
                         seq,
+                        from_reshard,
                     }));
                 }
                 None => {

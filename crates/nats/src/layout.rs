@@ -1,5 +1,10 @@
 use crate::NatsError;
 
+/// The header on a new generation's READY and GUILD_CREATEs during a
+/// reshard: the shard count it reshards to, so a worker's cache takes them
+/// as a refresh, not as guilds joining.
+pub const RESHARD_HEADER: &str = "Shardwire-Reshard";
+
 /// The names of one deployment's subjects, stream and KV buckets, all
 /// derived from a prefix (`shardwire` by default), so several bots can share
 /// a NATS server.

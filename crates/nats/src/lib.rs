@@ -64,15 +64,19 @@ mod lease;
 pub mod metrics;
 mod node;
 mod queue;
+mod reshard;
 mod server;
 mod sessions;
 
 pub use crate::consumer::{Delivery, EventConsumer};
 pub use crate::error::NatsError;
-pub use crate::layout::{Layout, event_subject, message_id, parse_event_subject, parse_message_id};
+pub use crate::layout::{
+    Layout, RESHARD_HEADER, event_subject, message_id, parse_event_subject, parse_message_id,
+};
 pub use crate::lease::{Lease, Leases, LiveNode};
 pub use crate::node::{Node, NodeConfig, NodeError};
 pub use crate::queue::NatsQueue;
+pub use crate::reshard::Reshard;
 pub use crate::server::{LocalServer, ServerError};
 pub use crate::sessions::{SessionStore, StoredSessionError, parse_session};
 

@@ -78,6 +78,9 @@ fn describe() {
         );
         metrics::describe_gauge!(LEASES_HELD, "Shard ranges this node leases");
         metrics::describe_counter!(LEASE_LOSSES, "Leases lost to another node or to lapsing");
-        metrics::describe_counter!(HANDOVERS, "Leases handed over gracefully, on shutdown or to balance the cluster");
+        metrics::describe_counter!(
+            HANDOVERS,
+            "Leases handed over gracefully, on shutdown or to balance the cluster"
+        );
     });
 }

@@ -7,7 +7,7 @@ use crate::queue::SessionsBucket;
 use crate::{Nats, NatsError};
 
 /// The key of the cluster's shard count, in the sessions bucket.
-const TOTAL_KEY: &str = "shard-count";
+pub(crate) const TOTAL_KEY: &str = "shard-count";
 
 /// Sessions by shard, `{session_id, seq, resume_url}` as JSON, in a KV
 /// bucket. Writes are compare-and-swap from the revision the writer last
@@ -33,6 +33,11 @@ impl SessionStore {
             store: SessionsBucket::open(nats).await?,
             revisions: std::sync::Arc::default(),
         })
+    }
+
+    /// The KV bucket itself.
+    pub(crate) fn bucket(&self) -> &Store {
+        &self.store
     }
 
     fn revision(&self, shard: u32) -> Option<u64> {

@@ -1,6 +1,9 @@
 //! Resharding: a second generation of shards started beside the running
 //! one, the switch once every new shard is READY (the merge around it is
-//! [`overlap`]), and what starts one by itself.
+//! [`Overlap`]), and what starts one by itself.
+//!
+//! [`Overlap`] is public for runners of shards of their own (shardwire-nats'
+//! nodes reshard with it): a [`Cluster`](crate::Cluster) uses it for you.
 
 mod guild;
 mod overlap;
@@ -15,7 +18,7 @@ use shardwire_shard::{EventSink, FatalError, ShardEvent, ShardState, SinkEvents}
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
-pub(crate) use self::overlap::Overlap;
+pub use self::overlap::{Overlap, OverlapStats};
 use crate::sender::{Generation, Shared};
 use crate::{ClusterError, GatewayInfo};
 

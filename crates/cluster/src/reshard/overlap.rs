@@ -35,18 +35,19 @@ const MAX_WINDOW: Duration = Duration::from_secs(3600);
 
 /// What the overlap has done, for the logs, metrics and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct OverlapStats {
+#[non_exhaustive]
+pub struct OverlapStats {
     /// Events handed out from the old generation.
-    pub(crate) from_old: u64,
+    pub from_old: u64,
     /// Events handed out from the new generation.
-    pub(crate) from_new: u64,
+    pub from_new: u64,
     /// Copies dropped: new events the old stream had handed out, and old
     /// events after their guild was cut.
-    pub(crate) copies: u64,
+    pub copies: u64,
     /// Guilds cut early: their old shard stopped, or too much was held.
-    pub(crate) cut_early: u64,
+    pub cut_early: u64,
     /// Guilds cut by the window rather than by their streams lining up.
-    pub(crate) cut_by_window: u64,
+    pub cut_by_window: u64,
 }
 
 /// Where a new-generation event goes.
@@ -59,8 +60,15 @@ enum Route {
     Plain,
 }
 
-/// The merge of one reshard's two generations.
-pub(crate) struct Overlap {
+/// The merge of one reshard's two generations: feed it every event of the
+/// old generation ([`Overlap::old`]) and of the new one
+/// ([`Overlap::new_event`]), [`switch`](Overlap::switch) it once every new
+/// shard is READY, drive its clock ([`Overlap::poll_timeout`],
+/// [`Overlap::handle_timeout`]), and take what to hand out with
+/// [`Overlap::pop`]. Once [`Overlap::is_done`], the old generation can go.
+///
+/// It is pure: it does no I/O and reads no clock of its own.
+pub struct Overlap {
     from: u32,
     to: u32,
     window: Duration,
@@ -84,8 +92,24 @@ pub(crate) struct Overlap {
     stats: OverlapStats,
 }
 
+impl std::fmt::Debug for Overlap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlap")
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("window", &self.window)
+            .field("switched", &self.switched())
+            .field("uncut", &self.uncut)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Overlap {
-    pub(crate) fn new(from: u32, to: u32, window: Duration) -> Self {
+    /// A merge for a reshard from `from` to `to` shards, remembering what
+    /// the old generation handed out for `window` (at most an hour).
+    #[must_use]
+    pub fn new(from: u32, to: u32, window: Duration) -> Self {
         Self {
             from,
             to,
@@ -103,26 +127,31 @@ impl Overlap {
         }
     }
 
-    pub(crate) fn stats(&self) -> OverlapStats {
+    /// What it has done so far.
+    #[must_use]
+    pub fn stats(&self) -> OverlapStats {
         self.stats
     }
 
-    pub(crate) fn switched(&self) -> bool {
+    /// Whether [`Overlap::switch`] was called.
+    #[must_use]
+    pub fn switched(&self) -> bool {
         self.switched_at.is_some()
     }
 
     /// The next event to hand out.
-    pub(crate) fn pop(&mut self) -> Option<(u32, ShardEvent)> {
+    pub fn pop(&mut self) -> Option<(u32, ShardEvent)> {
         self.out.pop_front()
     }
 
     /// Puts an event of the cluster's own (`Resharding`, say) in line.
-    pub(crate) fn push(&mut self, shard: u32, event: ShardEvent) {
+    pub fn push(&mut self, shard: u32, event: ShardEvent) {
         self.out.push_back((shard, event));
     }
 
-    /// An event of the old generation.
-    pub(crate) fn old(&mut self, now: Instant, shard: u32, event: ShardEvent) {
+    /// An event of the old generation, from shard `shard` of `from`, at
+    /// `now`.
+    pub fn old(&mut self, now: Instant, shard: u32, event: ShardEvent) {
         let ShardEvent::Dispatch {
             event_type, json, ..
         } = &event
@@ -159,8 +188,9 @@ impl Overlap {
         self.settle(key);
     }
 
-    /// An event of the new generation.
-    pub(crate) fn new_event(&mut self, shard: u32, event: ShardEvent) {
+    /// An event of the new generation, from shard `shard` (any id the
+    /// caller likes: it comes back with the event).
+    pub fn new_event(&mut self, shard: u32, event: ShardEvent) {
         match self.route(&event) {
             Route::Merged => {}
             Route::Marked => {
@@ -268,7 +298,7 @@ impl Overlap {
     }
 
     /// Every new shard is READY: from now on the new generation delivers.
-    pub(crate) fn switch(&mut self, now: Instant) {
+    pub fn switch(&mut self, now: Instant) {
         self.switched_at = Some(now);
         let synced: Vec<u64> = self
             .guilds
@@ -283,7 +313,7 @@ impl Overlap {
 
     /// An old shard stopped for good: its guilds' events can only come from
     /// the new generation now.
-    pub(crate) fn old_shard_stopped(&mut self, shard: u32) {
+    pub fn old_shard_stopped(&mut self, shard: u32) {
         if !self.stopped_old.insert(shard) {
             return;
         }
@@ -302,7 +332,7 @@ impl Overlap {
     }
 
     /// When [`Overlap::handle_timeout`] has something to do.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         let end = self
             .switched_at
             .filter(|_| !self.ended)
@@ -313,7 +343,7 @@ impl Overlap {
 
     /// Forgets old events older than the window; once the window has passed
     /// since the switch, cuts every guild.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         while let Some((at, key)) = self.remembered.front().copied()
             && at + self.window <= now
         {
@@ -343,12 +373,12 @@ impl Overlap {
     /// Whether the old generation can go: the window since the switch has
     /// passed, every guild is cut, and nothing the old stream handed out
     /// waits for its copy.
-    pub(crate) fn is_done(&self) -> bool {
+    pub fn is_done(&self) -> bool {
         self.ended && self.uncut == 0 && self.expecting.is_empty()
     }
 
     /// Cuts every guild at once (a shutdown): whatever is held comes out.
-    pub(crate) fn finish(&mut self) {
+    pub fn finish(&mut self) {
         let keys: Vec<u64> = self.guilds.keys().copied().collect();
         for key in keys {
             self.cut(key);

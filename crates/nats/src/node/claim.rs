@@ -43,6 +43,7 @@ impl Runner {
         }
         self.retry_publishes().await;
         self.refresh_limit().await;
+        self.follow_reshard().await;
         if let Err(error) = self.balance().await {
             tracing::warn!(%error, "cannot share the shards out");
         }
@@ -105,6 +106,8 @@ impl Runner {
             .keys()
             .copied()
             .filter(|range| !self.handing_over.contains_key(range) && self.resumable(*range))
+            // No range moves while a reshard is under way.
+            .filter(|_| self.reshard.is_none())
             .collect();
         let ranges = u64::from(self.ranges.max(1));
         let decision = decide(&Snapshot {
@@ -133,7 +136,7 @@ impl Runner {
     /// of (stored as the handover ends), so whoever takes the range over
     /// resumes it.
     fn resumable(&self, range: u32) -> bool {
-        self.range_shards(range).all(|shard| {
+        self.range_shards(range).into_iter().all(|shard| {
             self.slots
                 .get(&shard)
                 .is_some_and(|slot| slot.acked.is_some())
@@ -147,9 +150,16 @@ impl Runner {
         };
         tracing::info!(range, revision = lease.revision, "claimed a shard range");
         self.held.insert(range, lease);
+        // A reshard under way: the range's old shards, and its new ones
+        // beside them, unless it is resharded already.
+        let merging = self.claimed_during_reshard(range).await;
+        let total = match self.reshard {
+            Some(reshard) if self.resharded.contains(&range) => reshard.to,
+            _ => self.total,
+        };
         for shard in self.range_shards(range) {
             match self.sessions.take(shard).await {
-                Ok((session, revision)) => self.start_shard(shard, session, revision),
+                Ok((session, revision)) => self.start_shard_of(shard, total, session, revision),
                 Err(error) => {
                     tracing::warn!(shard, %error, "cannot take the shard's session; releasing the range");
                     let lease = self.held.get(&range).cloned();
@@ -161,14 +171,11 @@ impl Runner {
                 }
             }
         }
+        if merging.is_some() {
+            self.begin_range_reshard(range);
+        }
         self.publish_owned();
         Ok(())
-    }
-
-    pub(super) fn range_shards(&self, range: u32) -> std::ops::Range<u32> {
-        let size = self.config.range_size;
-        let start = range.saturating_mul(size);
-        start..start.saturating_add(size).min(self.total)
     }
 
     /// A lease was lost (fenced by another node, or about to lapse):
@@ -184,7 +191,9 @@ impl Runner {
     pub(super) fn lose(&mut self, range: u32) {
         self.held.remove(&range);
         self.handing_over.remove(&range);
-        for shard in self.range_shards(range) {
+        self.reshards.remove(&range);
+        self.resharded.remove(&range);
+        for shard in self.range_keys(range) {
             if let Some(slot) = self.slots.remove(&shard) {
                 self.queued -= slot.in_flight.len();
                 drop(slot.shard);

@@ -56,6 +56,11 @@ pub struct NodeConfig {
     /// for the lease to lapse and the range to be claimed, and 30 s for
     /// the resume. A stream made with a shorter window is given this one.
     pub dedup_window: Duration,
+    /// How long, in a reshard, a range keeps what its old generation
+    /// handed out to match the new generation's copies against (default
+    /// 5 s): a guild's two streams more than this far apart may double
+    /// events.
+    pub reshard_overlap: Duration,
     /// Transport compression.
     pub compression: Compression,
     /// Adjusts each shard's configuration before it starts.
@@ -77,6 +82,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("lease_ttl", &self.lease_ttl)
             .field("identify_window", &self.identify_window)
             .field("dedup_window", &self.dedup_window)
+            .field("reshard_overlap", &self.reshard_overlap)
             .finish_non_exhaustive()
     }
 }
@@ -113,6 +119,7 @@ impl NodeConfig {
             lease_ttl: Duration::from_secs(10),
             identify_window: IDENTIFY_WINDOW,
             dedup_window: DEFAULT_DEDUP_WINDOW,
+            reshard_overlap: Duration::from_secs(5),
             compression: Compression::ZlibStream,
             configure: None,
         }

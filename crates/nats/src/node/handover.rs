@@ -11,7 +11,7 @@ impl Runner {
     /// Starts handing `range` over: its shards close, and the node keeps
     /// taking their last events until their tasks end.
     pub(super) fn begin_handover(&mut self, range: u32) {
-        for shard in self.range_shards(range) {
+        for shard in self.range_keys(range) {
             if let Some(slot) = self.slots.get_mut(&shard) {
                 drop(slot.shard.take());
             }
@@ -50,7 +50,7 @@ impl Runner {
     /// Whether every shard of the range has ended and JetStream has all it
     /// delivered.
     fn settled(&self, range: u32) -> bool {
-        self.range_shards(range).all(|shard| {
+        self.range_keys(range).into_iter().all(|shard| {
             self.slots
                 .get(&shard)
                 .is_none_or(|slot| slot.ended && slot.in_flight.is_empty())
@@ -62,8 +62,14 @@ impl Runner {
     /// there, and JetStream drops the copies the gateway replays.
     pub(super) async fn hand_over(&mut self, range: u32) {
         self.handing_over.remove(&range);
-        for shard in self.range_shards(range) {
-            self.flush_session(shard).await;
+        // A merging range's new shards have no stored session: the next
+        // holder starts them again.
+        self.reshards.remove(&range);
+        self.resharded.remove(&range);
+        for shard in self.range_keys(range) {
+            if self.slots.get(&shard).is_some_and(|slot| !slot.merged) {
+                self.flush_session(shard).await;
+            }
         }
         // Storing a session may have found the range fenced and lost it.
         if let Some(lease) = self.held.remove(&range) {
@@ -74,7 +80,7 @@ impl Runner {
                 }
             }
         }
-        for shard in self.range_shards(range) {
+        for shard in self.range_keys(range) {
             if let Some(slot) = self.slots.remove(&shard) {
                 self.queued -= slot.in_flight.len();
             }

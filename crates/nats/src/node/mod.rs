@@ -10,6 +10,7 @@ mod claim;
 mod config;
 mod handover;
 mod publish;
+mod reshard;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::pin::Pin;
@@ -28,7 +29,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::metrics::NodeMetrics;
-use crate::{Lease, Leases, Nats, NatsError, NatsQueue, SessionStore, event_subject};
+use crate::{Lease, Leases, Nats, NatsError, NatsQueue, Reshard, SessionStore, event_subject};
 
 pub(crate) use self::config::DEFAULT_DEDUP_WINDOW;
 pub use self::config::NodeConfig;
@@ -43,6 +44,9 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 const SESSION_FLUSH: Duration = Duration::from_millis(250);
 /// Events a shard hands to the node before its reading pauses.
 const SHARD_BUFFER: usize = 1024;
+/// Set in the slot key of a new generation's shard while its range
+/// merges, beside the old shard of the same id.
+const NEXT: u32 = 1 << 31;
 /// How long a handover waits for its shards to close and for JetStream to
 /// take what they delivered.
 const HANDOVER_LIMIT: Duration = Duration::from_secs(5);
@@ -83,6 +87,8 @@ pub enum NodeError {
 /// once.
 #[derive(Debug)]
 pub struct Node {
+    sessions: SessionStore,
+    queue: Arc<NatsQueue>,
     stop: watch::Sender<bool>,
     owned: watch::Receiver<Vec<u32>>,
     task: Option<JoinHandle<Result<(), NodeError>>>,
@@ -146,7 +152,8 @@ impl Node {
             .map_err(|error| NatsError::jetstream("subscribing to commands", error))?;
         let (stop, stop_rx) = watch::channel(false);
         let (owned_tx, owned) = watch::channel(Vec::new());
-        let ranges = total.div_ceil(config.range_size);
+        let base = sessions.agree_base(total).await?;
+        let ranges = base.div_ceil(config.range_size);
         let node_id = config.node_id.clone();
         tracing::info!(
             node = %node_id,
@@ -156,10 +163,12 @@ impl Node {
             max_concurrency = limit.max_concurrency,
             "node started"
         );
+        let queue = Arc::new(queue);
+        let handle_sessions = sessions.clone();
         let runner = Runner {
             capacity_ranges: config.capacity / config.range_size,
             nats,
-            queue: Arc::new(queue),
+            queue: queue.clone(),
             leases,
             sessions,
             total,
@@ -174,6 +183,10 @@ impl Node {
             unheld_ticks: HashMap::new(),
             handing_over: BTreeMap::new(),
             cooling: BTreeMap::new(),
+            base,
+            reshard: None,
+            reshards: HashMap::new(),
+            resharded: std::collections::BTreeSet::new(),
             owned_tx,
             gateway,
             limit_checked: Instant::now(),
@@ -182,6 +195,8 @@ impl Node {
         };
         let task = tokio::spawn(runner.run(commands, stop_rx));
         Ok(Self {
+            sessions: handle_sessions,
+            queue,
             stop,
             owned,
             task: Some(task),
@@ -205,6 +220,44 @@ impl Node {
     /// the node has stopped (then [`Node::wait`] tells why).
     pub async fn changed(&mut self) -> bool {
         self.owned.changed().await.is_ok()
+    }
+
+    /// Reshards the whole cluster to `to` shards with no downtime, through
+    /// the sessions bucket: every node carries it out for the ranges it
+    /// holds. A range starts its new shards beside the old ones, and merges
+    /// each guild's two streams until its new shards are READY and the
+    /// overlap window has passed. Then it closes the old shards. Each
+    /// guild's events are stored once, in order, while its two streams are
+    /// less than [`NodeConfig::reshard_overlap`] apart.
+    ///
+    /// `to` must be a multiple of the shard count, so that each guild's
+    /// two streams reach the same node. It returns once the reshard is
+    /// recorded; [`Node::shards`] follows it.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Invalid`] for a count that is not a multiple of the
+    /// current one, too few session starts left today, or a reshard
+    /// already under way; [`NodeError::Nats`] when NATS does not answer.
+    pub async fn reshard(&self, to: u32) -> Result<(), NodeError> {
+        let from = self.sessions.total().await?.unwrap_or(0);
+        if from == 0 || to <= from || !to.is_multiple_of(from) {
+            return Err(NodeError::Invalid(format!(
+                "a cluster of nodes reshards to a multiple of its {from} shards, not to {to}: \
+                 a guild's two streams must reach the same node"
+            )));
+        }
+        if let Some(remaining) = self.queue.remaining().await?
+            && remaining < to
+        {
+            return Err(NodeError::Invalid(format!(
+                "resharding to {to} shards takes {to} session starts, but {remaining} remain \
+                 until Discord's daily reset: reshard after it"
+            )));
+        }
+        self.sessions.begin_reshard(Reshard { from, to }).await?;
+        tracing::info!(from, to, "reshard recorded");
+        Ok(())
     }
 
     /// Stops the node gracefully: closes its shards resumably, publishes
@@ -264,6 +317,11 @@ struct Slot {
     published: metrics::Counter,
     /// Its shard's task has ended and every event it delivered was taken.
     ended: bool,
+    /// Its events go through a reshard's merge, out of their order: acks
+    /// do not move the stored seq.
+    merged: bool,
+    /// The last dispatch it delivered.
+    last_seq: u64,
 }
 
 struct Runner {
@@ -291,6 +349,14 @@ struct Runner {
     handing_over: BTreeMap<u32, Instant>,
     /// Ranges this node handed over, not to be claimed back before then.
     cooling: BTreeMap<u32, Instant>,
+    /// The cluster's first shard count, which ranges divide.
+    base: u32,
+    /// The reshard under way, as this node follows it.
+    reshard: Option<Reshard>,
+    /// Held ranges merging their two generations.
+    reshards: HashMap<u32, reshard::RangeReshard>,
+    /// Held ranges that run the new generation alone, the reshard not over.
+    resharded: std::collections::BTreeSet<u32>,
     owned_tx: watch::Sender<Vec<u32>>,
     gateway: Arc<Gateway>,
     limit_checked: Instant,
@@ -343,13 +409,15 @@ impl Runner {
         result
     }
 
-    fn start_shard(&mut self, id: u32, session: Option<Session>, revision: u64) {
+    /// Starts shard `key` (less [`NEXT`]) of `total` under slot `key`.
+    fn start_shard_of(&mut self, key: u32, total: u32, session: Option<Session>, revision: u64) {
+        let id = key & !NEXT;
         let config = &self.config;
         let mut shard_config = ShardConfig::new(
             config.token.clone(),
             config.intents,
             id,
-            self.total,
+            total,
             self.gateway_url.clone(),
         );
         shard_config.compression = config.compression;
@@ -369,19 +437,20 @@ impl Runner {
             move |rx| async move {
                 let mut rx = rx?;
                 match rx.recv().await {
-                    Some((id, event)) => Some(((id, generation, Some(event)), Some(rx))),
-                    None => Some(((id, generation, None), None)),
+                    Some((_, event)) => Some(((key, generation, Some(event)), Some(rx))),
+                    None => Some(((key, generation, None), None)),
                 }
             },
         )));
         tracing::info!(
             shard = id,
+            total,
             resume = session.is_some(),
             seq = session.as_ref().map(|s| s.seq),
             "starting shard"
         );
         self.slots.insert(
-            id,
+            key,
             Slot {
                 shard: Some(shard),
                 generation,
@@ -394,6 +463,8 @@ impl Runner {
                 needs_retry: false,
                 published: crate::metrics::published(id),
                 ended: false,
+                merged: false,
+                last_seq: 0,
             },
         );
     }
@@ -406,50 +477,47 @@ impl Runner {
 
     fn publish_owned(&self) {
         self.metrics.leases_held(self.held.len());
-        let mut owned: Vec<u32> = self.slots.keys().copied().collect();
+        let mut owned: Vec<u32> = self.slots.keys().map(|key| key & !NEXT).collect();
         owned.sort_unstable();
+        owned.dedup();
         self.owned_tx.send_replace(owned);
     }
 
     async fn on_event(
         &mut self,
-        shard: u32,
+        key: u32,
         generation: u64,
         event: ShardEvent,
     ) -> Result<(), NodeError> {
-        let Some(slot) = self
-            .slots
-            .get_mut(&shard)
-            .filter(|s| s.generation == generation)
-        else {
+        let Some(key) = self.slot_key(key, generation) else {
             return Ok(());
         };
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return Ok(());
+        };
+        let shard = key & !NEXT;
         match event {
             ShardEvent::Ready { session } => slot.session = Some(tag(&session)),
             ShardEvent::Dispatch {
                 seq,
-                event_type,
-                json,
+                ref event_type,
                 ..
             } => {
-                let Some((session_id, resume_url)) = slot.session.clone() else {
-                    tracing::warn!(shard, seq, "a dispatch before any session; not published");
-                    return Ok(());
-                };
-                let outgoing = Outgoing {
+                slot.last_seq = seq;
+                let ready = &**event_type == "READY";
+                if let Err(ShardEvent::Dispatch {
                     seq,
-                    session_id,
-                    resume_url,
-                    subject: event_subject(&self.config.layout, shard, &event_type),
-                    // No copy: the bytes share the JSON's buffer.
-                    payload: Bytes::from_owner(json),
-                    skipped: false,
-                };
-                slot.in_flight.push_back(outgoing.clone());
-                self.queued += 1;
-                if !slot.needs_retry {
-                    let (generation, attempt) = (slot.generation, slot.attempt);
-                    self.send_event(shard, generation, attempt, &outgoing).await;
+                    event_type,
+                    json,
+                    ..
+                }) = self.merge(key, event).await
+                {
+                    self.enqueue(key, seq, &event_type, json, None).await;
+                }
+                // Once its READY is out (marked as the reshard's own), a
+                // new shard counts as READY.
+                if ready {
+                    self.on_ready(key);
                 }
             }
             ShardEvent::Fatal(error) => {
@@ -460,6 +528,41 @@ impl Runner {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Publishes a dispatch of slot `key`, in its order.
+    async fn enqueue(
+        &mut self,
+        key: u32,
+        seq: u64,
+        event_type: &str,
+        json: shardwire_shard::Json,
+        from_reshard: Option<u32>,
+    ) {
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return;
+        };
+        let shard = key & !NEXT;
+        let Some((session_id, resume_url)) = slot.session.clone() else {
+            tracing::warn!(shard, seq, "a dispatch before any session; not published");
+            return;
+        };
+        let outgoing = Outgoing {
+            seq,
+            session_id,
+            resume_url,
+            subject: event_subject(&self.config.layout, shard, event_type),
+            // No copy: the bytes share the JSON's buffer.
+            payload: Bytes::from_owner(json),
+            skipped: false,
+            from_reshard,
+        };
+        slot.in_flight.push_back(outgoing.clone());
+        self.queued += 1;
+        if !slot.needs_retry {
+            let (generation, attempt) = (slot.generation, slot.attempt);
+            self.send_event(key, generation, attempt, &outgoing).await;
+        }
     }
 
     /// The ids of the shards whose slot is in this state.
@@ -477,9 +580,23 @@ impl Runner {
             .rsplit('.')
             .next()
             .and_then(|s| s.parse::<u32>().ok());
+        // A merging range's new shard takes its commands once it switched.
+        let switched = |shard: u32| {
+            self.reshards
+                .get(&self.range_of(shard))
+                .is_some_and(|merge| merge.overlap.switched())
+        };
         let Some(sender) = shard
-            .and_then(|shard| self.slots.get(&shard))
-            .and_then(|slot| slot.shard.as_ref())
+            .and_then(|shard| {
+                let order = if switched(shard) {
+                    [shard | NEXT, shard]
+                } else {
+                    [shard, shard | NEXT]
+                };
+                order
+                    .into_iter()
+                    .find_map(|key| self.slots.get(&key).and_then(|slot| slot.shard.as_ref()))
+            })
             .map(Shard::sender)
         else {
             return;

@@ -24,6 +24,9 @@ pub(super) struct Outgoing {
     /// JetStream can never take it (over the server's `max_payload`): it is
     /// logged and passed over.
     pub(super) skipped: bool,
+    /// The shard count of the reshard it comes from, for a new
+    /// generation's READY and GUILD_CREATEs.
+    pub(super) from_reshard: Option<u32>,
 }
 
 impl Outgoing {
@@ -57,12 +60,13 @@ pub(super) struct Acked {
 pub(super) type AckFuture = Pin<Box<dyn Future<Output = Acked> + Send>>;
 
 impl Runner {
-    pub(super) fn on_acked(&mut self, acked: Acked) {
-        let Some(slot) = self
-            .slots
-            .get_mut(&acked.shard)
-            .filter(|s| s.generation == acked.generation)
-        else {
+    pub(super) fn on_acked(&mut self, mut acked: Acked) {
+        // A resharded slot may have moved since it published.
+        let Some(key) = self.slot_key(acked.shard, acked.generation) else {
+            return;
+        };
+        acked.shard = key;
+        let Some(slot) = self.slots.get_mut(&key) else {
             return;
         };
         match acked.outcome {
@@ -77,8 +81,12 @@ impl Runner {
                     if let Some(done) = slot.in_flight.pop_front() {
                         self.queued -= 1;
                         slot.published.increment(1);
-                        slot.acked = Some(done.session());
-                        slot.dirty = true;
+                        // Out of its shard's order while merged: the seq
+                        // is stored once the merge is over.
+                        if !slot.merged {
+                            slot.acked = Some(done.session());
+                            slot.dirty = true;
+                        }
                     }
                     self.settle(acked.shard);
                 }
@@ -121,8 +129,10 @@ impl Runner {
         while slot.in_flight.front().is_some_and(|front| front.skipped) {
             if let Some(item) = slot.in_flight.pop_front() {
                 self.queued -= 1;
-                slot.acked = Some(item.session());
-                slot.dirty = true;
+                if !slot.merged {
+                    slot.acked = Some(item.session());
+                    slot.dirty = true;
+                }
             }
         }
     }
@@ -224,6 +234,9 @@ async fn publish(nats: &Nats, outgoing: &Outgoing) -> Result<PublishAckFuture, F
         async_nats::header::NATS_MESSAGE_ID,
         message_id(&outgoing.session_id, outgoing.seq).as_str(),
     );
+    if let Some(total) = outgoing.from_reshard {
+        headers.insert(crate::layout::RESHARD_HEADER, total.to_string().as_str());
+    }
     let send = nats.jetstream().publish_with_headers(
         outgoing.subject.clone(),
         headers,

@@ -1,0 +1,227 @@
+//! What the nodes agree on to reshard, in the sessions bucket: the range
+//! base, the reshard under way, and which ranges have finished it.
+//!
+//! Ranges follow a guild's lineage: with `base` the cluster's first shard
+//! count, shard `s` of any later count belongs to range
+//! `(s % base) / range_size`. A count that is a multiple of the one before
+//! keeps every guild in its range (guild `g` is on shard `g % total`, and
+//! `g % total % base == g % base`), so one node holds both of a guild's
+//! streams while both generations run, and merges them.
+
+use std::collections::BTreeSet;
+
+use async_nats::jetstream::kv::UpdateErrorKind;
+
+use crate::{NatsError, SessionStore};
+
+/// The first shard count, which ranges divide.
+const BASE_KEY: &str = "range-base";
+/// The reshard under way: `{"from": 4, "to": 8}`.
+const RESHARD_KEY: &str = "reshard";
+
+fn done_key(range: u32) -> String {
+    format!("reshard-done-{range}")
+}
+
+/// A reshard the nodes carry out together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct Reshard {
+    /// The shard count before.
+    pub from: u32,
+    /// The shard count after.
+    pub to: u32,
+}
+
+/// The shards of `range` when the bot runs `total` shards, ranges of
+/// `size` dividing `base`.
+pub(crate) fn lineage(range: u32, size: u32, base: u32, total: u32) -> Vec<u32> {
+    let start = range.saturating_mul(size);
+    let end = start.saturating_add(size).min(base);
+    let rounds = total.checked_div(base).unwrap_or(0);
+    (0..rounds)
+        .flat_map(|round| (start..end).map(move |shard| shard + round * base))
+        .collect()
+}
+
+impl SessionStore {
+    /// The range base, stored as `total` by the first node to ask.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`] when the store does not answer;
+    /// [`NatsError::Corrupt`] for a stored value that is not a count.
+    pub async fn agree_base(&self, total: u32) -> Result<u32, NatsError> {
+        if self
+            .bucket()
+            .create(BASE_KEY, total.to_string().into())
+            .await
+            .is_ok()
+        {
+            return Ok(total);
+        }
+        let stored = self
+            .bucket()
+            .get(BASE_KEY)
+            .await
+            .map_err(|error| NatsError::jetstream("reading the range base", error))?
+            .ok_or_else(|| NatsError::jetstream("reading the range base", "it vanished"))?;
+        std::str::from_utf8(&stored)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .filter(|base: &u32| *base > 0)
+            .ok_or_else(|| NatsError::Corrupt {
+                key: BASE_KEY.into(),
+                reason: "not a shard count".into(),
+            })
+    }
+
+    /// The reshard under way, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`] when the store does not answer;
+    /// [`NatsError::Corrupt`] for a record that does not parse.
+    pub async fn reshard(&self) -> Result<Option<Reshard>, NatsError> {
+        let Some(value) = self
+            .bucket()
+            .get(RESHARD_KEY)
+            .await
+            .map_err(|error| NatsError::jetstream("reading the reshard", error))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&value)
+            .map(Some)
+            .map_err(|error| NatsError::Corrupt {
+                key: RESHARD_KEY.into(),
+                reason: error.to_string(),
+            })
+    }
+
+    /// Records a reshard for every node to carry out.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::Invalid`] when one is under way already;
+    /// [`NatsError::JetStream`] when the store does not answer.
+    pub(crate) async fn begin_reshard(&self, reshard: Reshard) -> Result<(), NatsError> {
+        let value = serde_json::to_vec(&reshard).unwrap_or_default();
+        match self.bucket().create(RESHARD_KEY, value.into()).await {
+            Ok(_) => Ok(()),
+            Err(error)
+                if error.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists =>
+            {
+                let under_way = self.reshard().await?.map_or_else(
+                    || "another".to_owned(),
+                    |r| format!("the one from {} to {}", r.from, r.to),
+                );
+                Err(NatsError::Invalid(format!(
+                    "a reshard is under way ({under_way}): wait for it to end"
+                )))
+            }
+            Err(error) => Err(NatsError::jetstream("recording a reshard", error)),
+        }
+    }
+
+    /// Records that `range` runs the new generation alone, its sessions
+    /// stored.
+    pub(crate) async fn range_resharded(&self, range: u32) -> Result<(), NatsError> {
+        self.bucket()
+            .put(done_key(range), "done".into())
+            .await
+            .map(|_| ())
+            .map_err(|error| NatsError::jetstream("recording a resharded range", error))
+    }
+
+    /// Which of `ranges` run the new generation alone.
+    pub(crate) async fn resharded_ranges(&self, ranges: u32) -> Result<BTreeSet<u32>, NatsError> {
+        let mut done = BTreeSet::new();
+        for range in 0..ranges {
+            if self
+                .bucket()
+                .get(done_key(range))
+                .await
+                .map_err(|error| NatsError::jetstream("reading a resharded range", error))?
+                .is_some()
+            {
+                done.insert(range);
+            }
+        }
+        Ok(done)
+    }
+
+    /// Every range runs the new generation: the shard count becomes
+    /// `reshard.to` (compare-and-swap from `reshard.from`), and the record
+    /// goes. Any node may call it; a second call finds it done.
+    pub(crate) async fn end_reshard(&self, reshard: Reshard, ranges: u32) -> Result<(), NatsError> {
+        let entry = self
+            .bucket()
+            .entry(super::sessions::TOTAL_KEY)
+            .await
+            .map_err(|error| NatsError::jetstream("reading the shard count", error))?;
+        if let Some(entry) = entry
+            && entry.value.as_ref() == reshard.from.to_string().as_bytes()
+        {
+            match self
+                .bucket()
+                .update(
+                    super::sessions::TOTAL_KEY,
+                    reshard.to.to_string().into(),
+                    entry.revision,
+                )
+                .await
+            {
+                Ok(_) => {}
+                // Another node moved it on first.
+                Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => {}
+                Err(error) => {
+                    return Err(NatsError::jetstream("writing the shard count", error));
+                }
+            }
+        }
+        for range in 0..ranges {
+            let _ = self.bucket().delete(done_key(range)).await;
+        }
+        self.bucket()
+            .delete(RESHARD_KEY)
+            .await
+            .map_err(|error| NatsError::jetstream("ending the reshard", error))
+    }
+
+    /// The shard count as stored now.
+    pub(crate) async fn total(&self) -> Result<Option<u32>, NatsError> {
+        let value = self
+            .bucket()
+            .get(super::sessions::TOTAL_KEY)
+            .await
+            .map_err(|error| NatsError::jetstream("reading the shard count", error))?;
+        Ok(value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lineage;
+
+    #[test]
+    fn a_range_keeps_its_guilds_lineage_through_multiples() {
+        // 4 shards in ranges of 2.
+        assert_eq!(lineage(0, 2, 4, 4), [0, 1]);
+        assert_eq!(lineage(1, 2, 4, 4), [2, 3]);
+        // 8: shard s holds the guilds of old shard s % 4.
+        assert_eq!(lineage(0, 2, 4, 8), [0, 1, 4, 5]);
+        assert_eq!(lineage(1, 2, 4, 8), [2, 3, 6, 7]);
+        // A last short range.
+        assert_eq!(lineage(2, 4, 10, 10), [8, 9]);
+        assert_eq!(lineage(2, 4, 10, 20), [8, 9, 18, 19]);
+        for guild in [0u64, 1 << 22, 7 << 22, 123_456_789 << 22] {
+            let shard = |total: u64| u32::try_from((guild >> 22) % total).unwrap();
+            let range_of = |total| {
+                (0..2).find(|r| lineage(*r, 2, 4, total).contains(&shard(u64::from(total))))
+            };
+            assert_eq!(range_of(4), range_of(8), "guild {guild}");
+            assert_eq!(range_of(4), range_of(16), "guild {guild}");
+        }
+    }
+}
