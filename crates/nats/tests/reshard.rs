@@ -86,8 +86,11 @@ fn compare(sim: &Sim, stored: &Stored) -> (usize, usize, usize) {
     (checked, lost, doubled)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reshard_4_to_8_across_2_nodes_stores_every_guild_event_once_in_order() {
+/// 4 shards on two nodes, then a reshard to 8 under a steady stream, the
+/// new generation's events `new_delay` behind the old one's (or the old
+/// one's `old_delay` behind); then node b stops, and node a resumes its
+/// new shards.
+async fn reshard_4_to_8(new_delay: Duration, old_delay: Duration) {
     let Some(server) = common::server().await else {
         return;
     };
@@ -100,6 +103,8 @@ async fn reshard_4_to_8_across_2_nodes_stores_every_guild_event_once_in_order() 
         .start()
         .await
         .unwrap();
+    sim.set_event_delay(8, new_delay);
+    sim.set_event_delay(4, old_delay);
     let a = Node::start(node_config(&sim, &server.url(), "node-a"))
         .await
         .unwrap();
@@ -221,7 +226,8 @@ async fn reshard_4_to_8_across_2_nodes_stores_every_guild_event_once_in_order() 
         (stored.marked_readies, stored.marked_guild_creates)
     };
     println!(
-        "reshard 4 -> 8 across 2 nodes: {took:?} from the call to the new count; \
+        "reshard 4 -> 8 across 2 nodes, new generation {new_delay:?} behind, old {old_delay:?}: \
+         {took:?} from the call to the new count; \
          {checked} guild events checked, {lost} lost, {doubled} doubled; {identifies} identifies; \
          {marked_readies} READYs and {marked_guild_creates} GUILD_CREATEs marked; \
          {ended} old sessions closed with 1000; violations: {}",
@@ -238,7 +244,49 @@ async fn reshard_4_to_8_across_2_nodes_stores_every_guild_event_once_in_order() 
         "{:?}",
         observations.violations
     );
+
+    // The new sessions were stored: node b hands its shards to node a,
+    // which resumes them.
+    let before = sim.observations().resumes.len();
+    b.shutdown().await.unwrap();
+    common::wait_for("node a running all 8", Duration::from_secs(20), || {
+        a.shards() == (0..8).collect::<Vec<_>>()
+    })
+    .await;
+    common::wait_for("b's 4 new shards resumed", Duration::from_secs(10), || {
+        sim.observations().resumes.len() >= before + 4
+    })
+    .await;
+    let observations = sim.observations();
+    assert_eq!(
+        observations
+            .identifies
+            .iter()
+            .filter(|i| i.accepted)
+            .count(),
+        12,
+        "a handover after the reshard resumes"
+    );
+    assert!(
+        observations.violations.is_empty(),
+        "{:?}",
+        observations.violations
+    );
     worker.abort();
     a.shutdown().await.unwrap();
-    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reshard_4_to_8_across_2_nodes_stores_every_guild_event_once_in_order() {
+    reshard_4_to_8(Duration::ZERO, Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reshard_across_nodes_with_the_new_generation_1s_behind_loses_and_doubles_nothing() {
+    reshard_4_to_8(Duration::from_secs(1), Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reshard_across_nodes_with_the_old_generation_1s_behind_loses_and_doubles_nothing() {
+    reshard_4_to_8(Duration::ZERO, Duration::from_secs(1)).await;
 }
