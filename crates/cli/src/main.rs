@@ -1,6 +1,7 @@
 //! The `shardwire` command: `tail` streams dispatches as JSON lines, `demo`
 //! runs a cluster against the embedded simulator, `sim` runs the simulator
-//! on its own, `node` runs one gateway node of a cluster on NATS.
+//! on its own, `node` runs one gateway node of a cluster on NATS, and
+//! `reshard` asks those nodes to reshard.
 
 #![allow(
     clippy::print_stdout,
@@ -12,6 +13,7 @@ mod args;
 mod demo;
 mod metrics;
 mod node;
+mod reshard;
 mod sim;
 mod tail;
 
@@ -34,6 +36,7 @@ enum Command {
     Demo(demo::Args),
     Sim(sim::Args),
     Node(node::Args),
+    Reshard(reshard::Args),
 }
 
 /// Prints a one-line error and returns `code`.
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Sim(args) => sim::run(args).await,
             Command::Node(args) => node::run(args).await,
+            Command::Reshard(args) => reshard::run(args).await,
         }
     })
 }

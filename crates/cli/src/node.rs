@@ -67,7 +67,7 @@ pub(crate) struct Args {
     metrics: MetricsArgs,
 }
 
-fn parse_layout(value: &str) -> Result<Layout, String> {
+pub(crate) fn parse_layout(value: &str) -> Result<Layout, String> {
     Layout::new(value).map_err(|error| error.to_string())
 }
 

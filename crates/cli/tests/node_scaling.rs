@@ -225,3 +225,97 @@ async fn rolling_restart_of_three_nodes_spends_no_identify_and_loses_nothing() {
         assert!(terminate(&mut child).await);
     }
 }
+
+/// `shardwire reshard` with `args`: its exit code and output.
+async fn reshard_command(nats: &str, to: u32) -> (Option<i32>, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shardwire"))
+        .args(["reshard", "--nats", nats, "--to", &to.to_string()])
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reshard_through_the_command_takes_two_nodes_from_4_to_8_shards() {
+    let Some(server) = LocalServer::start_or_skip()
+        .await
+        .expect("nats-server is required here")
+    else {
+        return;
+    };
+    let sim = Sim::builder()
+        .shards(4)
+        .max_concurrency(2)
+        .identify_window(Duration::from_secs(1))
+        .guild_pool(32)
+        .guild_event_rate(100.0)
+        .start()
+        .await
+        .unwrap();
+    let nodes = Nodes {
+        nats: server.url(),
+        sim: &sim,
+        owned: Owned::default(),
+        capacity: 8,
+        lease_ttl_secs: 3,
+    };
+    let mut children = vec![nodes.spawn("node-1"), nodes.spawn("node-2")];
+    wait_for(
+        "two nodes with two shards each",
+        Duration::from_secs(40),
+        || nodes.each_once(4) && nodes.counts().values().all(|n| *n == 2),
+    )
+    .await;
+    wait_for("four sessions", Duration::from_secs(30), || {
+        sim.sessions().len() == 4
+    })
+    .await;
+    let (code, text) = reshard_command(&server.url(), 6).await;
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("multiple of its 4 shards"), "{text}");
+    let started = Instant::now();
+    let (code, text) = reshard_command(&server.url(), 8).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("resharding 4 -> 8"), "{text}");
+    let (code, text) = reshard_command(&server.url(), 8).await;
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("under way"), "{text}");
+    let sessions = shardwire_nats::Nats::connect(&server.url(), Default::default())
+        .await
+        .unwrap()
+        .sessions()
+        .await
+        .unwrap();
+    while sessions.reshard().await.unwrap().is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "the reshard did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = started.elapsed();
+    assert_eq!(sessions.total().await.unwrap(), Some(8));
+    assert!(nodes.each_once(8) && nodes.counts().values().all(|n| *n == 4));
+    let observations = sim.observations();
+    let identifies = observations
+        .identifies
+        .iter()
+        .filter(|i| i.accepted)
+        .count();
+    println!("reshard 4 -> 8 through `shardwire reshard`: {took:?}; {identifies} identifies");
+    assert_eq!(identifies, 4 + 8);
+    assert!(
+        observations.violations.is_empty(),
+        "{:?}",
+        observations.violations
+    );
+    for mut child in children.drain(..) {
+        assert!(terminate(&mut child).await);
+    }
+}

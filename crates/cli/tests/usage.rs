@@ -4,7 +4,7 @@
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shardwire");
-const SUBCOMMANDS: [&str; 4] = ["tail", "demo", "sim", "node"];
+const SUBCOMMANDS: [&str; 5] = ["tail", "demo", "sim", "node", "reshard"];
 
 fn shardwire(args: &[&str]) -> Output {
     Command::new(BIN)

@@ -151,16 +151,7 @@ impl NatsQueue {
     ///
     /// [`NatsError::JetStream`] when the store does not answer.
     pub async fn remaining(&self) -> Result<Option<u32>, NatsError> {
-        let value = self
-            .limits
-            .get(LIMIT_KEY)
-            .await
-            .map_err(|e| NatsError::jetstream("reading the session start limit", e))?;
-        Ok(value
-            .as_deref()
-            .and_then(parse_limit)
-            .filter(|limit| limit.reset_at_ms > now_ms())
-            .map(|limit| limit.remaining))
+        remaining_in(&self.limits).await
     }
 
     /// Takes the bucket's key; `Ok(false)` while another holds it.
@@ -279,4 +270,18 @@ fn now_ms() -> u64 {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The session starts left today as stored in the sessions bucket (`None`
+/// before any node seeded it, or after the reset).
+pub(crate) async fn remaining_in(limits: &Store) -> Result<Option<u32>, NatsError> {
+    let value = limits
+        .get(LIMIT_KEY)
+        .await
+        .map_err(|e| NatsError::jetstream("reading the session start limit", e))?;
+    Ok(value
+        .as_deref()
+        .and_then(parse_limit)
+        .filter(|limit| limit.reset_at_ms > now_ms())
+        .map(|limit| limit.remaining))
 }

@@ -99,13 +99,44 @@ impl SessionStore {
             })
     }
 
-    /// Records a reshard for every node to carry out.
+    /// Asks the cluster's nodes to reshard to `to` shards: checks it, and
+    /// records it for every node to carry out ([`crate::Node::reshard`]
+    /// says how).
     ///
     /// # Errors
     ///
-    /// [`NatsError::Invalid`] when one is under way already;
-    /// [`NatsError::JetStream`] when the store does not answer.
-    pub(crate) async fn begin_reshard(&self, reshard: Reshard) -> Result<(), NatsError> {
+    /// [`NatsError::Invalid`] for a count that is not a multiple of the
+    /// current one, too few session starts left today, or a reshard under
+    /// way already; [`NatsError::JetStream`] when the store does not answer.
+    pub async fn request_reshard(&self, to: u32) -> Result<Reshard, NatsError> {
+        let from = self.total().await?.unwrap_or(0);
+        if from == 0 {
+            return Err(NatsError::Invalid(
+                "no node has agreed on a shard count yet: start the nodes first".into(),
+            ));
+        }
+        if to <= from || !to.is_multiple_of(from) {
+            return Err(NatsError::Invalid(format!(
+                "a cluster of nodes reshards to a multiple of its {from} shards, not to {to}: \
+                 a guild's two streams must reach the same node"
+            )));
+        }
+        if let Some(remaining) = crate::queue::remaining_in(self.bucket()).await?
+            && remaining < to
+        {
+            return Err(NatsError::Invalid(format!(
+                "resharding to {to} shards takes {to} session starts, but {remaining} remain \
+                 until Discord's daily reset: reshard after it"
+            )));
+        }
+        let reshard = Reshard { from, to };
+        self.begin_reshard(reshard).await?;
+        tracing::info!(from, to, "reshard recorded");
+        Ok(reshard)
+    }
+
+    /// Records a reshard for every node to carry out.
+    async fn begin_reshard(&self, reshard: Reshard) -> Result<(), NatsError> {
         let value = serde_json::to_vec(&reshard).unwrap_or_default();
         match self.bucket().create(RESHARD_KEY, value.into()).await {
             Ok(_) => Ok(()),
@@ -189,8 +220,13 @@ impl SessionStore {
             .map_err(|error| NatsError::jetstream("ending the reshard", error))
     }
 
-    /// The shard count as stored now.
-    pub(crate) async fn total(&self) -> Result<Option<u32>, NatsError> {
+    /// The shard count as stored now (`None` before any node agreed on
+    /// one).
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`] when the store does not answer.
+    pub async fn total(&self) -> Result<Option<u32>, NatsError> {
         let value = self
             .bucket()
             .get(super::sessions::TOTAL_KEY)

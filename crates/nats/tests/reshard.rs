@@ -158,7 +158,7 @@ async fn reshard_4_to_8(new_delay: Duration, old_delay: Duration) {
 
     // A count that does not keep each guild's streams on one node.
     match a.reshard(6).await {
-        Err(NodeError::Invalid(message)) => assert!(message.contains("multiple"), "{message}"),
+        Err(NodeError::Nats(error)) => assert!(error.to_string().contains("multiple"), "{error}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
     let started = Instant::now();

@@ -88,7 +88,6 @@ pub enum NodeError {
 #[derive(Debug)]
 pub struct Node {
     sessions: SessionStore,
-    queue: Arc<NatsQueue>,
     stop: watch::Sender<bool>,
     owned: watch::Receiver<Vec<u32>>,
     task: Option<JoinHandle<Result<(), NodeError>>>,
@@ -131,6 +130,15 @@ impl Node {
                 "this node was told {asked} shards, but the cluster runs {total}"
             )));
         }
+        let base = sessions.agree_base(total).await?;
+        let range_shards = config.range_size * (total / base.max(1)).max(1);
+        if config.capacity < range_shards {
+            return Err(NodeError::Invalid(format!(
+                "a capacity of {} shards cannot hold one range of {range_shards} (the cluster runs {total}): \
+                 raise the capacity",
+                config.capacity
+            )));
+        }
         let limit = &info.session_start_limit;
         let queue = nats
             .identify_queue(
@@ -143,7 +151,12 @@ impl Node {
         let leases = nats
             .leases(config.lease_ttl, &config.node_id)
             .await?
-            .with_capacity(config.capacity / config.range_size);
+            .with_capacity(capacity_ranges(
+                config.capacity,
+                config.range_size,
+                base,
+                total,
+            ));
         nats.events_stream(config.dedup_window).await?;
         let commands = nats
             .client()
@@ -152,7 +165,6 @@ impl Node {
             .map_err(|error| NatsError::jetstream("subscribing to commands", error))?;
         let (stop, stop_rx) = watch::channel(false);
         let (owned_tx, owned) = watch::channel(Vec::new());
-        let base = sessions.agree_base(total).await?;
         let ranges = base.div_ceil(config.range_size);
         let node_id = config.node_id.clone();
         tracing::info!(
@@ -166,7 +178,7 @@ impl Node {
         let queue = Arc::new(queue);
         let handle_sessions = sessions.clone();
         let runner = Runner {
-            capacity_ranges: config.capacity / config.range_size,
+            capacity_ranges: capacity_ranges(config.capacity, config.range_size, base, total),
             nats,
             queue: queue.clone(),
             leases,
@@ -196,7 +208,6 @@ impl Node {
         let task = tokio::spawn(runner.run(commands, stop_rx));
         Ok(Self {
             sessions: handle_sessions,
-            queue,
             stop,
             owned,
             task: Some(task),
@@ -234,29 +245,17 @@ impl Node {
     /// two streams reach the same node. It returns once the reshard is
     /// recorded; [`Node::shards`] follows it.
     ///
+    /// [`SessionStore::request_reshard`] does the same without a node (the
+    /// `shardwire reshard` command).
+    ///
     /// # Errors
     ///
-    /// [`NodeError::Invalid`] for a count that is not a multiple of the
-    /// current one, too few session starts left today, or a reshard
-    /// already under way; [`NodeError::Nats`] when NATS does not answer.
+    /// [`NodeError::Nats`] with [`NatsError::Invalid`] for a count that is
+    /// not a multiple of the current one, too few session starts left
+    /// today, or a reshard already under way; [`NodeError::Nats`] when NATS
+    /// does not answer.
     pub async fn reshard(&self, to: u32) -> Result<(), NodeError> {
-        let from = self.sessions.total().await?.unwrap_or(0);
-        if from == 0 || to <= from || !to.is_multiple_of(from) {
-            return Err(NodeError::Invalid(format!(
-                "a cluster of nodes reshards to a multiple of its {from} shards, not to {to}: \
-                 a guild's two streams must reach the same node"
-            )));
-        }
-        if let Some(remaining) = self.queue.remaining().await?
-            && remaining < to
-        {
-            return Err(NodeError::Invalid(format!(
-                "resharding to {to} shards takes {to} session starts, but {remaining} remain \
-                 until Discord's daily reset: reshard after it"
-            )));
-        }
-        self.sessions.begin_reshard(Reshard { from, to }).await?;
-        tracing::info!(from, to, "reshard recorded");
+        self.sessions.request_reshard(to).await?;
         Ok(())
     }
 
@@ -666,4 +665,12 @@ impl Runner {
         self.publish_owned();
         tracing::info!(node = %self.config.node_id, "node stopped");
     }
+}
+
+/// How many ranges fit in `capacity` shards, a range holding `size` shards
+/// of each multiple of `base` in `total`; at least one, so that a cluster
+/// resharded past its nodes' capacities keeps running (it logs it).
+fn capacity_ranges(capacity: u32, size: u32, base: u32, total: u32) -> u32 {
+    let per_range = size.saturating_mul((total / base.max(1)).max(1));
+    (capacity / per_range.max(1)).max(1)
 }

@@ -121,6 +121,17 @@ impl Runner {
                     self.total = total;
                     self.reshard = None;
                     self.resharded.clear();
+                    let size = self.config.range_size;
+                    self.capacity_ranges =
+                        super::capacity_ranges(self.config.capacity, size, self.base, total);
+                    if self.config.capacity < size * (total / self.base.max(1)) {
+                        tracing::warn!(
+                            capacity = self.config.capacity,
+                            range_shards = size * (total / self.base.max(1)),
+                            "a range now holds more shards than this node's capacity; raise it"
+                        );
+                    }
+                    self.leases = self.leases.clone().with_capacity(self.capacity_ranges);
                 }
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "cannot read the shard count"),
