@@ -60,20 +60,7 @@ impl SessionStore {
         {
             return Ok(total);
         }
-        let stored = self
-            .bucket()
-            .get(BASE_KEY)
-            .await
-            .map_err(|error| NatsError::jetstream("reading the range base", error))?
-            .ok_or_else(|| NatsError::jetstream("reading the range base", "it vanished"))?;
-        std::str::from_utf8(&stored)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .filter(|base: &u32| *base > 0)
-            .ok_or_else(|| NatsError::Corrupt {
-                key: BASE_KEY.into(),
-                reason: "not a shard count".into(),
-            })
+        self.stored_count(BASE_KEY).await
     }
 
     /// The reshard under way, if any.

@@ -212,18 +212,23 @@ impl SessionStore {
         {
             return Ok(total);
         }
+        self.stored_count(TOTAL_KEY).await
+    }
+
+    /// A shard count stored under `key`, created by another node.
+    pub(crate) async fn stored_count(&self, key: &str) -> Result<u32, NatsError> {
         let stored = self
             .store
-            .get(TOTAL_KEY)
+            .get(key)
             .await
-            .map_err(|error| NatsError::jetstream("reading the shard count", error))?
-            .ok_or_else(|| NatsError::jetstream("reading the shard count", "it vanished"))?;
+            .map_err(|error| NatsError::jetstream(format!("reading `{key}`"), error))?
+            .ok_or_else(|| NatsError::jetstream(format!("reading `{key}`"), "it vanished"))?;
         std::str::from_utf8(&stored)
             .ok()
             .and_then(|s| s.parse().ok())
             .filter(|count: &u32| *count > 0)
             .ok_or_else(|| NatsError::Corrupt {
-                key: TOTAL_KEY.into(),
+                key: key.into(),
                 reason: "not a shard count".into(),
             })
     }

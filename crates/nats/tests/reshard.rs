@@ -216,6 +216,11 @@ async fn reshard_4_to_8(new_delay: Duration, old_delay: Duration) {
         .iter()
         .filter(|i| i.accepted)
         .count();
+    let resumes = observations
+        .resumes
+        .iter()
+        .filter(|r| matches!(r.outcome, shardwire_sim::ResumeOutcome::Resumed { .. }))
+        .count();
     let ended = observations
         .closes
         .iter()
@@ -228,7 +233,8 @@ async fn reshard_4_to_8(new_delay: Duration, old_delay: Duration) {
     println!(
         "reshard 4 -> 8 across 2 nodes, new generation {new_delay:?} behind, old {old_delay:?}: \
          {took:?} from the call to the new count; \
-         {checked} guild events checked, {lost} lost, {doubled} doubled; {identifies} identifies; \
+         {checked} guild events checked, {lost} lost, {doubled} doubled; {identifies} identifies, \
+         {resumes} resumes; \
          {marked_readies} READYs and {marked_guild_creates} GUILD_CREATEs marked; \
          {ended} old sessions closed with 1000; violations: {}",
         observations.violations.len()
