@@ -19,8 +19,10 @@ const BASE_KEY: &str = "range-base";
 /// The reshard under way: `{"from": 4, "to": 8}`.
 const RESHARD_KEY: &str = "reshard";
 
-fn done_key(range: u32) -> String {
-    format!("reshard-done-{range}")
+/// The mark of a range done with the reshard to `reshard.to`: a later
+/// reshard, to another count, has marks of its own.
+fn done_key(reshard: Reshard, range: u32) -> String {
+    format!("reshard-done-{}-{range}", reshard.to)
 }
 
 /// A reshard the nodes carry out together.
@@ -144,25 +146,40 @@ impl SessionStore {
 
     /// Records that `range` runs the new generation alone, its sessions
     /// stored.
-    pub(crate) async fn range_resharded(&self, range: u32) -> Result<(), NatsError> {
+    pub(crate) async fn range_resharded(
+        &self,
+        reshard: Reshard,
+        range: u32,
+    ) -> Result<(), NatsError> {
         self.bucket()
-            .put(done_key(range), "done".into())
+            .put(done_key(reshard, range), "done".into())
             .await
             .map(|_| ())
             .map_err(|error| NatsError::jetstream("recording a resharded range", error))
     }
 
-    /// Which of `ranges` run the new generation alone.
-    pub(crate) async fn resharded_ranges(&self, ranges: u32) -> Result<BTreeSet<u32>, NatsError> {
+    /// Whether `range` is marked done with the reshard.
+    pub(crate) async fn is_range_resharded(
+        &self,
+        reshard: Reshard,
+        range: u32,
+    ) -> Result<bool, NatsError> {
+        self.bucket()
+            .get(done_key(reshard, range))
+            .await
+            .map(|value| value.is_some())
+            .map_err(|error| NatsError::jetstream("reading a resharded range", error))
+    }
+
+    /// Which of `ranges` are marked done with the reshard.
+    pub(crate) async fn resharded_ranges(
+        &self,
+        reshard: Reshard,
+        ranges: u32,
+    ) -> Result<BTreeSet<u32>, NatsError> {
         let mut done = BTreeSet::new();
         for range in 0..ranges {
-            if self
-                .bucket()
-                .get(done_key(range))
-                .await
-                .map_err(|error| NatsError::jetstream("reading a resharded range", error))?
-                .is_some()
-            {
+            if self.is_range_resharded(reshard, range).await? {
                 done.insert(range);
             }
         }
@@ -170,15 +187,16 @@ impl SessionStore {
     }
 
     /// Every range runs the new generation: the shard count becomes
-    /// `reshard.to` (compare-and-swap from `reshard.from`), and the record
-    /// goes. Any node may call it; a second call finds it done.
+    /// `reshard.to` (compare-and-swap from `reshard.from`), then the record
+    /// goes (if it is still this reshard's), then the marks. Any node may
+    /// call it; a second call finds it done.
     pub(crate) async fn end_reshard(&self, reshard: Reshard, ranges: u32) -> Result<(), NatsError> {
-        let entry = self
+        let total = self
             .bucket()
             .entry(super::sessions::TOTAL_KEY)
             .await
             .map_err(|error| NatsError::jetstream("reading the shard count", error))?;
-        if let Some(entry) = entry
+        if let Some(entry) = total
             && entry.value.as_ref() == reshard.from.to_string().as_bytes()
         {
             match self
@@ -198,13 +216,24 @@ impl SessionStore {
                 }
             }
         }
-        for range in 0..ranges {
-            let _ = self.bucket().delete(done_key(range)).await;
-        }
-        self.bucket()
-            .delete(RESHARD_KEY)
+        let record = self
+            .bucket()
+            .entry(RESHARD_KEY)
             .await
-            .map_err(|error| NatsError::jetstream("ending the reshard", error))
+            .map_err(|error| NatsError::jetstream("reading the reshard", error))?;
+        if let Some(entry) = record
+            && matches!(entry.operation, async_nats::jetstream::kv::Operation::Put)
+            && serde_json::from_slice::<Reshard>(&entry.value).ok() == Some(reshard)
+        {
+            self.bucket()
+                .delete_expect_revision(RESHARD_KEY, Some(entry.revision))
+                .await
+                .map_err(|error| NatsError::jetstream("ending the reshard", error))?;
+        }
+        for range in 0..ranges {
+            let _ = self.bucket().delete(done_key(reshard, range)).await;
+        }
+        Ok(())
     }
 
     /// The shard count as stored now (`None` before any node agreed on

@@ -7,8 +7,10 @@
 //! - **Claim.** An unheld range is claimed by a node under `⌊R/N⌋`, or by
 //!   the neediest node (fewest ranges, then the one that joined last, then
 //!   the name) while it is under `⌈R/N⌉`. A range left unheld for more
-//!   than a few ticks goes to any node with room, so capacities that do not
-//!   add up still leave nothing unheld.
+//!   than a few ticks, while no node with room is under `⌊R/N⌋`, goes to
+//!   any node with room, so capacities that do not add up still leave
+//!   nothing unheld (and nodes that collide on their claims do not
+//!   overshoot their share).
 //! - **Hand over.** While no range is unheld, the busiest node (most
 //!   ranges, then the name) hands one range over when a node with room
 //!   holds two fewer than it does. It only gives a range whose shards all
@@ -122,6 +124,11 @@ pub(super) fn decide(s: &Snapshot<'_>) -> Decision {
             })
             .map(|node| node.name);
         let under_share = mine < floor || (mine < ceil && neediest == Some(s.me));
+        // A range left unheld goes to anyone with room only when no node
+        // with room is under its share: capacities that do not add up.
+        let needy = nodes
+            .iter()
+            .any(|node| node.has_room() && node.held < floor);
         let ranges = u64::from(s.ranges.max(1));
         let mut order: Vec<u32> = unheld
             .into_iter()
@@ -133,7 +140,8 @@ pub(super) fn decide(s: &Snapshot<'_>) -> Decision {
         return order
             .into_iter()
             .find(|range| {
-                under_share || s.unheld_ticks.get(range).copied().unwrap_or(0) > ORPHAN_TICKS
+                under_share
+                    || (!needy && s.unheld_ticks.get(range).copied().unwrap_or(0) > ORPHAN_TICKS)
             })
             .map_or(Decision::Idle, Decision::Claim);
     }
@@ -161,14 +169,29 @@ pub(super) fn decide(s: &Snapshot<'_>) -> Decision {
 mod tests {
     use super::*;
 
-    /// A cluster on a clock of ticks: every node decides on each tick from
-    /// the state as it is; a handover releases the range at once.
+    /// Ticks a node keeps a range it handed over from its claims (three
+    /// lease TTLs, a tick being a sixth of one).
+    const COOLING_TICKS: u32 = 18;
+    /// Ticks a handover takes, from its decision to the release.
+    const HANDOVER_TICKS: u32 = 2;
+
+    /// A cluster on a clock of ticks. On each tick every node decides from
+    /// the same snapshot, taken as the tick starts (so they decide at once,
+    /// on what may be stale by the time they act); a claim of a range
+    /// another node took first this tick fails, as a KV create does; a
+    /// handover releases its range two ticks after it was decided; a node
+    /// may claim a range it gave away once its cooling has passed.
     struct World {
         ranges: u32,
         holders: BTreeMap<u32, String>,
         nodes: Vec<(String, u32, u64)>,
         unheld_ticks: HashMap<u32, u32>,
-        cooling: HashMap<String, BTreeSet<u32>>,
+        /// Per node, the ranges it handed over and the tick it may claim
+        /// them again.
+        cooling: HashMap<String, BTreeMap<u32, u32>>,
+        /// Handovers under way: range, giver, tick of the release.
+        handing: Vec<(u32, String, u32)>,
+        now: u32,
         moves: Vec<(u32, String, String)>,
         left: Vec<(u32, String)>,
     }
@@ -181,6 +204,8 @@ mod tests {
                 nodes: Vec::new(),
                 unheld_ticks: HashMap::new(),
                 cooling: HashMap::new(),
+                handing: Vec::new(),
+                now: 0,
                 moves: Vec::new(),
                 left: Vec::new(),
             }
@@ -193,6 +218,7 @@ mod tests {
         fn leave(&mut self, name: &str) {
             self.nodes.retain(|(n, _, _)| n != name);
             self.holders.retain(|_, holder| holder != name);
+            self.handing.retain(|(_, giver, _)| giver != name);
         }
 
         fn counts(&self) -> Vec<u32> {
@@ -206,6 +232,18 @@ mod tests {
         }
 
         fn tick(&mut self) {
+            self.now += 1;
+            let now = self.now;
+            // Handovers whose time has come release their range.
+            let (done, going): (Vec<_>, Vec<_>) =
+                self.handing.drain(..).partition(|(_, _, at)| *at <= now);
+            self.handing = going;
+            for (range, giver, _) in done {
+                if self.holders.get(&range) == Some(&giver) {
+                    self.holders.remove(&range);
+                    self.left.push((range, giver));
+                }
+            }
             for range in 0..self.ranges {
                 if self.holders.contains_key(&range) {
                     self.unheld_ticks.remove(&range);
@@ -222,29 +260,46 @@ mod tests {
                     joined_at_ms: *at,
                 })
                 .collect();
-            for (index, (name, capacity, _)) in self.nodes.clone().into_iter().enumerate() {
-                let givable: BTreeSet<u32> = self
-                    .holders
+            let snapshot = self.holders.clone();
+            let mut decisions = Vec::new();
+            for (index, (name, capacity, _)) in self.nodes.iter().enumerate() {
+                let giving = self.handing.iter().any(|(_, giver, _)| giver == name);
+                let givable: BTreeSet<u32> = snapshot
                     .iter()
-                    .filter(|(_, h)| **h == name)
+                    .filter(|(_, h)| *h == name)
                     .map(|(r, _)| *r)
+                    .filter(|r| !self.handing.iter().any(|(range, _, _)| range == r))
                     .collect();
-                let cooling = self.cooling.get(&name).cloned().unwrap_or_default();
+                let cooling: BTreeSet<u32> = self
+                    .cooling
+                    .get(name)
+                    .map(|ranges| {
+                        ranges
+                            .iter()
+                            .filter(|(_, until)| **until > now)
+                            .map(|(r, _)| *r)
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 let decision = decide(&Snapshot {
-                    me: &name,
-                    capacity,
+                    me: name,
+                    capacity: *capacity,
                     ranges: self.ranges,
-                    holders: &self.holders,
+                    holders: &snapshot,
                     live: &live,
                     unheld_ticks: &self.unheld_ticks,
                     cooling: &cooling,
                     givable: &givable,
-                    handing_over: false,
+                    handing_over: giving,
                     offset: u32::try_from(index).unwrap() * 7,
                 });
+                decisions.push((name.clone(), decision));
+            }
+            for (name, decision) in decisions {
                 match decision {
+                    // Another node created the key first this tick.
+                    Decision::Claim(range) if self.holders.contains_key(&range) => {}
                     Decision::Claim(range) => {
-                        assert!(!self.holders.contains_key(&range), "claimed a held range");
                         assert!(
                             !self.left.contains(&(range, name.clone())),
                             "range {range} came back to {name}, which handed it over"
@@ -252,30 +307,40 @@ mod tests {
                         if let Some((_, from)) = self.left.iter().rev().find(|(r, _)| *r == range) {
                             self.moves.push((range, from.clone(), name.clone()));
                         }
-                        self.holders.insert(range, name.clone());
+                        self.holders.insert(range, name);
                     }
                     Decision::HandOver(range) => {
-                        assert_eq!(self.holders.remove(&range).as_deref(), Some(name.as_str()));
-                        self.left.push((range, name.clone()));
-                        self.cooling.entry(name.clone()).or_default().insert(range);
+                        assert_eq!(self.holders.get(&range), Some(&name));
+                        self.handing
+                            .push((range, name.clone(), now + HANDOVER_TICKS));
+                        self.cooling
+                            .entry(name)
+                            .or_default()
+                            .insert(range, now + HANDOVER_TICKS + COOLING_TICKS);
                     }
                     Decision::Idle => {}
                 }
             }
         }
 
-        /// Ticks until nothing changes for 10 ticks; the ticks it took.
+        /// Ticks until nothing changes for twice the cooling (so a range
+        /// could come back if the rules let it); the ticks it took.
         fn settle(&mut self) -> u32 {
+            let quiet_for = 2 * COOLING_TICKS + HANDOVER_TICKS;
             let mut quiet = 0;
-            for tick in 0..500 {
-                let before = self.holders.clone();
+            for tick in 0..1000 {
+                let before = (self.holders.clone(), self.handing.len());
                 self.tick();
-                quiet = if before == self.holders { quiet + 1 } else { 0 };
-                if quiet == 10 {
-                    return tick - 9;
+                quiet = if before == (self.holders.clone(), self.handing.len()) {
+                    quiet + 1
+                } else {
+                    0
+                };
+                if quiet == quiet_for {
+                    return tick + 1 - quiet_for;
                 }
             }
-            panic!("no rest in 500 ticks: {:?}", self.counts());
+            panic!("no rest in 1000 ticks: {:?}", self.counts());
         }
 
         fn assert_balanced(&self) {
@@ -307,6 +372,7 @@ mod tests {
             }
             world.settle();
             world.assert_balanced();
+            world.moves.clear();
             world.join("joiner", 100, 2);
             world.settle();
             world.assert_balanced();
@@ -419,6 +485,37 @@ mod tests {
         let mut waited = snapshot("a");
         waited.unheld_ticks = &long;
         assert_eq!(decide(&waited), Decision::Claim(4));
+    }
+
+    #[test]
+    fn a_node_does_not_claim_back_a_range_it_handed_over_while_it_cools() {
+        // Whatever the counts say (here a view in which this node is under
+        // its share), a range it gave away stays with the others a while.
+        let holders: BTreeMap<u32, String> =
+            [(0, "b"), (1, "b")].map(|(r, h)| (r, h.to_owned())).into();
+        let live = [("a", 1), ("b", 1)].map(|(name, joined_at_ms)| LiveNode {
+            name: name.into(),
+            capacity: None,
+            joined_at_ms,
+        });
+        let cooling = BTreeSet::from([2]);
+        let empty = BTreeSet::new();
+        let no_ticks = HashMap::new();
+        let mut snapshot = Snapshot {
+            me: "a",
+            capacity: 10,
+            ranges: 3,
+            holders: &holders,
+            live: &live,
+            unheld_ticks: &no_ticks,
+            cooling: &cooling,
+            givable: &empty,
+            handing_over: false,
+            offset: 0,
+        };
+        assert_eq!(decide(&snapshot), Decision::Idle);
+        snapshot.cooling = &empty;
+        assert_eq!(decide(&snapshot), Decision::Claim(2));
     }
 
     #[test]

@@ -43,8 +43,10 @@ impl Runner {
         }
         self.retry_publishes().await;
         self.refresh_limit().await;
-        self.follow_reshard().await;
-        if let Err(error) = self.balance().await {
+        // Claims follow the stored count: not on a tick it was not read.
+        if self.follow_reshard().await
+            && let Err(error) = self.balance().await
+        {
             tracing::warn!(%error, "cannot share the shards out");
         }
     }
@@ -152,7 +154,16 @@ impl Runner {
         self.held.insert(range, lease);
         // A reshard under way: the range's old shards, and its new ones
         // beside them, unless it is resharded already.
-        let merging = self.claimed_during_reshard(range).await;
+        let merging = match self.must_merge(range).await {
+            Ok(merging) => merging,
+            Err(error) => {
+                tracing::warn!(range, %error, "cannot read the range's reshard; releasing it");
+                if let Some(lease) = self.held.remove(&range) {
+                    let _ = self.leases.release(lease).await;
+                }
+                return Err(error.into());
+            }
+        };
         let total = match self.reshard {
             Some(reshard) if self.resharded.contains(&range) => reshard.to,
             _ => self.total,
@@ -171,7 +182,7 @@ impl Runner {
                 }
             }
         }
-        if merging.is_some() {
+        if merging {
             self.begin_range_reshard(range);
         }
         self.publish_owned();

@@ -22,11 +22,9 @@ impl Runner {
     }
 
     /// A shard's task has ended and its last event was taken.
-    pub(super) fn on_ended(&mut self, shard: u32, generation: u64) {
-        if let Some(slot) = self
-            .slots
-            .get_mut(&shard)
-            .filter(|slot| slot.generation == generation)
+    pub(super) fn on_ended(&mut self, key: u32, generation: u64) {
+        if let Some(key) = self.slot_key(key, generation)
+            && let Some(slot) = self.slots.get_mut(&key)
         {
             slot.ended = true;
         }

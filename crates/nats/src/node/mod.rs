@@ -1,9 +1,12 @@
 //! One gateway process of a cluster of nodes: [`Node`] and its task.
 //!
 //! - `config.rs`: [`NodeConfig`];
-//! - `claim.rs`: leases (renewing, claiming up to the fair share);
+//! - `claim.rs`: leases (renewing, and claiming or handing over as
+//!   `balance.rs` decides);
+//! - `handover.rs`: a range handed over while the node runs;
 //! - `publish.rs`: dispatches into JetStream, and the stored seq that
-//!   follows their acknowledgements.
+//!   follows their acknowledgements;
+//! - `reshard.rs`: a reshard carried out for the ranges held.
 
 mod balance;
 mod claim;
@@ -199,6 +202,7 @@ impl Node {
             reshard: None,
             reshards: HashMap::new(),
             resharded: std::collections::BTreeSet::new(),
+            unmarked: std::collections::BTreeSet::new(),
             owned_tx,
             gateway,
             limit_checked: Instant::now(),
@@ -356,6 +360,8 @@ struct Runner {
     reshards: HashMap<u32, reshard::RangeReshard>,
     /// Held ranges that run the new generation alone, the reshard not over.
     resharded: std::collections::BTreeSet<u32>,
+    /// Of those, the ones not marked resharded in the store yet.
+    unmarked: std::collections::BTreeSet<u32>,
     owned_tx: watch::Sender<Vec<u32>>,
     gateway: Arc<Gateway>,
     limit_checked: Instant,
@@ -496,7 +502,10 @@ impl Runner {
         };
         let shard = key & !NEXT;
         match event {
-            ShardEvent::Ready { session } => slot.session = Some(tag(&session)),
+            ShardEvent::Ready { session } => {
+                slot.session = Some(tag(&session));
+                self.on_new_session(key);
+            }
             ShardEvent::Dispatch {
                 seq,
                 ref event_type,
@@ -511,7 +520,7 @@ impl Runner {
                     ..
                 }) = self.merge(key, event).await
                 {
-                    self.enqueue(key, seq, &event_type, json, None).await;
+                    self.enqueue(key, seq, &event_type, json, None, None).await;
                 }
                 // Once its READY is out (marked as the reshard's own), a
                 // new shard counts as READY.
@@ -529,7 +538,8 @@ impl Runner {
         Ok(())
     }
 
-    /// Publishes a dispatch of slot `key`, in its order.
+    /// Publishes a dispatch of slot `key`, in its order, as one of
+    /// `session` (default: the slot's current one).
     async fn enqueue(
         &mut self,
         key: u32,
@@ -537,12 +547,13 @@ impl Runner {
         event_type: &str,
         json: shardwire_shard::Json,
         from_reshard: Option<u32>,
+        session: Option<(Arc<str>, Arc<str>)>,
     ) {
         let Some(slot) = self.slots.get_mut(&key) else {
             return;
         };
         let shard = key & !NEXT;
-        let Some((session_id, resume_url)) = slot.session.clone() else {
+        let Some((session_id, resume_url)) = session.or_else(|| slot.session.clone()) else {
             tracing::warn!(shard, seq, "a dispatch before any session; not published");
             return;
         };
@@ -579,20 +590,12 @@ impl Runner {
             .rsplit('.')
             .next()
             .and_then(|s| s.parse::<u32>().ok());
-        // A merging range's new shard takes its commands once it switched.
-        let switched = |shard: u32| {
-            self.reshards
-                .get(&self.range_of(shard))
-                .is_some_and(|merge| merge.overlap.switched())
-        };
+        // While a range merges, a shard id names the old shard (workers
+        // address shards by the stored count, which moves on at the end);
+        // a new shard takes the ids the old count lacks.
         let Some(sender) = shard
             .and_then(|shard| {
-                let order = if switched(shard) {
-                    [shard | NEXT, shard]
-                } else {
-                    [shard, shard | NEXT]
-                };
-                order
+                [shard, shard | NEXT]
                     .into_iter()
                     .find_map(|key| self.slots.get(&key).and_then(|slot| slot.shard.as_ref()))
             })

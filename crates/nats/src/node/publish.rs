@@ -216,7 +216,7 @@ impl Runner {
                     shard,
                     "another node wrote this shard's session; stopping it"
                 );
-                let range = shard / self.config.range_size;
+                let range = self.range_of(shard);
                 self.lease_lost(range);
                 false
             }
