@@ -2,7 +2,7 @@
 //! shards of a simulator whose guild pool sends a steady stream; the
 //! cluster reshards to 8. Every guild's events must be stored in JetStream
 //! exactly once, in the order the simulator sent them, with 4 + 8
-//! identifies.
+//! identifies; and a node that stops in the middle loses none.
 
 #![allow(clippy::print_stdout, reason = "the figures of the run")]
 
@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shardwire_codec::{Payload, Token};
-use shardwire_nats::{Node, NodeConfig, NodeError};
-use shardwire_sim::{ClosedBy, Sim};
+use shardwire_nats::{LocalServer, Nats, Node, NodeConfig, NodeError};
+use shardwire_sim::{ClosedBy, ResumeOutcome, Sim};
 use tokio::time::Instant;
 use twilight_model::gateway::Intents;
 
@@ -86,14 +86,19 @@ fn compare(sim: &Sim, stored: &Stored) -> (usize, usize, usize) {
     (checked, lost, doubled)
 }
 
-/// 4 shards on two nodes, then a reshard to 8 under a steady stream, the
-/// new generation's events `new_delay` behind the old one's (or the old
-/// one's `old_delay` behind); then node b stops, and node a resumes its
-/// new shards.
-async fn reshard_4_to_8(new_delay: Duration, old_delay: Duration) {
-    let Some(server) = common::server().await else {
-        return;
-    };
+/// A simulator of 4 shards with the guild pool (its 8-shard sessions'
+/// events `new_delay` behind, or its 4-shard ones `old_delay`), two nodes
+/// on it, and a worker reading what JetStream stores.
+struct Setup {
+    sim: Sim,
+    a: Node,
+    b: Node,
+    nats: Nats,
+    stored: Arc<Mutex<Stored>>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+async fn setup(server: &LocalServer, new_delay: Duration, old_delay: Duration) -> Setup {
     let sim = Sim::builder()
         .shards(4)
         .max_concurrency(2)
@@ -111,8 +116,7 @@ async fn reshard_4_to_8(new_delay: Duration, old_delay: Duration) {
     let b = Node::start(node_config(&sim, &server.url(), "node-b"))
         .await
         .unwrap();
-
-    let nats = common::connect(&server).await;
+    let nats = common::connect(server).await;
     let mut consumer = nats.consumer("reshard-worker", None).await.unwrap();
     let stored = Arc::new(Mutex::new(Stored::default()));
     let worker = {
@@ -147,55 +151,45 @@ async fn reshard_4_to_8(new_delay: Duration, old_delay: Duration) {
             }
         })
     };
-
     common::wait_for(
         "two nodes running two shards each",
         Duration::from_secs(20),
         || a.shards().len() == 2 && b.shards().len() == 2 && sim.sessions().len() == 4,
     )
     .await;
+    // Events flow for a second before the reshard.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    Setup {
+        sim,
+        a,
+        b,
+        nats,
+        stored,
+        worker,
+    }
+}
 
-    // A count that does not keep each guild's streams on one node.
-    match a.reshard(6).await {
-        Err(NodeError::Nats(error)) => assert!(error.to_string().contains("multiple"), "{error}"),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-    let started = Instant::now();
-    a.reshard(8).await.unwrap();
-    match b.reshard(8).await {
-        Err(NodeError::Nats(error)) => assert!(error.to_string().contains("under way"), "{error}"),
-        other => panic!("expected under way, got {other:?}"),
-    }
+/// Waits up to 40 s for the reshard record to go, and checks the count.
+async fn reshard_ended(nats: &Nats) {
     let sessions = nats.sessions().await.unwrap();
-    let mut done = false;
-    for _ in 0..600 {
-        if sessions.reshard().await.unwrap().is_none() {
-            done = true;
-            break;
-        }
+    let start = Instant::now();
+    while sessions.reshard().await.unwrap().is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "the reshard did not end within 40 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(done, "the reshard did not end within 30 s");
-    let took = started.elapsed();
     assert_eq!(
-        sessions.agree_total(1).await.unwrap(),
-        8,
+        sessions.total().await.unwrap(),
+        Some(8),
         "the count moved on"
     );
-    common::wait_for(
-        "both nodes on the new count",
-        Duration::from_secs(10),
-        || {
-            let mut all: Vec<u32> = a.shards().into_iter().chain(b.shards()).collect();
-            all.sort_unstable();
-            all == (0..8).collect::<Vec<_>>()
-        },
-    )
-    .await;
+}
 
-    // A second of the new generation alone; then the stream stops and the
-    // rest is read.
+/// A second of the new generation alone; then the pool's stream stops and
+/// the worker reads until it has had nothing new for 2 s.
+async fn drain(sim: &Sim, stored: &Mutex<Stored>) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     sim.set_guild_event_rate(0.0);
     let mut last = 0;
@@ -208,18 +202,63 @@ async fn reshard_4_to_8(new_delay: Duration, old_delay: Duration) {
             quiet_since = Instant::now();
         }
     }
+}
 
-    let (checked, lost, doubled) = compare(&sim, &stored.lock().unwrap());
-    let observations = sim.observations();
-    let identifies = observations
+fn accepted_identifies(sim: &Sim) -> usize {
+    sim.observations()
         .identifies
         .iter()
         .filter(|i| i.accepted)
-        .count();
+        .count()
+}
+
+/// 4 shards on two nodes, then a reshard to 8 under a steady stream, one
+/// generation's events behind the other's by `new_delay` or `old_delay`;
+/// then node b stops, and node a resumes its new shards.
+async fn reshard_4_to_8(new_delay: Duration, old_delay: Duration) {
+    let Some(server) = common::server().await else {
+        return;
+    };
+    let Setup {
+        sim,
+        a,
+        b,
+        nats,
+        stored,
+        worker,
+    } = setup(&server, new_delay, old_delay).await;
+    // A count that does not keep each guild's streams on one node.
+    match a.reshard(6).await {
+        Err(NodeError::Nats(error)) => assert!(error.to_string().contains("multiple"), "{error}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let started = Instant::now();
+    a.reshard(8).await.unwrap();
+    match b.reshard(8).await {
+        Err(NodeError::Nats(error)) => assert!(error.to_string().contains("under way"), "{error}"),
+        other => panic!("expected under way, got {other:?}"),
+    }
+    reshard_ended(&nats).await;
+    let took = started.elapsed();
+    common::wait_for(
+        "both nodes on the new count",
+        Duration::from_secs(10),
+        || {
+            let mut all: Vec<u32> = a.shards().into_iter().chain(b.shards()).collect();
+            all.sort_unstable();
+            all == (0..8).collect::<Vec<_>>()
+        },
+    )
+    .await;
+    drain(&sim, &stored).await;
+
+    let (checked, lost, doubled) = compare(&sim, &stored.lock().unwrap());
+    let observations = sim.observations();
+    let identifies = accepted_identifies(&sim);
     let resumes = observations
         .resumes
         .iter()
-        .filter(|r| matches!(r.outcome, shardwire_sim::ResumeOutcome::Resumed { .. }))
+        .filter(|r| matches!(r.outcome, ResumeOutcome::Resumed { .. }))
         .count();
     let ended = observations
         .closes
@@ -234,8 +273,7 @@ async fn reshard_4_to_8(new_delay: Duration, old_delay: Duration) {
         "reshard 4 -> 8 across 2 nodes, new generation {new_delay:?} behind, old {old_delay:?}: \
          {took:?} from the call to the new count; \
          {checked} guild events checked, {lost} lost, {doubled} doubled; {identifies} identifies, \
-         {resumes} resumes; \
-         {marked_readies} READYs and {marked_guild_creates} GUILD_CREATEs marked; \
+         {resumes} resumes; {marked_readies} READYs and {marked_guild_creates} GUILD_CREATEs marked; \
          {ended} old sessions closed with 1000; violations: {}",
         observations.violations.len()
     );
@@ -263,21 +301,12 @@ async fn reshard_4_to_8(new_delay: Duration, old_delay: Duration) {
         sim.observations().resumes.len() >= before + 4
     })
     .await;
-    let observations = sim.observations();
     assert_eq!(
-        observations
-            .identifies
-            .iter()
-            .filter(|i| i.accepted)
-            .count(),
+        accepted_identifies(&sim),
         12,
         "a handover after the reshard resumes"
     );
-    assert!(
-        observations.violations.is_empty(),
-        "{:?}",
-        observations.violations
-    );
+    assert!(sim.observations().violations.is_empty());
     worker.abort();
     a.shutdown().await.unwrap();
 }
@@ -295,4 +324,55 @@ async fn reshard_across_nodes_with_the_new_generation_1s_behind_loses_and_double
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reshard_across_nodes_with_the_old_generation_1s_behind_loses_and_doubles_nothing() {
     reshard_4_to_8(Duration::ZERO, Duration::from_secs(1)).await;
+}
+
+/// A node that stops in the middle of the merge hands its range over: the
+/// other node resumes the old shards, starts the new ones again, and
+/// merges them itself. Nothing is lost; what the first node's merge had
+/// stored may be stored again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reshard_across_nodes_a_node_stopped_mid_merge_loses_nothing() {
+    let Some(server) = common::server().await else {
+        return;
+    };
+    let Setup {
+        sim,
+        a,
+        b,
+        nats,
+        stored,
+        worker,
+    } = setup(&server, Duration::ZERO, Duration::ZERO).await;
+    a.reshard(8).await.unwrap();
+    // Every new shard READY: both ranges have switched or are about to.
+    common::wait_for(
+        "the new generation's sessions",
+        Duration::from_secs(20),
+        || sim.sessions().len() == 4 + 8,
+    )
+    .await;
+    b.shutdown().await.unwrap();
+    reshard_ended(&nats).await;
+    common::wait_for("node a running all 8", Duration::from_secs(10), || {
+        a.shards() == (0..8).collect::<Vec<_>>()
+    })
+    .await;
+    drain(&sim, &stored).await;
+    let (checked, lost, doubled) = compare(&sim, &stored.lock().unwrap());
+    let identifies = accepted_identifies(&sim);
+    println!(
+        "reshard 4 -> 8, node b stopped mid-merge: {checked} guild events checked, {lost} lost, \
+         {doubled} doubled; {identifies} identifies"
+    );
+    assert_eq!(lost, 0);
+    assert!(checked > 1000, "{checked} events is too few to tell");
+    // b's range's 4 new shards identify again under node a.
+    assert_eq!(identifies, 4 + 8 + 4);
+    assert!(
+        sim.observations().violations.is_empty(),
+        "{:?}",
+        sim.observations().violations
+    );
+    worker.abort();
+    a.shutdown().await.unwrap();
 }
