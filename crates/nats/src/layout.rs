@@ -170,6 +170,11 @@ mod tests {
             "tls://<redacted>@a:1,<redacted>@b:2"
         );
         assert_eq!(redact_url("user:pw@host:4222"), "<redacted>@host:4222");
+        // A cluster's URLs, each with its own scheme and credentials.
+        assert_eq!(
+            redact_url("nats://a:p@10.0.0.5:4222,nats://10.0.0.6:4222,nats://b:q@x@10.0.0.7:4222"),
+            "nats://<redacted>@10.0.0.5:4222,nats://10.0.0.6:4222,nats://<redacted>@10.0.0.7:4222"
+        );
     }
 
     #[test]

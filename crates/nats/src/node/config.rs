@@ -30,8 +30,14 @@ pub struct NodeConfig {
     pub intents: Intents,
     /// The API base `/gateway/bot` is fetched from.
     pub api_base: String,
-    /// The NATS server, like `nats://127.0.0.1:4222`.
+    /// The NATS server, like `nats://127.0.0.1:4222`, or several servers
+    /// of a cluster separated by commas: the node reconnects to another
+    /// when the one it is connected to goes away (see [`crate::Nats::connect`]).
     pub nats_url: String,
+    /// Copies JetStream keeps of each stream and KV bucket the node creates
+    /// (`None`: 3 in a cluster, 1 on a lone server). Every node must ask
+    /// for the same, or for none; see [`crate::Nats::with_replicas`].
+    pub replicas: Option<usize>,
     /// Names of subjects, stream and buckets.
     pub layout: Layout,
     /// This node's name, unique in the cluster (default: host and process
@@ -74,6 +80,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("intents", &self.intents)
             .field("api_base", &self.api_base)
             .field("nats_url", &crate::redact_url(&self.nats_url))
+            .field("replicas", &self.replicas)
             .field("layout", &self.layout)
             .field("node_id", &self.node_id)
             .field("capacity", &self.capacity)
@@ -111,6 +118,7 @@ impl NodeConfig {
             intents,
             api_base: DEFAULT_API_BASE.to_owned(),
             nats_url: nats_url.into(),
+            replicas: None,
             layout: Layout::default(),
             node_id: format!("{host}-{}", std::process::id()),
             capacity: 16,

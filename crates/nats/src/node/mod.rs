@@ -115,7 +115,9 @@ impl Node {
     /// [`NodeError::Nats`] or [`NodeError::Gateway`] when a service fails.
     pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
         config.check()?;
-        let nats = Nats::connect(&config.nats_url, config.layout.clone()).await?;
+        let nats = Nats::connect(&config.nats_url, config.layout.clone())
+            .await?
+            .with_replicas(config.replicas)?;
         let gateway = Gateway::fetch_from(&config.api_base, &config.token).await?;
         let info = if gateway.age() > Duration::from_secs(5) {
             gateway.refresh().await?
