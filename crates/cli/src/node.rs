@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use shardwire_cluster::GatewayError;
-use shardwire_nats::{Layout, Node, NodeConfig, NodeError};
+use shardwire_nats::{Layout, NatsError, Node, NodeConfig, NodeError};
 
 use super::args::{BotArgs, EXIT_USAGE, parse_shard_count};
 use super::metrics::MetricsArgs;
@@ -26,15 +26,24 @@ use super::{fail, stop_signal};
 /// over at once; if the process dies, its leases lapse after --lease-ttl
 /// and other nodes resume its shards.
 ///
+/// --nats takes one server or a cluster's (repeated, or separated by
+/// commas): the node reconnects to another when its server goes away.
+/// Streams and KV buckets it creates get --replicas copies (3 in a
+/// cluster, 1 on a lone server by default); every node must ask for the
+/// same.
+///
 /// Exit codes: 0 after Ctrl-C or SIGTERM; 1 when NATS or the gateway cannot
-/// be reached; 2 for invalid arguments; 3 when the token is refused; 4 for
-/// another fatal close.
+/// be reached; 2 for invalid arguments (and settings NATS cannot hold); 3
+/// when the token is refused; 4 for another fatal close.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct Args {
-    /// The NATS server, like nats://127.0.0.1:4222.
-    #[arg(long, value_name = "URL")]
-    nats: String,
+    /// A NATS server, like nats://127.0.0.1:4222 (for a cluster, repeat the flag or separate URLs with commas).
+    #[arg(long, value_name = "URL", required = true, value_delimiter = ',', action = clap::ArgAction::Append)]
+    nats: Vec<String>,
+    /// Copies JetStream keeps of each stream and KV bucket it creates (default: 3 in a cluster, 1 on a lone server).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
+    replicas: Option<u8>,
     /// The most shards this node runs.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     capacity: u32,
@@ -75,7 +84,7 @@ fn exit_for(error: &NodeError) -> ExitCode {
     match error {
         NodeError::Gateway(GatewayError::Unauthorized) => fail(EXIT_TOKEN, error),
         NodeError::Fatal { shard, error } => fatal_exit(*shard, error),
-        NodeError::Invalid(_) => fail(EXIT_USAGE, error),
+        NodeError::Invalid(_) | NodeError::Nats(NatsError::Invalid(_)) => fail(EXIT_USAGE, error),
         _ => fail(1, error),
     }
 }
@@ -88,7 +97,14 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     if let Err(code) = args.metrics.start().await {
         return code;
     }
-    let mut config = NodeConfig::new(bot.token, bot.intents, args.nats);
+    let servers: Vec<&str> = args
+        .nats
+        .iter()
+        .map(|url| url.trim())
+        .filter(|url| !url.is_empty())
+        .collect();
+    let mut config = NodeConfig::new(bot.token, bot.intents, servers.join(","));
+    config.replicas = args.replicas.map(usize::from);
     config.api_base = bot.api_base;
     config.capacity = args.capacity;
     config.range_size = args.range_size;
