@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,17 +16,9 @@ use shardwire_sim::Sim;
 use tokio::time::Instant;
 use twilight_model::gateway::Intents;
 
-const WINDOW: Duration = Duration::from_secs(1);
+use common::once::{Seen, wait_exactly_once};
 
-/// What the test's worker saw: deliveries per (session, seq), and the
-/// payloads by shard.
-#[derive(Default)]
-struct Seen {
-    counts: HashMap<(String, u64), u32>,
-    payloads: Vec<(u32, String, serde_json::Value)>,
-    stored: std::collections::HashSet<u64>,
-    redelivered: u64,
-}
+const WINDOW: Duration = Duration::from_secs(1);
 
 fn node_config(sim: &Sim, nats_url: &str, id: &str) -> NodeConfig {
     let mut config = NodeConfig::new(Token::new(sim.token()), Intents::GUILDS, nats_url);
@@ -37,30 +29,6 @@ fn node_config(sim: &Sim, nats_url: &str, id: &str) -> NodeConfig {
     config.lease_ttl = Duration::from_secs(2);
     config.identify_window = WINDOW;
     config
-}
-
-/// Every dispatch the sim sent, up to its seq now, seen exactly once,
-/// but for `skipped` (session, seq).
-fn check_exactly_once(sim: &Sim, seen: &Seen, skipped: &(String, u64)) -> Result<u64, String> {
-    let mut total = 0;
-    for session in sim.sessions() {
-        for seq in 1..=session.seq {
-            if (&session.session_id, seq) == (&skipped.0, skipped.1) {
-                continue;
-            }
-            match seen.counts.get(&(session.session_id.clone(), seq)) {
-                Some(1) => total += 1,
-                Some(n) => return Err(format!("{}:{seq} seen {n} times", session.session_id)),
-                None => {
-                    return Err(format!(
-                        "{}:{seq} (shard {}) not seen",
-                        session.session_id, session.shard
-                    ));
-                }
-            }
-        }
-    }
-    Ok(total)
 }
 
 /// A sim of `shards` at max_concurrency 2, sending `rate` events per
@@ -74,20 +42,6 @@ async fn sim(shards: u32, rate: f64) -> Sim {
         .start()
         .await
         .unwrap()
-}
-
-/// Waits up to 15 s for [`check_exactly_once`] to hold; returns the
-/// events it counted.
-async fn wait_exactly_once(sim: &Sim, seen: &Mutex<Seen>, skipped: &(String, u64)) -> u64 {
-    let mut last = Err(String::new());
-    for _ in 0..150 {
-        last = check_exactly_once(sim, &seen.lock().unwrap(), skipped);
-        if last.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    last.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
