@@ -93,6 +93,49 @@ fn node_checks_compression_and_intents_as_tail_does() {
     }
 }
 
+/// `--nats` takes several servers, repeated or separated by commas, and
+/// tries each (here nothing listens: exit 1), naming them without their
+/// credentials; `--replicas` is 1 to 5.
+#[test]
+fn node_takes_several_nats_servers_and_a_replica_count() {
+    for count in ["0", "6"] {
+        let stderr = usage_error(&[
+            "node",
+            "--nats",
+            "nats://127.0.0.1:9",
+            "--capacity",
+            "1",
+            "--token",
+            "t",
+            "--replicas",
+            count,
+        ]);
+        assert!(stderr.contains("--replicas"), "{count}: {stderr}");
+    }
+    let output = shardwire(&[
+        "node",
+        "--nats",
+        "nats://bot:s3cret@127.0.0.1:9,nats://127.0.0.1:10",
+        "--nats",
+        "nats://127.0.0.1:11",
+        "--capacity",
+        "4",
+        "--token",
+        "t",
+        "--replicas",
+        "3",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "cannot connect to NATS at nats://<redacted>@127.0.0.1:9,nats://127.0.0.1:10,nats://127.0.0.1:11"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}
+
 /// The value names, each for one kind of value, whatever the flag.
 const VALUE_NAMES: [&str; 16] = [
     "COMMAND", "TOKEN", "URL", "KIND", "INTENTS", "N", "IDS", "TYPES", "SECS", "MS", "PORT",
