@@ -25,7 +25,13 @@
 //!   has acknowledged the events, and takes commands on
 //!   `<prefix>.commands.<shard>`.
 //! - [`LocalServer`]: a `nats-server` with JetStream on loopback, for tests
-//!   and demos.
+//!   and demos; [`LocalCluster`]: several clustered, for tests of what
+//!   survives the loss of a server.
+//!
+//! On a JetStream cluster, every stream and KV bucket gets
+//! [`Nats::replicas`] copies (3 by default), and [`Nats::connect`] takes
+//! the servers' URLs separated by commas: the client moves to another
+//! server when its own goes away.
 //!
 //! Everything starts from a [`Nats`] connection. The example names a
 //! dispatch's message id, then takes a shard's session over (fencing out
