@@ -392,13 +392,13 @@ async fn sigkill_under_traffic(run: Run) {
     worker.abort();
 }
 
-/// About 20 s: a three-server cluster, a node with three replicas and
+/// 20 to 30 s: a three-server cluster, a node with three replicas and
 /// four shards at 50 events a second each, and the SIGKILL of the server
 /// the node is connected to, made the leader of every stream and KV bucket
 /// first. Leases of 30 s outlive the elections of new leaders (a Raft
 /// follower waits 4 to 9 s for a lost leader): the node keeps its shards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "about 20 s: run it by name"]
+#[ignore = "20 to 30 s: run it by name"]
 async fn jetstream_cluster_sigkill_of_a_server_under_traffic_loses_and_doubles_nothing() {
     sigkill_under_traffic(Run {
         replicas: 3,
