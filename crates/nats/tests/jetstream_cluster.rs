@@ -33,10 +33,20 @@ const STREAMS: [&str; 5] = [
 
 /// A connection named `name`, to every server of the cluster.
 async fn connect(cluster: &LocalCluster, name: &str, layout: Layout) -> Nats {
+    connect_with(cluster, name, layout, async_nats::ConnectOptions::new()).await
+}
+
+/// [`connect`] with these options.
+async fn connect_with(
+    cluster: &LocalCluster,
+    name: &str,
+    layout: Layout,
+    options: async_nats::ConnectOptions,
+) -> Nats {
     let servers: Vec<String> = (0..cluster.size())
         .filter_map(|index| cluster.url(index))
         .collect();
-    let client = async_nats::ConnectOptions::new()
+    let client = options
         .name(name)
         .connection_timeout(Duration::from_secs(2))
         .connect(servers)
@@ -116,7 +126,7 @@ async fn jetstream_cluster_replicas_default_to_three_and_what_cannot_work_is_ref
     assert_eq!(replicas_of(&lone, "KV_shardwire-sessions").await, 1);
     drop(server);
 
-    let Some(cluster) = common::cluster(3).await else {
+    let Some(mut cluster) = common::cluster(3).await else {
         return;
     };
     let nats = connect(&cluster, "test", Layout::default()).await;
@@ -164,6 +174,47 @@ async fn jetstream_cluster_replicas_default_to_three_and_what_cannot_work_is_ref
     let any = connect(&cluster, "test", other).await;
     any.sessions().await.unwrap();
     assert_eq!(replicas_of(&any, "KV_other-sessions").await, 2);
+
+    // With a server down, three new replicas have nowhere to go: refused,
+    // naming the servers up (as the cluster announces them); once it is
+    // back, they are made.
+    assert!(cluster.kill(2).await);
+    let third = Layout::new("third").unwrap();
+    // Asking again every second while the cluster elects a new metadata
+    // leader, if the server led it.
+    let three = connect_with(
+        &cluster,
+        "test",
+        third.clone(),
+        async_nats::ConnectOptions::new().request_timeout(Some(Duration::from_secs(1))),
+    )
+    .await;
+    common::wait_for("two servers announced", Duration::from_secs(10), || {
+        three.client().server_info().connect_urls.len() == 2
+    })
+    .await;
+    let started = Instant::now();
+    let message = loop {
+        match three.sessions().await.map(|_| ()) {
+            Err(NatsError::JetStream { .. }) if started.elapsed() < Duration::from_secs(20) => {}
+            other => break invalid(other),
+        }
+    };
+    assert!(message.contains("too few servers (2 up)"), "{message}");
+    cluster.restart(2).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let nats = connect(&cluster, "test", third.clone()).await;
+        match nats.sessions().await {
+            Ok(_) => break,
+            Err(error) => assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "not made once the server is back: {error}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(replicas_of(&nats, "KV_third-sessions").await, 3);
 }
 
 /// How a run goes.
