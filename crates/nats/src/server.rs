@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
+/// The most servers a [`LocalCluster`] runs.
+const MAX_CLUSTER: usize = 16;
 /// How long a starting server gets to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -303,7 +305,7 @@ struct Member {
 }
 
 impl LocalCluster {
-    /// Starts `size` servers (at least 1) of the binary
+    /// Starts `size` servers (at least 1, at most 16) of the binary
     /// [`LocalServer::find`] finds.
     ///
     /// # Errors
@@ -327,17 +329,23 @@ impl LocalCluster {
         or_skip(Self::start(size).await)
     }
 
-    /// Starts `size` servers (at least 1) of this binary. Ports taken
-    /// between choosing and binding are retried on others.
+    /// Starts `size` servers (at least 1, at most 16) of this binary.
+    /// Ports taken between choosing and binding are retried on others.
     ///
     /// # Errors
     ///
-    /// [`ServerError::Start`] when the cluster does not come up.
+    /// [`ServerError::Start`] for more than 16 servers, or when the
+    /// cluster does not come up.
     pub async fn start_binary(binary: &Path, size: usize) -> Result<Self, ServerError> {
         let fail = |reason: String| ServerError::Start {
             path: binary.to_owned(),
             reason,
         };
+        if size > MAX_CLUSTER {
+            return Err(fail(format!(
+                "a local cluster has at most {MAX_CLUSTER} servers, not {size}"
+            )));
+        }
         let size = size.max(1);
         let mut last = String::new();
         for _ in 0..3 {
