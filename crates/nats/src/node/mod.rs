@@ -136,7 +136,7 @@ impl Node {
             )));
         }
         let base = sessions.agree_base(total).await?;
-        let range_shards = config.range_size * (total / base.max(1)).max(1);
+        let range_shards = shards_per_range(config.range_size, base, total);
         if config.capacity < range_shards {
             return Err(NodeError::Invalid(format!(
                 "a capacity of {} shards cannot hold one range of {range_shards} (the cluster runs {total}): \
@@ -144,6 +144,7 @@ impl Node {
                 config.capacity
             )));
         }
+        let capacity = capacity_ranges(config.capacity, config.range_size, base, total);
         let limit = &info.session_start_limit;
         let queue = nats
             .identify_queue(
@@ -156,12 +157,7 @@ impl Node {
         let leases = nats
             .leases(config.lease_ttl, &config.node_id)
             .await?
-            .with_capacity(capacity_ranges(
-                config.capacity,
-                config.range_size,
-                base,
-                total,
-            ));
+            .with_capacity(capacity);
         nats.events_stream(config.dedup_window).await?;
         let commands = nats
             .client()
@@ -183,7 +179,7 @@ impl Node {
         let queue = Arc::new(queue);
         let handle_sessions = sessions.clone();
         let runner = Runner {
-            capacity_ranges: capacity_ranges(config.capacity, config.range_size, base, total),
+            capacity_ranges: capacity,
             nats,
             queue: queue.clone(),
             leases,
@@ -676,6 +672,11 @@ impl Runner {
 /// of each multiple of `base` in `total`; at least one, so that a cluster
 /// resharded past its nodes' capacities keeps running (it logs it).
 fn capacity_ranges(capacity: u32, size: u32, base: u32, total: u32) -> u32 {
-    let per_range = size.saturating_mul((total / base.max(1)).max(1));
-    (capacity / per_range.max(1)).max(1)
+    (capacity / shards_per_range(size, base, total).max(1)).max(1)
+}
+
+/// The shards of one range, a range holding `size` shards of each multiple
+/// of `base` in `total`.
+fn shards_per_range(size: u32, base: u32, total: u32) -> u32 {
+    size.saturating_mul((total / base.max(1)).max(1))
 }

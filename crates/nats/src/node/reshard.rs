@@ -167,7 +167,7 @@ impl Runner {
             self.begin_handover(range);
         }
         let size = self.config.range_size;
-        let range_shards = size * (total / self.base.max(1)).max(1);
+        let range_shards = super::shards_per_range(size, self.base, total);
         if self.config.capacity < range_shards {
             tracing::warn!(
                 capacity = self.config.capacity,
