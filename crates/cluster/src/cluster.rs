@@ -652,6 +652,7 @@ impl Cluster {
             from_new = stats.from_new,
             copies = stats.copies,
             cut_by_window = stats.cut_by_window,
+            untracked = stats.untracked,
             "the old generation closes"
         );
         Some(self.wind_up(reshard, grace))

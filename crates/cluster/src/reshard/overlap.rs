@@ -17,6 +17,9 @@
 //!
 //! Events match by their name and the bytes of their `d`, in order. Every
 //! input takes the time, so this is tested on a clock of its own.
+//!
+//! The guilds tracked are capped (see [`Overlap::new`]): a flood of made-up
+//! guild ids costs no memory past it.
 
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -33,6 +36,10 @@ use super::guild::{CONFIRM, GuildStreams, Held, MAX_HELD, NewEvent, OldEvent, Ph
 /// The longest window kept (a longer one is taken as this).
 const MAX_WINDOW: Duration = Duration::from_secs(3600);
 
+/// The most guilds one shard holds: Discord closes a shard over this with
+/// 4011.
+const MAX_GUILDS_PER_SHARD: usize = 2_500;
+
 /// What the overlap has done, for the logs, metrics and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -48,6 +55,12 @@ pub struct OverlapStats {
     pub cut_early: u64,
     /// Guilds cut by the window rather than by their streams lining up.
     pub cut_by_window: u64,
+    /// Events of guilds past the cap on guilds tracked (more distinct ids
+    /// than the shards can hold: not real guilds), decided by ownership
+    /// alone: the old generation's before the switch, the new one's after
+    /// it, the other's dropped. Those handed out count in `from_old` and
+    /// `from_new` too.
+    pub untracked: u64,
 }
 
 /// Where a new-generation event goes.
@@ -76,6 +89,10 @@ pub struct Overlap {
     /// The window since the switch has passed.
     ended: bool,
     guilds: HashMap<u64, GuildStreams>,
+    /// The most guilds kept in `guilds`.
+    max_guilds: usize,
+    /// The cap was reached (and logged).
+    capped: bool,
     /// Guilds not cut yet.
     uncut: usize,
     /// Cut guilds whose new stream has still to repeat an old event.
@@ -108,8 +125,20 @@ impl std::fmt::Debug for Overlap {
 impl Overlap {
     /// A merge for a reshard from `from` to `to` shards, remembering what
     /// the old generation handed out for `window` (at most an hour).
+    ///
+    /// It keeps the streams of at most `2 × 2,500 × max(from, to)` guilds
+    /// (Discord closes a shard over 2,500 with 4011, so more distinct ids
+    /// are no real guilds): past that, a new guild's events are decided by
+    /// ownership alone ([`OverlapStats::untracked`]).
     #[must_use]
     pub fn new(from: u32, to: u32, window: Duration) -> Self {
+        let shards = usize::try_from(from.max(to)).unwrap_or(usize::MAX);
+        let max_guilds = shards.saturating_mul(2 * MAX_GUILDS_PER_SHARD);
+        Self::with_guild_cap(from, to, window, max_guilds)
+    }
+
+    /// As [`Overlap::new`], keeping at most `max_guilds` guilds' streams.
+    fn with_guild_cap(from: u32, to: u32, window: Duration, max_guilds: usize) -> Self {
         Self {
             from,
             to,
@@ -117,6 +146,8 @@ impl Overlap {
             switched_at: None,
             ended: false,
             guilds: HashMap::new(),
+            max_guilds,
+            capped: false,
             uncut: 0,
             expecting: HashSet::new(),
             remembered: VecDeque::new(),
@@ -171,7 +202,14 @@ impl Overlap {
             return;
         }
         let (key, fingerprint) = identify(event_type, json);
-        let guild = self.guild(key);
+        let Some(guild) = self.guild(key) else {
+            self.stats.untracked += 1;
+            if !self.untracked_is_cut(key) {
+                self.stats.from_old += 1;
+                self.out.push_back((shard, event));
+            }
+            return;
+        };
         let copies = guild.copies;
         let result = guild.old(now, fingerprint);
         self.stats.copies += guild.copies - copies;
@@ -213,7 +251,14 @@ impl Overlap {
             return;
         };
         let (key, fingerprint) = identify(event_type, json);
-        let guild = self.guild(key);
+        let Some(guild) = self.guild(key) else {
+            self.stats.untracked += 1;
+            if self.untracked_is_cut(key) {
+                self.stats.from_new += 1;
+                self.out.push_back((shard, event));
+            }
+            return;
+        };
         let copies = guild.copies;
         let result = guild.new_event(Held {
             fingerprint,
@@ -386,22 +431,43 @@ impl Overlap {
     }
 
     /// The guild's streams; a guild first seen once the window has passed,
-    /// or with its old shard stopped, is cut from the first.
-    fn guild(&mut self, key: u64) -> &mut GuildStreams {
+    /// or with its old shard stopped, is cut from the first. None for a
+    /// guild first seen once the cap's worth of guilds are kept.
+    fn guild(&mut self, key: u64) -> Option<&mut GuildStreams> {
         let cut = self.ended || self.stopped_old.contains(&old_owner(self.from, key));
+        let full = self.guilds.len() >= self.max_guilds;
         match self.guilds.entry(key) {
-            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Occupied(entry) => Some(entry.into_mut()),
+            Entry::Vacant(_) if full => {
+                if !self.capped {
+                    self.capped = true;
+                    tracing::warn!(
+                        from = self.from,
+                        to = self.to,
+                        guilds = self.max_guilds,
+                        "more distinct guild ids than the shards can hold: the reshard's \
+                         merge tracks no more, their events go by ownership alone"
+                    );
+                }
+                None
+            }
             Entry::Vacant(entry) => {
                 if !cut {
                     self.uncut += 1;
                 }
-                entry.insert(GuildStreams::new(if cut {
+                Some(entry.insert(GuildStreams::new(if cut {
                     Phase::Cut
                 } else {
                     Phase::Searching
-                }))
+                })))
             }
         }
+    }
+
+    /// Whether an untracked guild's events come from the new generation:
+    /// once switched, or once its old shard has stopped.
+    fn untracked_is_cut(&self, key: u64) -> bool {
+        self.switched() || self.stopped_old.contains(&old_owner(self.from, key))
     }
 
     /// From now on this guild's events come from the new stream: the held
@@ -836,6 +902,39 @@ mod tests {
         assert_eq!(overlap.pop().and_then(|(_, e)| read(&e)), Some((1, 5)));
         assert!(overlap.is_done());
         assert_eq!(overlap.poll_timeout(), None, "nothing left to wake for");
+    }
+
+    #[test]
+    fn a_flood_of_distinct_guilds_stops_at_the_cap() {
+        let start = Instant::now();
+        let mut overlap = Overlap::with_guild_cap(1, 2, WINDOW, 4);
+        // 1,000 distinct guilds, each with an event on both streams.
+        for guild in 0..1_000 {
+            overlap.old(start, 0, event(1, guild, guild));
+            overlap.new_event(0, event(1, guild, guild));
+        }
+        assert_eq!(overlap.guilds.len(), 4, "no more guilds kept than the cap");
+        assert_eq!(overlap.stats().untracked, 2 * 996);
+        // Before the switch the old generation's events of the untracked
+        // guilds come out, the new one's are dropped.
+        let before = numbers(&mut overlap);
+        assert_eq!(before, (0..1_000).collect::<Vec<_>>());
+        // After it, the other way round.
+        overlap.switch(start);
+        let _ = numbers(&mut overlap);
+        overlap.old(start, 0, event(2, 500, 7));
+        overlap.new_event(0, event(2, 500, 8));
+        assert_eq!(numbers(&mut overlap), [8]);
+        assert_eq!(overlap.guilds.len(), 4);
+        let stats = overlap.stats();
+        assert_eq!(stats.untracked, 2 * 996 + 2);
+        assert_eq!(stats.from_old + stats.from_new, 1_001, "{stats:?}");
+    }
+
+    #[test]
+    fn the_cap_on_guilds_follows_the_larger_shard_count() {
+        assert_eq!(Overlap::new(4, 8, WINDOW).max_guilds, 2 * 2_500 * 8);
+        assert_eq!(Overlap::new(16, 8, WINDOW).max_guilds, 2 * 2_500 * 16);
     }
 
     #[test]
