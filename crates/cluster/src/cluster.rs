@@ -698,8 +698,9 @@ impl Cluster {
     ///
     /// **Nothing is lost or doubled**: each guild's events come from the
     /// old generation until its two streams line up and from the new one
-    /// after, and an event both deliver (the same name and `d` bytes, in
-    /// order) comes out once, as long as the two generations' streams are
+    /// after, and an event both deliver (the same name and `d` bytes, or
+    /// the same `d.id` for a create such as MESSAGE_CREATE; in order) comes
+    /// out once, as long as the two generations' streams are
     /// less than [`ClusterConfig::reshard_overlap`] apart. Events are in
     /// order per guild; across guilds of one shard, not around the switch.
     ///

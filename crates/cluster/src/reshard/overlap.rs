@@ -15,8 +15,13 @@
 //!   cut once it is, or when the window has passed since the switch. A
 //!   guild whose old shard has stopped is cut at once.
 //!
-//! Events match by their name and the bytes of their `d`, in order. Every
-//! input takes the time, so this is tested on a clock of its own.
+//! Events match by their name and the bytes of their `d`, in order; an
+//! event whose `d.id` names one occurrence (MESSAGE_CREATE,
+//! INTERACTION_CREATE, GUILD_AUDIT_LOG_ENTRY_CREATE and the other creates
+//! of things made once) matches by its name and that id instead, so two
+//! copies serialized apart (fields in another order) still match. An
+//! `*_UPDATE`'s id repeats across distinct updates: those match by bytes.
+//! Every input takes the time, so this is tested on a clock of its own.
 //!
 //! The guilds tracked are capped (see [`Overlap::new`]): a flood of made-up
 //! guild ids costs no memory past it.
@@ -79,6 +84,13 @@ enum Route {
 /// shard is READY, drive its clock ([`Overlap::poll_timeout`],
 /// [`Overlap::handle_timeout`]), and take what to hand out with
 /// [`Overlap::pop`]. Once [`Overlap::is_done`], the old generation can go.
+///
+/// Two events are copies when they have the same name and the same `d`
+/// bytes, or, for an event whose `d.id` names one occurrence (MESSAGE_CREATE,
+/// INTERACTION_CREATE, GUILD_AUDIT_LOG_ENTRY_CREATE, CHANNEL_CREATE,
+/// GUILD_SCHEDULED_EVENT_CREATE, STAGE_INSTANCE_CREATE,
+/// AUTO_MODERATION_RULE_CREATE), the same name and `d.id`. An `*_UPDATE`'s
+/// id repeats across distinct updates, so those match by bytes only.
 ///
 /// It is pure: it does no I/O and reads no clock of its own.
 pub struct Overlap {
@@ -507,14 +519,35 @@ fn old_owner(from: u32, key: u64) -> u32 {
     u32::try_from((key >> 22) % u64::from(from.max(1))).unwrap_or(0)
 }
 
+/// Events whose `d.id` names one occurrence: what they create is made once.
+/// Not the `*_UPDATE`s (one id, many updates), nor THREAD_CREATE (sent again
+/// when the bot is added to the thread).
+fn named_by_id(event_type: &str) -> bool {
+    matches!(
+        event_type,
+        "MESSAGE_CREATE"
+            | "INTERACTION_CREATE"
+            | "GUILD_AUDIT_LOG_ENTRY_CREATE"
+            | "CHANNEL_CREATE"
+            | "GUILD_SCHEDULED_EVENT_CREATE"
+            | "STAGE_INSTANCE_CREATE"
+            | "AUTO_MODERATION_RULE_CREATE"
+    )
+}
+
 /// A dispatch's guild (0 for none: DMs and the like, which Discord sends on
-/// shard 0 of each generation) and its fingerprint: its name and `d` bytes.
+/// shard 0 of each generation) and its fingerprint: its name and, for an
+/// event [`named_by_id`] that has one, its `d.id`; else its `d` bytes.
 fn identify(event_type: &str, json: &str) -> (u64, u64) {
     let d = data(json);
+    let ids = Ids::of(d);
     let mut hasher = DefaultHasher::new();
     event_type.hash(&mut hasher);
-    d.hash(&mut hasher);
-    (guild_of(event_type, d), hasher.finish())
+    match &ids.id {
+        Some(id) if named_by_id(event_type) => (true, id).hash(&mut hasher),
+        _ => (false, d).hash(&mut hasher),
+    }
+    (ids.guild(event_type), hasher.finish())
 }
 
 /// A payload's `d` (the whole of what does not scan).
@@ -544,23 +577,36 @@ pub(super) fn ready_guild_ids(json: &str) -> Vec<u64> {
     )
 }
 
-/// The guild id in a dispatch's `d`: `id` for the guild's own events,
-/// `guild_id` for the others.
+/// The guild id in a dispatch's `d` (see [`Ids::guild`]).
 fn guild_of(event_type: &str, d: &str) -> u64 {
-    #[derive(Deserialize)]
-    struct Ids {
-        id: Option<String>,
-        guild_id: Option<String>,
+    Ids::of(d).guild(event_type)
+}
+
+/// The ids at the top of a dispatch's `d`, read in one pass that skips the
+/// rest (none when it does not read).
+#[derive(Default, Deserialize)]
+struct Ids {
+    id: Option<String>,
+    guild_id: Option<String>,
+}
+
+impl Ids {
+    fn of(d: &str) -> Self {
+        serde_json::from_str(d).unwrap_or_default()
     }
-    let Ok(ids) = serde_json::from_str::<Ids>(d) else {
-        return 0;
-    };
-    let id = if matches!(event_type, "GUILD_CREATE" | "GUILD_UPDATE" | "GUILD_DELETE") {
-        ids.id
-    } else {
-        ids.guild_id
-    };
-    id.and_then(|id| id.parse().ok()).unwrap_or(0)
+
+    /// The guild: `id` for the guild's own events, `guild_id` for the
+    /// others; 0 for none.
+    fn guild(&self, event_type: &str) -> u64 {
+        let id = if matches!(event_type, "GUILD_CREATE" | "GUILD_UPDATE" | "GUILD_DELETE") {
+            &self.id
+        } else {
+            &self.guild_id
+        };
+        id.as_deref()
+            .and_then(|id| id.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 #[cfg(test)]
@@ -902,6 +948,65 @@ mod tests {
         assert_eq!(overlap.pop().and_then(|(_, e)| read(&e)), Some((1, 5)));
         assert!(overlap.is_done());
         assert_eq!(overlap.poll_timeout(), None, "nothing left to wake for");
+    }
+
+    /// A dispatch of guild 0 with this `d`.
+    fn dispatch(seq: u64, event_type: &'static str, d: &str) -> ShardEvent {
+        let json = format!(r#"{{"t":"{event_type}","s":{seq},"op":0,"d":{d}}}"#);
+        ShardEvent::Dispatch {
+            seq,
+            event_type: event_type.into(),
+            json: Json::from(json.as_str()),
+            event: None,
+        }
+    }
+
+    /// The `d`s that came out, in order.
+    fn ds(overlap: &mut Overlap) -> Vec<String> {
+        std::iter::from_fn(|| overlap.pop())
+            .filter_map(|(_, event)| match event {
+                ShardEvent::Dispatch { json, .. } => Some(data(&json).to_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Guild 0's streams lined up on three events: 1 2 3 on both.
+    fn lined_up() -> (Overlap, Feed, Instant) {
+        let start = Instant::now();
+        let mut overlap = Overlap::new(1, 2, WINDOW);
+        let mut feed = Feed::default();
+        feed.old_stream(&mut overlap, start, &[1, 2, 3]);
+        feed.new_stream(&mut overlap, &[1, 2, 3]);
+        let _ = numbers(&mut overlap);
+        (overlap, feed, start)
+    }
+
+    #[test]
+    fn copies_of_a_create_serialized_apart_match_by_their_id() {
+        let (mut overlap, _, start) = lined_up();
+        let guild = guild_id(0);
+        let old = format!(r#"{{"id":"41","guild_id":"{guild}","content":"hi","nonce":"1"}}"#);
+        let new = format!(r#"{{"nonce":"2","content":"hi","guild_id":"{guild}","id":"41"}}"#);
+        overlap.old(start, 0, dispatch(4, "MESSAGE_CREATE", &old));
+        overlap.switch(start);
+        overlap.new_event(0, dispatch(4, "MESSAGE_CREATE", &new));
+        overlap.handle_timeout(start + WINDOW);
+        assert_eq!(ds(&mut overlap), [old], "once");
+        assert!(overlap.is_done());
+    }
+
+    #[test]
+    fn updates_with_one_id_and_other_bytes_are_distinct_events() {
+        let (mut overlap, _, start) = lined_up();
+        let guild = guild_id(0);
+        let first = format!(r#"{{"id":"41","guild_id":"{guild}","content":"hi"}}"#);
+        let second = format!(r#"{{"id":"41","guild_id":"{guild}","content":"hello"}}"#);
+        overlap.old(start, 0, dispatch(4, "MESSAGE_UPDATE", &first));
+        overlap.switch(start);
+        overlap.new_event(0, dispatch(4, "MESSAGE_UPDATE", &second));
+        overlap.handle_timeout(start + WINDOW);
+        assert_eq!(ds(&mut overlap), [first, second]);
     }
 
     #[test]
