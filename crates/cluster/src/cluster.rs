@@ -127,6 +127,15 @@ pub struct ClusterConfig {
     /// generations' streams may be. The old generation closes when it has
     /// passed.
     pub reshard_overlap: Duration,
+    /// How long a reshard may take to switch (every new shard READY) before
+    /// it is given up as by [`Cluster::cancel_reshard`]: its new shards
+    /// close, the running generation goes on, and the stream shows
+    /// [`ShardEvent::ReshardAbandoned`] naming the shards not READY. By
+    /// default (`None`) twice the new generation's identify rounds plus a
+    /// minute: `2 × ceil(to / max_concurrency) × identify_window + 60 s`
+    /// (100 s for 8 shards at `max_concurrency` 2, some 12 minutes for 1,000
+    /// at 16). `Some(Duration::MAX)` waits for ever.
+    pub reshard_deadline: Option<Duration>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -143,6 +152,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("sessions", &self.sessions.len())
             .field("session_store", &self.session_store.is_some())
             .field("auto_reshard", &self.auto_reshard)
+            .field("reshard_deadline", &self.reshard_deadline)
             .finish_non_exhaustive()
     }
 }
@@ -173,6 +183,7 @@ impl ClusterConfig {
             reshard_guild_threshold: 2_000,
             reshard_check_interval: None,
             reshard_overlap: Duration::from_secs(5),
+            reshard_deadline: None,
         }
     }
 }
@@ -230,8 +241,9 @@ pub enum ClusterError {
     /// The session store could not load the sessions.
     #[error("loading the sessions: {0}")]
     SessionStore(StoreError),
-    /// A reshard is already under way; wait for its `Resharded`.
-    #[error("a reshard is already under way; wait for it to switch")]
+    /// A reshard is already under way; wait for its `Resharded`, or
+    /// cancel it ([`Cluster::cancel_reshard`]).
+    #[error("a reshard is already under way; wait for it to switch, or cancel it")]
     ReshardUnderWay,
     /// The cluster has been dropped.
     #[error("the cluster has stopped")]
@@ -524,6 +536,10 @@ impl Cluster {
                 let _ = self.end_overlap(Duration::MAX);
                 return Poll::Ready(None);
             }
+            if let Some(reason) = reshard.overdue(now) {
+                let _ = self.abandon(Duration::MAX, reason);
+                return Poll::Ready(None);
+            }
             let switched = reshard.overlap.switched();
             let mut step = Step::Go;
             let mut moved = false;
@@ -549,8 +565,7 @@ impl Cluster {
                 Step::Go => {}
                 Step::Switch => self.switch(),
                 Step::Fail(reason) => {
-                    tracing::warn!(%reason, "the reshard failed; the running generation stays");
-                    let _ = self.abandon(Duration::MAX);
+                    let _ = self.abandon(Duration::MAX, reason);
                 }
             }
             if moved {
@@ -559,7 +574,7 @@ impl Cluster {
             let Some(reshard) = self.reshard.as_deref_mut() else {
                 return Poll::Ready(None);
             };
-            match reshard.overlap.poll_timeout() {
+            match reshard.next_wake() {
                 Some(at) if at <= now => continue,
                 Some(at) => {
                     reshard.timer.as_mut().reset(at);
@@ -581,7 +596,23 @@ impl Cluster {
                     tokio::spawn(crate::reshard::auto(self.shared.clone(), trigger));
                 }
             }
+            Order::Cancel(answer) => {
+                let _ = answer.send(self.cancel());
+            }
         }
+    }
+
+    /// Gives up a reshard that has not switched; whether there was one.
+    fn cancel(&mut self) -> bool {
+        if self
+            .reshard
+            .as_deref()
+            .is_none_or(|reshard| reshard.overlap.switched())
+        {
+            return false;
+        }
+        let _ = self.abandon(Duration::MAX, "cancelled".into());
+        true
     }
 
     /// Starts the new generation of a reshard asked for and checked.
@@ -603,7 +634,11 @@ impl Cluster {
             "resharding: a new generation identifies beside the running one"
         );
         let window = self.config.reshard_overlap;
-        let mut reshard = Reshard::new(from, next, events, sink, window);
+        let deadline = self.config.reshard_deadline.unwrap_or_else(|| {
+            let max_concurrency = self.shared.gateway.info().session_start_limit.max_concurrency;
+            crate::reshard::default_deadline(to, max_concurrency, self.config.identify_window)
+        });
+        let mut reshard = Reshard::new(from, next, events, sink, window, deadline);
         // A shard already stopped (the 4011 that started this, say) sends
         // nothing more: its guilds come from the new generation at once.
         let running = self.shared.read();
@@ -658,13 +693,19 @@ impl Cluster {
         Some(self.wind_up(reshard, grace))
     }
 
-    /// Gives a reshard up before its switch: the new generation closes and
-    /// the running one goes on as if nothing had happened.
-    fn abandon(&mut self, grace: Duration) -> Option<tokio::task::JoinHandle<()>> {
+    /// Gives a reshard up before its switch, for `reason`: the new
+    /// generation closes and the running one goes on as if nothing had
+    /// happened; the stream shows [`ShardEvent::ReshardAbandoned`].
+    fn abandon(&mut self, grace: Duration, reason: String) -> Option<tokio::task::JoinHandle<()>> {
         let reshard = self.reshard.take()?;
-        self.metrics.generations(reshard.from, 0);
+        let (from, to) = (reshard.from, reshard.to);
+        tracing::warn!(from, to, %reason, "the reshard is given up; the running generation stays");
+        self.metrics.generations(from, 0);
         // What it held came from the old stream as well.
-        Some(self.wind_up(reshard, grace))
+        let retiring = self.wind_up(reshard, grace);
+        self.leftover
+            .push_back((0, ShardEvent::ReshardAbandoned { from, to, reason }));
+        Some(retiring)
     }
 
     /// Ends a reshard taken out of the cluster: what its overlap still has
@@ -705,9 +746,11 @@ impl Cluster {
     /// order per guild; across guilds of one shard, not around the switch.
     ///
     /// A reshard that cannot finish (a new shard's identify refused or
-    /// fatal) closes the new generation and leaves the running one; so does
-    /// [`Cluster::shutdown`] before the switch, which then exports the
-    /// running generation's sessions.
+    /// fatal, or no switch within [`ClusterConfig::reshard_deadline`])
+    /// closes the new generation and leaves the running one, and the stream
+    /// shows [`ShardEvent::ReshardAbandoned`] with the reason; so do
+    /// [`Cluster::cancel_reshard`], and [`Cluster::shutdown`] before the
+    /// switch, which then exports the running generation's sessions.
     ///
     /// A session belongs to its shard count: once switched, start the next
     /// run with the new count ([`ShardSpec::Recommended`] follows Discord)
@@ -726,6 +769,22 @@ impl Cluster {
             self.obey(order);
         }
         Ok(())
+    }
+
+    /// Gives up the reshard under way if it has not switched yet: its new
+    /// shards close with 1000 (their sessions ended), the running
+    /// generation goes on, and the stream shows
+    /// [`ShardEvent::ReshardAbandoned`]; another reshard may then start.
+    /// Returns whether there was one to give up: after the switch it does
+    /// nothing and returns false (the old generation closes by itself once
+    /// the overlap has passed). A reshard asked for through a sender whose
+    /// checks are still running (its `reshard` has not returned) is not
+    /// under way yet.
+    pub fn cancel_reshard(&mut self) -> bool {
+        while let Ok(order) = self.orders.try_recv() {
+            self.obey(order);
+        }
+        self.cancel()
     }
 
     /// Sends on this cluster's shards, from this task or any other (see
@@ -860,10 +919,7 @@ impl Cluster {
                 reshard.overlap.finish();
                 self.end_overlap(timeout)
             }
-            Some(_) => {
-                tracing::info!("the reshard is given up: the cluster shuts down");
-                self.abandon(timeout)
-            }
+            Some(_) => self.abandon(timeout, "the cluster shuts down".into()),
             None => None,
         };
         if let Some(retiring) = retiring {

@@ -173,6 +173,19 @@ impl ClusterSender {
         crate::reshard::ask(&self.shared, to).await
     }
 
+    /// Gives up the reshard under way if it has not switched: see
+    /// [`Cluster::cancel_reshard`](crate::Cluster::cancel_reshard). The
+    /// answer comes as the cluster's events are next taken.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::Stopped`] when the cluster has been dropped.
+    pub async fn cancel_reshard(&self) -> Result<bool, ClusterError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.shared.control.order(crate::reshard::Order::Cancel(answer));
+        answered.await.map_err(|_| ClusterError::Stopped)
+    }
+
     /// Sends a payload on one shard.
     ///
     /// # Errors

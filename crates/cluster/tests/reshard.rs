@@ -13,11 +13,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use shardwire_cluster::{Cluster, ClusterConfig, ClusterError, GatewayError, ShardSpec};
+use shardwire_cluster::{
+    Cluster, ClusterConfig, ClusterError, GatewayError, LocalQueue, SessionStartLimit, ShardSpec,
+};
 use shardwire_codec::{Payload, Token};
-use shardwire_shard::{FatalError, ShardEvent};
+use shardwire_shard::{FatalError, IdentifyQueue, ShardEvent, WaitTurn};
 use shardwire_sim::{ClosedBy, Fault, Sim};
 use tokio::time::Instant;
 use twilight_model::gateway::Intents;
@@ -69,6 +72,23 @@ async fn read_until(
             return;
         }
     }
+}
+
+/// Events until `done` says so or `limit` has passed; whether `done` did.
+async fn read_until_or(
+    cluster: &mut Cluster,
+    seen: &mut Vec<(u32, ShardEvent)>,
+    limit: Duration,
+    mut done: impl FnMut(&ShardEvent) -> bool,
+) -> bool {
+    let end = Instant::now() + limit;
+    let mut stopped = false;
+    read_until(cluster, seen, |event| {
+        stopped = done(event);
+        stopped || Instant::now() >= end
+    })
+    .await;
+    stopped
 }
 
 /// Events for `duration`.
@@ -542,5 +562,195 @@ async fn reshard_starts_when_a_ready_lists_more_guilds_than_the_threshold() {
         .filter(|(_, e)| matches!(e, ShardEvent::Resharding { .. }))
         .count();
     assert_eq!(started, 1);
+    sim.shutdown().await;
+}
+
+/// The default queue, but shard 7's turn never comes while `held`: a new
+/// shard of a reshard to 8 that is never READY.
+#[derive(Debug)]
+struct HoldSeven {
+    inner: LocalQueue,
+    held: AtomicBool,
+}
+
+impl HoldSeven {
+    fn new() -> Arc<Self> {
+        let limit = SessionStartLimit::new(1000, 1000, Duration::from_secs(3600), 2);
+        Arc::new(Self {
+            inner: LocalQueue::with_window(&limit, WINDOW),
+            held: AtomicBool::new(true),
+        })
+    }
+}
+
+impl IdentifyQueue for HoldSeven {
+    fn wait_turn(&self, shard_id: u32) -> WaitTurn<'_> {
+        if shard_id == 7 && self.held.load(Ordering::Acquire) {
+            return Box::pin(std::future::pending());
+        }
+        self.inner.wait_turn(shard_id)
+    }
+}
+
+/// The reasons of the `ReshardAbandoned`s seen.
+fn abandoned(seen: &[(u32, ShardEvent)]) -> Vec<String> {
+    seen.iter()
+        .filter_map(|(_, event)| match event {
+            ShardEvent::ReshardAbandoned { from: 4, to: 8, reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn reshard_not_switched_by_its_deadline_is_abandoned_and_the_old_generation_goes_on() {
+    let sim = sim(4).start().await.unwrap();
+    let queue = HoldSeven::new();
+    let mut config = config(&sim);
+    config.queue = Some(queue.clone());
+    let deadline = Duration::from_secs(10);
+    config.reshard_deadline = Some(deadline);
+    let mut cluster = Cluster::start(config).await.unwrap();
+    let mut seen = Vec::new();
+    until_ready(&mut cluster, &mut seen, 4).await;
+    read_for(&mut cluster, &mut seen, Duration::from_secs(1)).await;
+    // Quiet while it waits: the deadline's own timer must end it.
+    sim.set_guild_event_rate(0.0);
+    let started = Instant::now();
+    cluster.reshard(8).await.unwrap();
+    let gave_up = read_until_or(&mut cluster, &mut seen, Duration::from_secs(30), |event| {
+        matches!(event, ShardEvent::ReshardAbandoned { .. })
+    })
+    .await;
+    assert!(gave_up, "abandoned at its deadline");
+    let took = started.elapsed();
+    println!("abandoned after {took:?}: {:?}", abandoned(&seen));
+    assert!(
+        took >= deadline && took < deadline + Duration::from_millis(50),
+        "{took:?}"
+    );
+    let reasons = abandoned(&seen);
+    assert_eq!(reasons.len(), 1);
+    assert!(
+        reasons[0].contains("new shards 7 of 8 not READY"),
+        "{}",
+        reasons[0]
+    );
+    assert_eq!(cluster.total(), 4);
+    assert_eq!(cluster.shard_ids(), (0..4).collect::<Vec<_>>());
+    assert!(matches!(
+        cluster.status(0).map(|status| status.state),
+        Some(shardwire_shard::ShardState::Active)
+    ));
+    // The old generation still delivers, every event once.
+    let before = seen.len();
+    sim.set_guild_event_rate(RATE);
+    read_for(&mut cluster, &mut seen, Duration::from_secs(2)).await;
+    assert!(
+        seen[before..]
+            .iter()
+            .filter(|(_, e)| matches!(e, ShardEvent::Dispatch { .. }))
+            .count()
+            > 500
+    );
+    sim.set_guild_event_rate(0.0);
+    drain(&mut cluster, &mut seen, Duration::from_secs(1)).await;
+    let (checked, lost, doubled) = compare(&sent(&sim), &received(&seen));
+    assert!(checked > 500);
+    assert_eq!((lost, doubled), (0, 0));
+    // The new shards were closed with 1000: the seven identified, and
+    // shard 7, which never had its turn.
+    let observations = sim.observations();
+    let new_connections: Vec<u64> = observations
+        .identifies
+        .iter()
+        .filter(|i| i.shard[1] == 8)
+        .map(|i| i.connection)
+        .collect();
+    assert_eq!(new_connections.len(), 7);
+    let ended = observations
+        .closes
+        .iter()
+        .filter(|c| c.by == ClosedBy::Client && c.code == Some(1000))
+        .count();
+    assert_eq!(ended, 8, "{:?}", observations.closes);
+    assert!(observations.violations.is_empty(), "{:?}", observations.violations);
+    // Another reshard is taken, and with shard 7 let through it switches.
+    queue.held.store(false, Ordering::Release);
+    sim.set_guild_event_rate(RATE);
+    cluster.reshard(8).await.unwrap();
+    read_until(&mut cluster, &mut seen, |event| {
+        matches!(event, ShardEvent::Resharded { from: 4, to: 8, .. })
+    })
+    .await;
+    assert_eq!(cluster.total(), 8);
+    sim.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn reshard_cancelled_before_its_switch_keeps_the_old_generation_and_not_after_it() {
+    // One identify bucket: the 8 new shards take 8 windows to be READY.
+    let sim = sim(4).max_concurrency(1).start().await.unwrap();
+    let mut cluster = Cluster::start(config(&sim)).await.unwrap();
+    let mut seen = Vec::new();
+    until_ready(&mut cluster, &mut seen, 4).await;
+    let new_ready = |count: usize| {
+        let mut ready = 0;
+        move |event: &ShardEvent| {
+            ready += usize::from(matches!(event, ShardEvent::FromReshard { event, .. }
+                if matches!(**event, ShardEvent::Ready { .. })));
+            ready == count
+        }
+    };
+    assert!(!cluster.cancel_reshard(), "nothing to cancel");
+
+    // Through the cluster, two new shards READY.
+    cluster.reshard(8).await.unwrap();
+    read_until(&mut cluster, &mut seen, new_ready(2)).await;
+    assert!(cluster.cancel_reshard());
+    read_until(&mut cluster, &mut seen, |event| {
+        matches!(event, ShardEvent::ReshardAbandoned { .. })
+    })
+    .await;
+    assert_eq!(abandoned(&seen), ["cancelled"]);
+    assert_eq!(cluster.total(), 4);
+
+    // Through the sender, one new shard READY.
+    let sender = cluster.sender();
+    sender.reshard(8).await.unwrap();
+    read_until(&mut cluster, &mut seen, new_ready(1)).await;
+    let cancel = tokio::spawn({
+        let sender = sender.clone();
+        async move { sender.cancel_reshard().await }
+    });
+    read_until(&mut cluster, &mut seen, |event| {
+        matches!(event, ShardEvent::ReshardAbandoned { .. })
+    })
+    .await;
+    assert!(cancel.await.unwrap().unwrap());
+    assert_eq!(abandoned(&seen), ["cancelled", "cancelled"]);
+    assert_eq!(cluster.total(), 4);
+    read_for(&mut cluster, &mut seen, Duration::from_secs(1)).await;
+    let observations = sim.observations();
+    let ended = observations
+        .closes
+        .iter()
+        .filter(|c| c.by == ClosedBy::Client && c.code == Some(1000) && c.shard.is_some())
+        .count();
+    assert_eq!(ended, 3, "the new sessions: {:?}", observations.closes);
+    assert!(observations.violations.is_empty(), "{:?}", observations.violations);
+
+    // Once switched, a cancel does nothing.
+    cluster.reshard(8).await.unwrap();
+    read_until(&mut cluster, &mut seen, |event| {
+        matches!(event, ShardEvent::Resharded { from: 4, to: 8, .. })
+    })
+    .await;
+    assert!(!cluster.cancel_reshard());
+    let cancel = tokio::spawn(async move { sender.cancel_reshard().await });
+    read_for(&mut cluster, &mut seen, Duration::from_secs(1)).await;
+    assert!(!cancel.await.unwrap().unwrap());
+    assert_eq!(cluster.total(), 8);
+    assert_eq!(abandoned(&seen).len(), 2);
     sim.shutdown().await;
 }

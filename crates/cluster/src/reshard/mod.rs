@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use shardwire_shard::{EventSink, FatalError, ShardEvent, ShardState, SinkEvents};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 
 pub use self::overlap::{Overlap, OverlapStats};
@@ -31,6 +31,9 @@ pub(crate) enum Order {
     Start(u32),
     /// Something suggests more shards: check, and reshard if so.
     Auto(Trigger),
+    /// Give up the reshard under way if it has not switched; whether it
+    /// was.
+    Cancel(oneshot::Sender<bool>),
 }
 
 /// Why a reshard starts by itself.
@@ -204,6 +207,35 @@ pub(crate) fn auto_target(from: u32, info: &GatewayInfo, trigger: Trigger) -> Op
     (wanted > from).then_some(wanted)
 }
 
+/// What a reshard's deadline adds to its identify schedule.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
+
+/// How long a reshard to `to` shards may take to switch when
+/// [`ClusterConfig::reshard_deadline`](crate::ClusterConfig::reshard_deadline)
+/// does not say: twice its identify rounds (`to / max_concurrency`, rounded
+/// up, one `identify_window` each), plus a minute.
+pub(crate) fn default_deadline(to: u32, max_concurrency: u32, identify_window: Duration) -> Duration {
+    let rounds = to.div_ceil(max_concurrency.max(1));
+    identify_window
+        .saturating_mul(rounds.saturating_mul(2))
+        .saturating_add(DEADLINE_MARGIN)
+}
+
+/// A deadline this long is none (a longer one is taken as this).
+const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Shard ids for a log line: the first few, and how many in all.
+fn list_ids(ids: &[u32]) -> String {
+    const SHOWN: usize = 8;
+    let shown: Vec<String> = ids.iter().take(SHOWN).map(u32::to_string).collect();
+    let shown = shown.join(", ");
+    if ids.len() > SHOWN {
+        format!("{shown}, … ({} in all)", ids.len())
+    } else {
+        shown
+    }
+}
+
 /// The longest a generation a reshard no longer needs has to close.
 const RETIRE_GRACE: Duration = Duration::from_secs(5);
 
@@ -267,8 +299,11 @@ pub(crate) struct Reshard {
     pub(crate) other_sink: EventSink,
     /// The new shards that have been READY.
     ready: BTreeSet<u32>,
+    /// When it is given up if it has not switched.
+    deadline: Instant,
     pub(crate) overlap: Overlap,
-    /// Wakes the consumer for the overlap's next deadline.
+    /// Wakes the consumer for the overlap's next deadline, or the
+    /// reshard's own.
     pub(crate) timer: Pin<Box<Sleep>>,
 }
 
@@ -279,14 +314,17 @@ impl Reshard {
         events: SinkEvents,
         sink: EventSink,
         window: Duration,
+        deadline: Duration,
     ) -> Self {
         let to = next.total;
         let mut overlap = Overlap::new(from, to, window);
         overlap.push(0, ShardEvent::Resharding { from, to });
+        let started = Instant::now();
         Self {
             from,
             to,
-            started: Instant::now(),
+            started,
+            deadline: started + deadline.min(NEVER),
             other: next,
             other_events: events,
             other_sink: sink,
@@ -294,6 +332,28 @@ impl Reshard {
             overlap,
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
         }
+    }
+
+    /// Why it must be given up at `now`: its deadline passed before the
+    /// switch.
+    pub(crate) fn overdue(&self, now: Instant) -> Option<String> {
+        if self.overlap.switched() || now < self.deadline {
+            return None;
+        }
+        let waiting: Vec<u32> = (0..self.to).filter(|id| !self.ready.contains(id)).collect();
+        Some(format!(
+            "not switched within its deadline of {:?}: new shards {} of {} not READY",
+            self.deadline.saturating_duration_since(self.started),
+            list_ids(&waiting),
+            self.to
+        ))
+    }
+
+    /// When the consumer must look again: the overlap's next deadline, or
+    /// before the switch the reshard's own.
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
+        let deadline = (!self.overlap.switched()).then_some(self.deadline);
+        self.overlap.poll_timeout().into_iter().chain(deadline).min()
     }
 
     /// An event of the new generation.
@@ -381,6 +441,28 @@ mod tests {
         assert_eq!(auto_target(4, &info(4, 1), crowded), Some(9));
         assert_eq!(auto_target(4, &info(4, 4), crowded), Some(12));
         assert_eq!(auto_target(4, &info(16, 1), crowded), Some(16));
+    }
+
+    #[test]
+    fn the_default_deadline_is_twice_the_identify_rounds_and_a_minute() {
+        let window = Duration::from_secs(5);
+        // 8 shards at max_concurrency 2: 4 rounds.
+        assert_eq!(default_deadline(8, 2, window), Duration::from_secs(100));
+        // 1,000 at 16: 63 rounds.
+        assert_eq!(default_deadline(1_000, 16, window), Duration::from_secs(690));
+        assert_eq!(default_deadline(3, 0, window), Duration::from_secs(90));
+        assert_eq!(
+            default_deadline(u32::MAX, 1, Duration::MAX),
+            Duration::MAX,
+            "saturates"
+        );
+    }
+
+    #[test]
+    fn a_list_of_shard_ids_stays_one_short_line() {
+        assert_eq!(list_ids(&[7]), "7");
+        let many: Vec<u32> = (0..100).collect();
+        assert_eq!(list_ids(&many), "0, 1, 2, 3, 4, 5, 6, 7, … (100 in all)");
     }
 
     #[test]

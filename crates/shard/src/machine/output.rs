@@ -160,6 +160,20 @@ pub enum ShardEvent {
         /// From [`ShardEvent::Resharding`] to the switch.
         took: Duration,
     },
+    /// A cluster gave a reshard up before its switch: its new generation
+    /// closed (its sessions ended), and the running `from` shards go on as
+    /// before. Only a cluster sends it, tagged as
+    /// [`ShardEvent::Resharding`].
+    ReshardAbandoned {
+        /// The running generation's shard count.
+        from: u32,
+        /// The count the reshard was to.
+        to: u32,
+        /// Why, in one line: a new shard that could not start, the
+        /// deadline passed (naming the new shards not READY), a cancel or
+        /// a shutdown.
+        reason: String,
+    },
     /// An event of a cluster's new generation that repeats what the bot
     /// has: its READY and lifecycle events before the switch, and the
     /// GUILD_CREATEs of the guilds its READYs listed (some may come after
