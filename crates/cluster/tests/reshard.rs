@@ -754,3 +754,70 @@ async fn reshard_cancelled_before_its_switch_keeps_the_old_generation_and_not_af
     assert_eq!(abandoned(&seen).len(), 2);
     sim.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn reshard_sends_commands_to_the_new_shard_that_owns_the_guild_after_the_switch() {
+    use shardwire_codec::{MemberSelection, RequestGuildMembers};
+    use twilight_model::gateway::payload::outgoing::UpdateVoiceState;
+    use twilight_model::id::Id;
+
+    let sim = sim(4).start().await.unwrap();
+    let mut cluster = Cluster::start(config(&sim)).await.unwrap();
+    let mut seen = Vec::new();
+    until_ready(&mut cluster, &mut seen, 4).await;
+    cluster.reshard(8).await.unwrap();
+    read_until(&mut cluster, &mut seen, |event| {
+        matches!(event, ShardEvent::Resharded { from: 4, to: 8, .. })
+    })
+    .await;
+    // A pool guild of new shard 5 (old shard 1, which still runs).
+    let guild = sim
+        .pool_guild_ids()
+        .iter()
+        .map(|id| id.parse::<u64>().unwrap())
+        .find(|id| (id >> 22) % 8 == 5)
+        .map(Id::new)
+        .unwrap();
+    let sender = cluster.sender();
+    assert_eq!(sender.shard_for_guild(guild), 5);
+    sender
+        .send_to_guild(guild, UpdateVoiceState::new(guild, None, false, false))
+        .await
+        .unwrap();
+    let request = RequestGuildMembers {
+        guild_id: guild,
+        selection: MemberSelection::Query {
+            query: String::new(),
+            limit: 0,
+        },
+        presences: false,
+        nonce: None,
+    };
+    let members = sender
+        .request_guild_members(request, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(members.guild_id, guild);
+    read_for(&mut cluster, &mut seen, Duration::from_millis(200)).await;
+    // Both went out on the connection that identified as [5, 8].
+    let observations = sim.observations();
+    let shard_of: HashMap<u64, [u32; 2]> = observations
+        .identifies
+        .iter()
+        .filter(|i| i.accepted)
+        .map(|i| (i.connection, i.shard))
+        .collect();
+    let commands: Vec<(u64, [u32; 2])> = observations
+        .commands
+        .iter()
+        .filter(|c| c.d.get("guild_id").and_then(|g| g.as_str()) == Some(&guild.to_string()))
+        .map(|c| (c.op, shard_of[&c.connection]))
+        .collect();
+    assert_eq!(commands, [(4, [5, 8]), (8, [5, 8])]);
+    assert!(
+        observations.violations.is_empty(),
+        "{:?}",
+        observations.violations
+    );
+    sim.shutdown().await;
+}
