@@ -635,7 +635,12 @@ impl Cluster {
         );
         let window = self.config.reshard_overlap;
         let deadline = self.config.reshard_deadline.unwrap_or_else(|| {
-            let max_concurrency = self.shared.gateway.info().session_start_limit.max_concurrency;
+            let max_concurrency = self
+                .shared
+                .gateway
+                .info()
+                .session_start_limit
+                .max_concurrency;
             crate::reshard::default_deadline(to, max_concurrency, self.config.identify_window)
         });
         let mut reshard = Reshard::new(from, next, events, sink, window, deadline);

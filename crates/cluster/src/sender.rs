@@ -182,7 +182,9 @@ impl ClusterSender {
     /// [`ClusterError::Stopped`] when the cluster has been dropped.
     pub async fn cancel_reshard(&self) -> Result<bool, ClusterError> {
         let (answer, answered) = tokio::sync::oneshot::channel();
-        self.shared.control.order(crate::reshard::Order::Cancel(answer));
+        self.shared
+            .control
+            .order(crate::reshard::Order::Cancel(answer));
         answered.await.map_err(|_| ClusterError::Stopped)
     }
 

@@ -596,7 +596,11 @@ impl IdentifyQueue for HoldSeven {
 fn abandoned(seen: &[(u32, ShardEvent)]) -> Vec<String> {
     seen.iter()
         .filter_map(|(_, event)| match event {
-            ShardEvent::ReshardAbandoned { from: 4, to: 8, reason } => Some(reason.clone()),
+            ShardEvent::ReshardAbandoned {
+                from: 4,
+                to: 8,
+                reason,
+            } => Some(reason.clone()),
             _ => None,
         })
         .collect()
@@ -674,7 +678,11 @@ async fn reshard_not_switched_by_its_deadline_is_abandoned_and_the_old_generatio
         .filter(|c| c.by == ClosedBy::Client && c.code == Some(1000))
         .count();
     assert_eq!(ended, 8, "{:?}", observations.closes);
-    assert!(observations.violations.is_empty(), "{:?}", observations.violations);
+    assert!(
+        observations.violations.is_empty(),
+        "{:?}",
+        observations.violations
+    );
     // Another reshard is taken, and with shard 7 let through it switches.
     queue.held.store(false, Ordering::Release);
     sim.set_guild_event_rate(RATE);
@@ -738,7 +746,11 @@ async fn reshard_cancelled_before_its_switch_keeps_the_old_generation_and_not_af
         .filter(|c| c.by == ClosedBy::Client && c.code == Some(1000) && c.shard.is_some())
         .count();
     assert_eq!(ended, 3, "the new sessions: {:?}", observations.closes);
-    assert!(observations.violations.is_empty(), "{:?}", observations.violations);
+    assert!(
+        observations.violations.is_empty(),
+        "{:?}",
+        observations.violations
+    );
 
     // Once switched, a cancel does nothing.
     cluster.reshard(8).await.unwrap();

@@ -214,7 +214,11 @@ const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
 /// [`ClusterConfig::reshard_deadline`](crate::ClusterConfig::reshard_deadline)
 /// does not say: twice its identify rounds (`to / max_concurrency`, rounded
 /// up, one `identify_window` each), plus a minute.
-pub(crate) fn default_deadline(to: u32, max_concurrency: u32, identify_window: Duration) -> Duration {
+pub(crate) fn default_deadline(
+    to: u32,
+    max_concurrency: u32,
+    identify_window: Duration,
+) -> Duration {
     let rounds = to.div_ceil(max_concurrency.max(1));
     identify_window
         .saturating_mul(rounds.saturating_mul(2))
@@ -353,7 +357,11 @@ impl Reshard {
     /// before the switch the reshard's own.
     pub(crate) fn next_wake(&self) -> Option<Instant> {
         let deadline = (!self.overlap.switched()).then_some(self.deadline);
-        self.overlap.poll_timeout().into_iter().chain(deadline).min()
+        self.overlap
+            .poll_timeout()
+            .into_iter()
+            .chain(deadline)
+            .min()
     }
 
     /// An event of the new generation.
@@ -449,7 +457,10 @@ mod tests {
         // 8 shards at max_concurrency 2: 4 rounds.
         assert_eq!(default_deadline(8, 2, window), Duration::from_secs(100));
         // 1,000 at 16: 63 rounds.
-        assert_eq!(default_deadline(1_000, 16, window), Duration::from_secs(690));
+        assert_eq!(
+            default_deadline(1_000, 16, window),
+            Duration::from_secs(690)
+        );
         assert_eq!(default_deadline(3, 0, window), Duration::from_secs(90));
         assert_eq!(
             default_deadline(u32::MAX, 1, Duration::MAX),

@@ -603,9 +603,7 @@ impl Ids {
         } else {
             &self.guild_id
         };
-        id.as_deref()
-            .and_then(|id| id.parse().ok())
-            .unwrap_or(0)
+        id.as_deref().and_then(|id| id.parse().ok()).unwrap_or(0)
     }
 }
 
