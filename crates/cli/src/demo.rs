@@ -253,6 +253,9 @@ pub(crate) async fn run(args: Args) -> ExitCode {
                     counts.clear();
                     resharded = Some((from, to, took));
                 }
+                Some((_, ShardEvent::ReshardAbandoned { from, to, reason })) => {
+                    return fail(1, format_args!("the reshard {from} -> {to} was given up: {reason}"));
+                }
                 Some((shard, ShardEvent::Resumed)) => counts.entry(shard).or_default().resumes += 1,
                 Some((shard, ShardEvent::Fatal(error))) => return fail(1, format_args!("shard {shard}: {error}")),
                 Some(_) => {}

@@ -224,10 +224,13 @@ fn handle(
             );
             None
         }
-        ShardEvent::FromReshard { event, .. } => {
-            if let ShardEvent::Fatal(error) = &*event {
-                tracing::warn!(shard, %error, "a new shard failed: the reshard is given up");
-            }
+        ShardEvent::ReshardAbandoned { from, to, reason } => {
+            tracing::warn!(
+                from,
+                to,
+                %reason,
+                "the reshard to {to} is given up: the {from} running shards go on"
+            );
             None
         }
         _ => None,
