@@ -168,6 +168,12 @@ impl LocalServer {
     pub fn binary(&self) -> &Path {
         &self.binary
     }
+
+    /// The server's process id while it runs (to read its CPU time).
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
 }
 
 impl Drop for LocalServer {

@@ -41,6 +41,7 @@ impl Runner {
         if let Err(error) = self.leases.announce().await {
             tracing::warn!(%error, "cannot announce the node");
         }
+        self.expire_acks();
         self.retry_publishes().await;
         self.refresh_limit().await;
         // Claims follow the stored count: not on a tick it was not read.

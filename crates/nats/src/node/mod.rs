@@ -5,9 +5,10 @@
 //!   `balance.rs` decides);
 //! - `handover.rs`: a range handed over while the node runs;
 //! - `publish.rs`: dispatches into JetStream, and the stored seq that
-//!   follows their acknowledgements;
+//!   follows their acknowledgements (`acks.rs`: JetStream's answers);
 //! - `reshard.rs`: a reshard carried out for the ranges held.
 
+mod acks;
 mod balance;
 mod claim;
 mod config;
@@ -21,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use futures_util::stream::{FuturesOrdered, SelectAll};
+use futures_util::stream::SelectAll;
+use futures_util::{FutureExt, StreamExt};
 use shardwire_cluster::{Gateway, GatewayError};
 use shardwire_shard::{
     EventSink, FatalError, IdentifyQueue, Session, Shard, ShardConfig, ShardEvent,
@@ -32,21 +33,29 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::metrics::NodeMetrics;
-use crate::{Lease, Leases, Nats, NatsError, NatsQueue, Reshard, SessionStore, event_subject};
+use crate::{Lease, Leases, Nats, NatsError, NatsQueue, Reshard, SessionStore};
 
+use self::acks::Acks;
 pub(crate) use self::config::DEFAULT_DEDUP_WINDOW;
 pub use self::config::NodeConfig;
-use self::publish::{AckFuture, Outgoing, tag};
+use self::publish::{Outgoing, Stored, Subjects, tag};
 
 /// Publishes awaiting JetStream's acknowledgement, across the node's
 /// shards; more stop the intake until acknowledgements come.
 const MAX_IN_FLIGHT: usize = 4096;
+/// Events (or acknowledgements) taken at once before the task looks at
+/// its timers and commands again.
+const DRAIN: usize = 64;
 /// How long one publish may wait for room in the client's buffer.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often acknowledged seqs are written to the session store.
 const SESSION_FLUSH: Duration = Duration::from_millis(250);
 /// Events a shard hands to the node before its reading pauses.
 const SHARD_BUFFER: usize = 1024;
+/// JSON a shard holds for the node beyond that while JetStream lags, before
+/// it stops reading (a shard alone holds 64 MiB): past it the gateway's
+/// socket holds the rest, and what a resume could replay is not kept twice.
+const SHARD_PENDING_BYTES: usize = 4 * 1024 * 1024;
 /// Set in the slot key of a new generation's shard while its range
 /// merges, beside the old shard of the same id.
 const NEXT: u32 = 1 << 31;
@@ -159,6 +168,7 @@ impl Node {
             .await?
             .with_capacity(capacity);
         nats.events_stream(config.dedup_window).await?;
+        let acks = Acks::subscribe(nats.client()).await?;
         let commands = nats
             .client()
             .subscribe(config.layout.commands_wildcard())
@@ -191,7 +201,7 @@ impl Node {
             slots: HashMap::new(),
             next_generation: 0,
             events: SelectAll::new(),
-            in_flight: FuturesOrdered::new(),
+            acks,
             queued: 0,
             unheld_ticks: HashMap::new(),
             handing_over: BTreeMap::new(),
@@ -297,7 +307,9 @@ impl Node {
 
 /// One shard's events as `(shard, generation, event)`, then `None` for the
 /// event once the shard's task has ended.
-type ShardEvents = Pin<Box<dyn futures_util::Stream<Item = (u32, u64, Option<ShardEvent>)> + Send>>;
+/// An event of slot key and generation; `None` once its shard has ended.
+type TaggedEvent = (u32, u64, Option<ShardEvent>);
+type ShardEvents = Pin<Box<dyn futures_util::Stream<Item = TaggedEvent> + Send>>;
 
 /// One shard this node runs.
 struct Slot {
@@ -306,7 +318,7 @@ struct Slot {
     /// The session the next dispatches belong to.
     session: Option<(Arc<str>, Arc<str>)>,
     /// The last dispatch JetStream acknowledged, with every earlier one.
-    acked: Option<Session>,
+    acked: Option<Stored>,
     /// The session store's revision this node last wrote.
     revision: u64,
     dirty: bool,
@@ -323,6 +335,8 @@ struct Slot {
     merged: bool,
     /// The last dispatch it delivered.
     last_seq: u64,
+    /// Its event subjects, by event name.
+    subjects: Subjects,
 }
 
 struct Runner {
@@ -341,7 +355,8 @@ struct Runner {
     /// Every shard's events, tagged with its slot's generation: a stream
     /// ends when its shard's task has ended and delivered everything.
     events: SelectAll<ShardEvents>,
-    in_flight: FuturesOrdered<AckFuture>,
+    /// Publishes waiting for JetStream's answer.
+    acks: Acks,
     /// Events held in the slots until JetStream has them, across shards.
     queued: usize,
     unheld_ticks: HashMap<u32, u32>,
@@ -392,13 +407,9 @@ impl Runner {
                 }
                 _ = tick.tick() => self.tick().await,
                 _ = flush.tick() => self.flush_sessions().await,
-                Some(acked) = self.in_flight.next(), if !self.in_flight.is_empty() => self.on_acked(acked),
-                Some((shard, generation, event)) = self.events.next(), if self.takes_events() => {
-                    let Some(event) = event else {
-                        self.on_ended(shard, generation);
-                        continue;
-                    };
-                    if let Err(error) = self.on_event(shard, generation, event).await {
+                Some(reply) = self.acks.replies.next() => self.on_replies(&reply),
+                Some(first) = self.events.next(), if self.takes_events() => {
+                    if let Err(error) = self.take_events(first).await {
                         break Err(error);
                     }
                 }
@@ -410,6 +421,39 @@ impl Runner {
         };
         self.stop().await;
         result
+    }
+
+    /// Takes `first` and the events ready behind it, up to [`DRAIN`], without
+    /// a trip through the task's `select!` for each.
+    async fn take_events(&mut self, first: TaggedEvent) -> Result<(), NodeError> {
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some((key, generation, event)) = next {
+            match event {
+                Some(event) => self.on_event(key, generation, event).await?,
+                None => self.on_ended(key, generation),
+            }
+            taken += 1;
+            next = if taken < DRAIN && self.takes_events() {
+                // Polled with a waker that does nothing: the `select!` polls
+                // the stream again with the task's own before it sleeps.
+                self.events.next().now_or_never().flatten()
+            } else {
+                None
+            };
+        }
+        Ok(())
+    }
+
+    /// Reads `first` and the answers ready behind it, up to [`DRAIN`].
+    fn on_replies(&mut self, first: &async_nats::Message) {
+        self.on_reply(first);
+        for _ in 1..DRAIN {
+            match self.acks.replies.next().now_or_never() {
+                Some(Some(reply)) => self.on_reply(&reply),
+                _ => break,
+            }
+        }
     }
 
     /// Starts shard `key` (less [`NEXT`]) of `total` under slot `key`.
@@ -425,6 +469,7 @@ impl Runner {
         );
         shard_config.compression = config.compression;
         shard_config.session = session.clone();
+        shard_config.max_pending_bytes = SHARD_PENDING_BYTES;
         if let Some(configure) = &config.configure {
             configure(&mut shard_config);
         }
@@ -458,7 +503,7 @@ impl Runner {
                 shard: Some(shard),
                 generation,
                 session: session.as_ref().map(tag),
-                acked: session,
+                acked: session.as_ref().map(Stored::of),
                 revision,
                 dirty: false,
                 in_flight: VecDeque::new(),
@@ -468,6 +513,7 @@ impl Runner {
                 ended: false,
                 merged: false,
                 last_seq: 0,
+                subjects: Subjects::default(),
             },
         );
     }
@@ -559,9 +605,10 @@ impl Runner {
             seq,
             session_id,
             resume_url,
-            subject: event_subject(&self.config.layout, shard, event_type),
+            subject: slot.subjects.get(&self.config.layout, shard, event_type),
             // No copy: the bytes share the JSON's buffer.
             payload: Bytes::from_owner(json),
+            acked: false,
             skipped: false,
             from_reshard,
         };
@@ -627,12 +674,12 @@ impl Runner {
         }
         let deadline = Instant::now() + HANDOVER_LIMIT;
         loop {
-            let settled = self.events.is_empty() && self.in_flight.is_empty();
+            let settled = self.events.is_empty() && self.acks.is_empty();
             if settled || Instant::now() >= deadline {
                 break;
             }
             tokio::select! {
-                Some(acked) = self.in_flight.next(), if !self.in_flight.is_empty() => self.on_acked(acked),
+                Some(reply) = self.acks.replies.next() => self.on_reply(&reply),
                 Some((shard, generation, event)) = self.events.next(), if self.takes_events() => match event {
                     Some(event) => {
                         let _ = self.on_event(shard, generation, event).await;

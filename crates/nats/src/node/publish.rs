@@ -1,17 +1,25 @@
 //! Dispatches into JetStream, in order per shard, and the stored seq that
 //! moves on only over what JetStream acknowledged.
+//!
+//! Each event goes out as a core NATS publish whose reply subject is one
+//! token under the node's own inbox, and every acknowledgement comes back
+//! on one subscription to it (`acks.rs`): no request, future or inbox
+//! string of its own per event, which is most of what a JetStream publish
+//! costs in the client.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::{HeaderMap, HeaderValue, Subject};
 use bytes::Bytes;
 use shardwire_shard::Session;
 use tokio::time::Instant;
 
+use super::acks::{ACK_TIMEOUT, Acked, Waiting};
 use super::{PUBLISH_TIMEOUT, Runner};
-use crate::{Nats, NatsError, message_id};
+#[cfg(doc)]
+use crate::message_id;
+use crate::{Layout, NatsError, event_subject};
 
 /// A publish JetStream has yet to acknowledge.
 #[derive(Clone)]
@@ -19,8 +27,10 @@ pub(super) struct Outgoing {
     pub(super) seq: u64,
     pub(super) session_id: Arc<str>,
     pub(super) resume_url: Arc<str>,
-    pub(super) subject: String,
+    pub(super) subject: Subject,
     pub(super) payload: Bytes,
+    /// JetStream acknowledged it; it leaves once every earlier one has.
+    pub(super) acked: bool,
     /// JetStream can never take it (over the server's `max_payload`): it is
     /// logged and passed over.
     pub(super) skipped: bool,
@@ -30,7 +40,39 @@ pub(super) struct Outgoing {
 }
 
 impl Outgoing {
-    /// The session to resume from once this event is stored.
+    /// What to resume from once this event is stored.
+    fn stored(&self) -> Stored {
+        Stored {
+            seq: self.seq,
+            session_id: Arc::clone(&self.session_id),
+            resume_url: Arc::clone(&self.resume_url),
+        }
+    }
+}
+
+/// The last dispatch of a shard JetStream stored, with every earlier one:
+/// the session to resume from, made into a [`Session`] only when written.
+#[derive(Clone)]
+pub(super) struct Stored {
+    seq: u64,
+    session_id: Arc<str>,
+    resume_url: Arc<str>,
+}
+
+impl Stored {
+    /// Seq `seq` of the session `tag` names (see [`tag`]).
+    pub(super) fn new(seq: u64, (session_id, resume_url): &(Arc<str>, Arc<str>)) -> Self {
+        Self {
+            seq,
+            session_id: Arc::clone(session_id),
+            resume_url: Arc::clone(resume_url),
+        }
+    }
+
+    pub(super) fn of(session: &Session) -> Self {
+        Self::new(session.seq, &tag(session))
+    }
+
     pub(super) fn session(&self) -> Session {
         Session {
             session_id: self.session_id.to_string(),
@@ -48,51 +90,101 @@ pub(super) enum Failure {
     Permanent(String),
 }
 
-/// What an acknowledgement future resolves to.
-pub(super) struct Acked {
-    shard: u32,
-    generation: u64,
-    attempt: u32,
-    seq: u64,
-    outcome: Result<(), Failure>,
+/// A shard's event subjects by event name, made once each (a gateway
+/// could name events without end: past [`Subjects::MOST`] they are made
+/// each time).
+#[derive(Default)]
+pub(super) struct Subjects(HashMap<Box<str>, Subject>);
+
+impl Subjects {
+    const MOST: usize = 256;
+
+    pub(super) fn get(&mut self, layout: &Layout, shard: u32, event_type: &str) -> Subject {
+        if let Some(subject) = self.0.get(event_type) {
+            return subject.clone();
+        }
+        let subject = Subject::from(event_subject(layout, shard, event_type));
+        if self.0.len() < Self::MOST {
+            self.0.insert(event_type.into(), subject.clone());
+        }
+        subject
+    }
 }
 
-pub(super) type AckFuture = Pin<Box<dyn Future<Output = Acked> + Send>>;
+/// Appends `value` in decimal, without the formatting machinery.
+pub(super) fn push_decimal(out: &mut String, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[at..] {
+        out.push(char::from(digit));
+    }
+}
+
+/// The `Nats-Msg-Id` header value of a dispatch (see [`message_id`]). A
+/// session id is the gateway's to choose: a line break in it (which a
+/// header cannot carry) becomes `_`, the same each time, so copies still
+/// match.
+fn message_id_header(session_id: &str, seq: u64) -> HeaderValue {
+    let mut id = String::with_capacity(session_id.len() + 21);
+    id.push_str(session_id);
+    id.push(':');
+    push_decimal(&mut id, seq);
+    if id.contains(['\r', '\n']) {
+        id = id.replace(['\r', '\n'], "_");
+    }
+    HeaderValue::from(id)
+}
 
 impl Runner {
-    pub(super) fn on_acked(&mut self, mut acked: Acked) {
+    /// An answer came on the node's inbox.
+    pub(super) fn on_reply(&mut self, message: &async_nats::Message) {
+        if let Some(acked) = self.acks.answer(message) {
+            self.on_acked(acked);
+        }
+    }
+
+    /// Publishes JetStream did not answer in time are published again.
+    pub(super) fn expire_acks(&mut self) {
+        for acked in self.acks.expired(Instant::now(), ACK_TIMEOUT) {
+            self.on_acked(acked);
+        }
+    }
+
+    fn on_acked(&mut self, acked: Acked) {
         // A resharded slot may have moved since it published.
-        let Some(key) = self.slot_key(acked.shard, acked.generation) else {
+        let Acked { waiting, outcome } = acked;
+        let Some(key) = self.slot_key(waiting.key, waiting.generation) else {
             return;
         };
-        acked.shard = key;
         let Some(slot) = self.slots.get_mut(&key) else {
             return;
         };
-        match acked.outcome {
-            // Stored, whichever attempt published it: if it is the oldest
-            // one waiting, the stored seq moves on.
+        match outcome {
+            // Stored, whichever attempt published it; the stored seq moves
+            // on over every event stored before the oldest one waiting.
             Ok(()) => {
-                if slot
+                self.metrics
+                    .ack_latency
+                    .record(waiting.sent_at.elapsed().as_secs_f64());
+                if let Some(item) = slot
                     .in_flight
-                    .front()
-                    .is_some_and(|front| front.seq == acked.seq)
+                    .iter_mut()
+                    .find(|item| item.seq == waiting.seq)
                 {
-                    if let Some(done) = slot.in_flight.pop_front() {
-                        self.queued -= 1;
-                        slot.published.increment(1);
-                        // Out of its shard's order while merged: the seq
-                        // is stored once the merge is over.
-                        if !slot.merged {
-                            slot.acked = Some(done.session());
-                            slot.dirty = true;
-                        }
-                    }
-                    self.settle(acked.shard);
+                    item.acked = true;
                 }
+                self.settle(key);
             }
-            Err(failure) if acked.attempt == slot.attempt => {
-                self.failed(acked.shard, acked.seq, failure);
+            Err(failure) if waiting.attempt == slot.attempt => {
+                self.failed(key, waiting.seq, failure);
             }
             Err(_) => {}
         }
@@ -121,24 +213,34 @@ impl Runner {
         }
     }
 
-    /// Passes over the skipped events at the front, as if stored.
+    /// Takes the stored (or skipped) events off the front; the stored seq
+    /// moves on to the last of them.
     pub(super) fn settle(&mut self, shard: u32) {
         let Some(slot) = self.slots.get_mut(&shard) else {
             return;
         };
-        while slot.in_flight.front().is_some_and(|front| front.skipped) {
+        while slot
+            .in_flight
+            .front()
+            .is_some_and(|front| front.acked || front.skipped)
+        {
             if let Some(item) = slot.in_flight.pop_front() {
                 self.queued -= 1;
+                if item.acked {
+                    slot.published.increment(1);
+                }
+                // Out of its shard's order while merged: the seq is stored
+                // once the merge is over.
                 if !slot.merged {
-                    slot.acked = Some(item.session());
+                    slot.acked = Some(item.stored());
                     slot.dirty = true;
                 }
             }
         }
     }
 
-    /// Publishes one event and queues its acknowledgement; `false` when the
-    /// shard must publish again later (the failure is recorded).
+    /// Publishes one event, its answer to come on the node's inbox; `false`
+    /// when the shard must publish again later (the failure is recorded).
     pub(super) async fn send_event(
         &mut self,
         shard: u32,
@@ -146,20 +248,40 @@ impl Runner {
         attempt: u32,
         item: &Outgoing,
     ) -> bool {
-        let sent_at = Instant::now();
-        match publish(&self.nats, item).await {
-            Ok(ack) => {
-                let latency = self.metrics.ack_latency.clone();
-                let ack = ack_future(shard, generation, attempt, item.seq, ack, sent_at, latency);
-                self.in_flight.push_back(ack);
-                true
-            }
-            Err(failure) => {
-                let retry = matches!(failure, Failure::Retry(_));
-                self.failed(shard, item.seq, failure);
-                !retry
-            }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            message_id_header(&item.session_id, item.seq),
+        );
+        if let Some(total) = item.from_reshard {
+            let mut value = String::new();
+            push_decimal(&mut value, u64::from(total));
+            headers.insert(crate::layout::RESHARD_HEADER, value.as_str());
         }
+        let (token, reply) = self.acks.register(Waiting {
+            key: shard,
+            generation,
+            attempt,
+            seq: item.seq,
+            sent_at: Instant::now(),
+        });
+        let send = self.nats.client().publish_with_reply_and_headers(
+            item.subject.clone(),
+            reply,
+            headers,
+            item.payload.clone(),
+        );
+        // While NATS is away the client's buffer fills; the node must not
+        // wait on it forever (its leases need attention meanwhile).
+        let failure = match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
+            Ok(Ok(())) => return true,
+            Ok(Err(error)) => classify(&error),
+            Err(_) => Failure::Retry(format!("not sent within {PUBLISH_TIMEOUT:?}")),
+        };
+        self.acks.cancel(token);
+        let retry = matches!(failure, Failure::Retry(_));
+        self.failed(shard, item.seq, failure);
+        !retry
     }
 
     /// Publishes again, in order, everything a shard has in flight after a
@@ -202,7 +324,12 @@ impl Runner {
         let Some(slot) = self.slots.get_mut(&shard) else {
             return false;
         };
-        let Some(session) = slot.acked.clone().filter(|_| slot.dirty) else {
+        let Some(session) = slot
+            .acked
+            .as_ref()
+            .filter(|_| slot.dirty)
+            .map(Stored::session)
+        else {
             return true;
         };
         match self.sessions.store(shard, &session, slot.revision).await {
@@ -228,60 +355,14 @@ impl Runner {
     }
 }
 
-async fn publish(nats: &Nats, outgoing: &Outgoing) -> Result<PublishAckFuture, Failure> {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(
-        async_nats::header::NATS_MESSAGE_ID,
-        message_id(&outgoing.session_id, outgoing.seq).as_str(),
-    );
-    if let Some(total) = outgoing.from_reshard {
-        headers.insert(crate::layout::RESHARD_HEADER, total.to_string().as_str());
-    }
-    let send = nats.jetstream().publish_with_headers(
-        outgoing.subject.clone(),
-        headers,
-        outgoing.payload.clone(),
-    );
-    // While NATS is away the client's buffer fills; the node must not
-    // wait on it forever (its leases need attention meanwhile).
-    match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
-        Ok(sent) => sent.map_err(classify),
-        Err(_) => Err(Failure::Retry(format!(
-            "not sent within {PUBLISH_TIMEOUT:?}"
-        ))),
-    }
-}
-
-fn classify(error: async_nats::jetstream::context::PublishError) -> Failure {
-    use async_nats::jetstream::context::PublishErrorKind;
+fn classify(error: &async_nats::client::PublishError) -> Failure {
     match error.kind() {
-        PublishErrorKind::MaxPayloadExceeded => Failure::Permanent(error.to_string()),
+        async_nats::client::PublishErrorKind::MaxPayloadExceeded
+        | async_nats::client::PublishErrorKind::InvalidSubject => {
+            Failure::Permanent(error.to_string())
+        }
         _ => Failure::Retry(error.to_string()),
     }
-}
-
-fn ack_future(
-    shard: u32,
-    generation: u64,
-    attempt: u32,
-    seq: u64,
-    ack: PublishAckFuture,
-    sent_at: Instant,
-    latency: metrics::Histogram,
-) -> AckFuture {
-    Box::pin(async move {
-        let outcome = ack.await.map(|_| ()).map_err(classify);
-        if outcome.is_ok() {
-            latency.record(sent_at.elapsed().as_secs_f64());
-        }
-        Acked {
-            shard,
-            generation,
-            attempt,
-            seq,
-            outcome,
-        }
-    })
 }
 
 /// What each published event carries of its session: the id (for the
@@ -291,4 +372,44 @@ pub(super) fn tag(session: &Session) -> (Arc<str>, Arc<str>) {
         Arc::from(session.session_id.as_str()),
         Arc::from(session.resume_url.as_str()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_are_written_whole() {
+        for value in [0, 7, 10, 1_234_567_890, u64::MAX] {
+            let mut out = String::from("x");
+            push_decimal(&mut out, value);
+            assert_eq!(out, format!("x{value}"));
+        }
+    }
+
+    #[test]
+    fn a_session_id_with_line_breaks_still_makes_a_message_id() {
+        assert_eq!(message_id_header("abc", 42).as_str(), "abc:42");
+        // A header cannot carry a line break; the gateway chose the id.
+        let id = message_id_header("a\r\nb\nc", 7);
+        assert_eq!(id.as_str(), "a__b_c:7");
+        assert_eq!(message_id_header("a\r\nb\nc", 7).as_str(), id.as_str());
+    }
+
+    #[test]
+    fn event_subjects_are_cached_up_to_a_bound() {
+        let layout = Layout::default();
+        let mut subjects = Subjects::default();
+        let first = subjects.get(&layout, 3, "MESSAGE_CREATE");
+        assert_eq!(first.as_str(), event_subject(&layout, 3, "MESSAGE_CREATE"));
+        assert_eq!(subjects.get(&layout, 3, "MESSAGE_CREATE"), first);
+        for n in 0..10 * Subjects::MOST {
+            let name = format!("EVENT_{n}");
+            assert_eq!(
+                subjects.get(&layout, 3, &name).as_str(),
+                event_subject(&layout, 3, &name)
+            );
+        }
+        assert_eq!(subjects.0.len(), Subjects::MOST);
+    }
 }

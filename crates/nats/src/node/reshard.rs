@@ -26,9 +26,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use shardwire_cluster::reshard::Overlap;
-use shardwire_shard::{Session, ShardEvent};
+use shardwire_shard::ShardEvent;
 use tokio::time::Instant;
 
+use super::publish::Stored;
 use super::{HANDOVER_LIMIT, NEXT, Runner};
 use crate::reshard::lineage;
 
@@ -458,12 +459,8 @@ impl Runner {
                 .map_or(slot.last_seq, |front| front.seq.saturating_sub(1));
             slot.merged = false;
             slot.revision = revisions.get(&key).copied().unwrap_or(0);
-            if let Some((session_id, resume_url)) = &slot.session {
-                slot.acked = Some(Session {
-                    session_id: session_id.to_string(),
-                    seq,
-                    resume_url: resume_url.to_string(),
-                });
+            if let Some(tag) = &slot.session {
+                slot.acked = Some(Stored::new(seq, tag));
                 slot.dirty = true;
             }
             self.slots.insert(key & !NEXT, slot);
