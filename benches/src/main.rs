@@ -23,6 +23,8 @@ use tokio::task::JoinSet;
 use twilight_model::gateway::Intents;
 use twilight_model::gateway::event::GatewayEventDeserializer;
 
+mod node;
+
 #[derive(Debug, Parser)]
 struct Cli {
     #[command(subcommand)]
@@ -106,6 +108,20 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         passes: u32,
     },
+    /// A `shardwire node` in this process runs K shards of the sim's flood
+    /// of N events each and publishes them into JetStream on a fresh
+    /// `nats-server` (`$NATS_SERVER` or the `PATH`); reports this process's
+    /// CPU and the server's until JetStream has stored them all.
+    Node {
+        #[arg(long)]
+        api: String,
+        #[arg(long)]
+        shards: u32,
+        #[arg(long)]
+        events: u64,
+        #[arg(long, default_value = "sim-token")]
+        token: String,
+    },
     /// A shardwire cluster of N shards starts against the sim's API;
     /// reports the time until every shard is READY.
     Startup {
@@ -122,7 +138,7 @@ enum Command {
 }
 
 /// READY and two GUILD_CREATEs come before the flood.
-const BEFORE_FLOOD: u64 = 3;
+pub(crate) const BEFORE_FLOOD: u64 = 3;
 
 /// What one shard consumed.
 #[derive(Default)]
@@ -734,6 +750,12 @@ async fn run(command: Command) -> Result<serde_json::Value> {
             }))
         }
         Command::Codec { events, passes } => codec(events, passes),
+        Command::Node {
+            api,
+            shards,
+            events,
+            token,
+        } => node::node(&api, &token, shards, events).await,
         Command::Startup {
             api,
             shards,

@@ -29,6 +29,8 @@ struct Plan {
     codec_events: usize,
     /// Latency: stamped events per second, and samples per run.
     latency: (u32, usize),
+    /// The node into JetStream: shards, and the flood per shard.
+    node: (u32, u64),
 }
 
 const QUICK: Plan = Plan {
@@ -41,6 +43,7 @@ const QUICK: Plan = Plan {
     startup: (16, 4, 1_000),
     codec_events: 10_000,
     latency: (1_000, 2_000),
+    node: (4, 50_000),
 };
 
 const FULL: Plan = Plan {
@@ -53,6 +56,7 @@ const FULL: Plan = Plan {
     startup: (64, 16, 5_000),
     codec_events: 20_000,
     latency: (1_000, 10_000),
+    node: (4, 200_000),
 };
 
 /// The median, lowest and highest of some samples.
@@ -214,6 +218,9 @@ fn number(value: &Value, key: &str) -> f64 {
     value.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
 }
 
+/// One part of the plan: runs its measurements and adds its rows.
+type Section = fn(&mut Bench<'_>) -> Result<()>;
+
 /// What every section of a run reads and adds to.
 struct Bench<'a> {
     bin: &'a Path,
@@ -250,8 +257,25 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         rows,
         report,
     };
-    for section in [codec, end_to_end, idle_memory, latency, startup] {
-        section(&mut bench)?;
+    let only = crate::flag_value::<String>(args, "--only")?;
+    let sections: [(&str, Section); 6] = [
+        ("codec", codec),
+        ("e2e", end_to_end),
+        ("idle", idle_memory),
+        ("latency", latency),
+        ("startup", startup),
+        ("node", node),
+    ];
+    if let Some(only) = &only
+        && !sections.iter().any(|(name, _)| name == only)
+    {
+        let names: Vec<&str> = sections.iter().map(|(name, _)| *name).collect();
+        bail!("--only takes one of {}", names.join(", "));
+    }
+    for (name, section) in sections {
+        if only.as_ref().is_none_or(|only| only == name) {
+            section(&mut bench)?;
+        }
     }
     let Bench {
         rows, mut report, ..
@@ -699,6 +723,126 @@ fn scale(spread: Spread, by: f64) -> Spread {
         min: spread.min * by,
         max: spread.max * by,
     }
+}
+
+/// One `shardwire node` publishing a flood into JetStream on a fresh
+/// `nats-server` per run, beside the bare client (the same shards into one
+/// sink, as the node reads them) on the same flood, interleaved.
+fn node(bench: &mut Bench<'_>) -> Result<()> {
+    let (bin, plan) = (bench.bin, bench.plan);
+    let (rows, report) = (&mut bench.rows, &mut bench.report);
+    let (shards, events) = plan.node;
+    let what = format!("node into JetStream, {shards} shards × {events} events");
+    if nats_server().is_none() {
+        eprintln!("node: no nats-server (set NATS_SERVER or put it on the PATH); row skipped");
+        rows.push(Row {
+            what: format!("{what}: client CPU s per million events"),
+            shardwire: None,
+            twilight: None,
+            digits: 2,
+            lower_is_better: true,
+            note: "skipped: no nats-server (set NATS_SERVER or put it on the PATH)".into(),
+        });
+        return Ok(());
+    }
+    eprintln!("{what}…");
+    let (n, e) = (shards.to_string(), events.to_string());
+    let sim = SimProcess::start(
+        bin,
+        &strings(&[
+            "--shards",
+            &n,
+            "--max-concurrency",
+            &n,
+            "--identify-window-ms",
+            "0",
+            "--flood-after-ready",
+            &e,
+        ]),
+    )?;
+    let node_args = strings(&["node", "--api", &sim.api, "--shards", &n, "--events", &e]);
+    let bare_args = strings(&[
+        "e2e",
+        "--client",
+        "shardwire",
+        "--sink",
+        "--shards",
+        &n,
+        "--events",
+        &e,
+        "--gateway",
+        &sim.gateway,
+    ]);
+    // A warm-up of each: the sim builds its flood on first use.
+    measure(bin, &bare_args)?;
+    measure(bin, &node_args)?;
+    let (mut nodes, mut bares) = (Vec::new(), Vec::new());
+    for _ in 0..plan.runs {
+        nodes.push(measure(bin, &node_args)?);
+        bares.push(measure(bin, &bare_args)?);
+    }
+    let per_million =
+        |key: &'static str| move |r: &Value| number(r, key) / number(r, "events") * 1e6;
+    let spread = |runs: &[Value], f: &dyn Fn(&Value) -> f64| {
+        Spread::of(&runs.iter().map(f).collect::<Vec<_>>())
+    };
+    let node_rate = spread(&nodes, &|r| {
+        number(r, "events") / number(r, "flood_s") / 1e3
+    });
+    let bare_rate = spread(&bares, &|r| {
+        number(r, "flood_events") / number(r, "flood_s") / 1e3
+    });
+    let node_cpu = spread(&nodes, &per_million("cpu_s"));
+    let bare_cpu = spread(&bares, &per_million("cpu_s"));
+    let server_cpu = spread(&nodes, &per_million("nats_server_cpu_s"));
+    let system = spread(&nodes, &per_million("system_s"));
+    let show =
+        |s: Option<Spread>, digits: usize| s.map_or_else(|| "–".to_owned(), |s| s.show(digits));
+    rows.push(Row::higher(
+        &format!("{what}: k events/s stored"),
+        node_rate,
+        None,
+        format!(
+            "the bare client on the same flood: {} k/s",
+            show(bare_rate, 0)
+        ),
+    ));
+    rows.push(Row {
+        what: format!("{what}: client CPU s per million events"),
+        shardwire: node_cpu,
+        twilight: None,
+        digits: 2,
+        lower_is_better: true,
+        note: match (node_cpu, bare_cpu) {
+            (Some(node), Some(bare)) => format!(
+                "{:.2}× the bare client's {} s, run between these (target ≤ 2×); {} s of it in the kernel",
+                node.median / bare.median,
+                bare.show(2),
+                show(system, 2)
+            ),
+            _ => String::new(),
+        },
+    });
+    rows.push(Row {
+        what: format!("{what}: nats-server CPU s per million events"),
+        shardwire: server_cpu,
+        twilight: None,
+        digits: 2,
+        lower_is_better: true,
+        note: "for reference: the server storing them (file storage, one replica)".into(),
+    });
+    report["runs"]["node"] = json!({"node": nodes, "bare": bares});
+    Ok(())
+}
+
+/// The `nats-server` the node row runs: `$NATS_SERVER`, else the `PATH`'s.
+fn nats_server() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("NATS_SERVER").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file())
 }
 
 #[cfg(test)]

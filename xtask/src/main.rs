@@ -1,8 +1,9 @@
 //! Repository chores for shardwire, run as `cargo xtask <command>`.
 //!
-//! - `cargo xtask bench [--quick|--full]`: shardwire against
-//!   twilight-gateway, side by side (see `bench.rs`): a markdown table on
-//!   stdout and every run as JSON in `target/bench/report.json`.
+//! - `cargo xtask bench [--quick|--full] [--only SECTION]`: shardwire
+//!   against twilight-gateway, side by side, and the NATS node against the
+//!   bare client (see `bench.rs`): a markdown table on stdout and every run
+//!   as JSON in `target/bench/report.json`.
 //! - `cargo xtask bench-codec [--quick]`: the codec's micro-benchmarks, each
 //!   beside its baseline (divan prints fastest, slowest, median and mean).
 //! - `cargo xtask fuzz <target> --seconds N`: one cargo-fuzz target for N
@@ -55,7 +56,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage:\n  cargo xtask bench [--quick|--full]\n  cargo xtask bench-codec [--quick]\n  cargo xtask fuzz <{}> [--seconds N] [--rss-mb M]\n  cargo xtask fuzz-list",
+                "usage:\n  cargo xtask bench [--quick|--full] [--only codec|e2e|idle|latency|startup|node]\n  cargo xtask bench-codec [--quick]\n  cargo xtask fuzz <{}> [--seconds N] [--rss-mb M]\n  cargo xtask fuzz-list",
                 fuzz_names().join("|")
             );
             bail!("unknown or missing command")
