@@ -17,6 +17,7 @@ mod publish;
 mod reshard;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -198,7 +199,7 @@ impl Node {
             ranges,
             gateway_url: info.url.clone(),
             held: BTreeMap::new(),
-            slots: HashMap::new(),
+            slots: HashMap::default(),
             next_generation: 0,
             events: SelectAll::new(),
             acks,
@@ -350,7 +351,9 @@ struct Runner {
     capacity_ranges: u32,
     gateway_url: String,
     held: BTreeMap<u32, Lease>,
-    slots: HashMap<u32, Slot>,
+    /// By slot key, hashed cheaply: they are looked up several times an
+    /// event, and the node makes the keys itself.
+    slots: HashMap<u32, Slot, BuildHasherDefault<SlotHasher>>,
     next_generation: u64,
     /// Every shard's events, tagged with its slot's generation: a stream
     /// ends when its shard's task has ended and delivered everything.
@@ -712,6 +715,31 @@ impl Runner {
         self.slots.clear();
         self.publish_owned();
         tracing::info!(node = %self.config.node_id, "node stopped");
+    }
+}
+
+/// A hasher for slot keys: one multiply (Fibonacci hashing), which spreads
+/// small consecutive keys over the high bits the table looks at.
+#[derive(Default)]
+struct SlotHasher(u64);
+
+impl Hasher for SlotHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u32(&mut self, key: u32) {
+        self.write_u64(u64::from(key));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0 ^ value).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 

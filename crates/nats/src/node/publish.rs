@@ -7,7 +7,7 @@
 //! string of its own per event, which is most of what a JetStream publish
 //! costs in the client.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use async_nats::{HeaderMap, HeaderValue, Subject};
@@ -88,6 +88,36 @@ pub(super) enum Failure {
     Retry(String),
     /// It can never be stored.
     Permanent(String),
+}
+
+/// What [`settle_front`] took off a shard's queue.
+struct Settled {
+    taken: usize,
+    /// Of those, the ones JetStream stored (the others were skipped).
+    stored: u64,
+    /// The resume point after them.
+    last: Option<Stored>,
+}
+
+/// Takes the events at the front that JetStream stored (or that were
+/// skipped): the stored seq may pass an event only once JetStream has it
+/// and every event before it, whatever order the answers came in.
+fn settle_front(in_flight: &mut VecDeque<Outgoing>) -> Settled {
+    let mut settled = Settled {
+        taken: 0,
+        stored: 0,
+        last: None,
+    };
+    while let Some(item) = in_flight.pop_front() {
+        if !(item.acked || item.skipped) {
+            in_flight.push_front(item);
+            break;
+        }
+        settled.taken += 1;
+        settled.stored += u64::from(item.acked);
+        settled.last = Some(item.stored());
+    }
+    settled
 }
 
 /// A shard's event subjects by event name, made once each (a gateway
@@ -219,23 +249,14 @@ impl Runner {
         let Some(slot) = self.slots.get_mut(&shard) else {
             return;
         };
-        while slot
-            .in_flight
-            .front()
-            .is_some_and(|front| front.acked || front.skipped)
-        {
-            if let Some(item) = slot.in_flight.pop_front() {
-                self.queued -= 1;
-                if item.acked {
-                    slot.published.increment(1);
-                }
-                // Out of its shard's order while merged: the seq is stored
-                // once the merge is over.
-                if !slot.merged {
-                    slot.acked = Some(item.stored());
-                    slot.dirty = true;
-                }
-            }
+        let settled = settle_front(&mut slot.in_flight);
+        self.queued -= settled.taken;
+        slot.published.increment(settled.stored);
+        // Out of its shard's order while merged: the seq is stored once the
+        // merge is over.
+        if let Some(last) = settled.last.filter(|_| !slot.merged) {
+            slot.acked = Some(last);
+            slot.dirty = true;
         }
     }
 
@@ -284,8 +305,9 @@ impl Runner {
         !retry
     }
 
-    /// Publishes again, in order, everything a shard has in flight after a
-    /// publish failed (JetStream drops what it already stored).
+    /// Publishes again, in order, what a shard has in flight and JetStream
+    /// has not acknowledged, after a publish failed (JetStream drops a copy
+    /// of what it already stored).
     pub(super) async fn retry_publishes(&mut self) {
         for shard in self.shards_where(|slot| slot.needs_retry) {
             let Some(slot) = self.slots.get_mut(&shard) else {
@@ -297,7 +319,7 @@ impl Runner {
             let outgoing: Vec<Outgoing> = slot
                 .in_flight
                 .iter()
-                .filter(|item| !item.skipped)
+                .filter(|item| !item.skipped && !item.acked)
                 .cloned()
                 .collect();
             let mut sent = 0;
@@ -377,6 +399,38 @@ pub(super) fn tag(session: &Session) -> (Arc<str>, Arc<str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn outgoing(seq: u64) -> Outgoing {
+        Outgoing {
+            seq,
+            session_id: Arc::from("s"),
+            resume_url: Arc::from("wss://r"),
+            subject: Subject::from("e"),
+            payload: Bytes::new(),
+            acked: false,
+            skipped: false,
+            from_reshard: None,
+        }
+    }
+
+    #[test]
+    fn the_stored_seq_passes_an_event_only_with_every_one_before_it() {
+        let mut in_flight: VecDeque<Outgoing> = (1..=5).map(outgoing).collect();
+        // Answers out of order: 3, then 2, then 1 skipped, then 5.
+        in_flight[2].acked = true;
+        let settled = settle_front(&mut in_flight);
+        assert_eq!((settled.taken, settled.last.map(|s| s.seq)), (0, None));
+        in_flight[1].acked = true;
+        assert_eq!(settle_front(&mut in_flight).taken, 0);
+        in_flight[0].skipped = true;
+        let settled = settle_front(&mut in_flight);
+        assert_eq!((settled.taken, settled.stored), (3, 2));
+        assert_eq!(settled.last.map(|s| s.session().seq), Some(3));
+        in_flight[1].acked = true;
+        let settled = settle_front(&mut in_flight);
+        assert_eq!(settled.taken, 0, "4 is not stored: 5 must wait");
+        assert_eq!(in_flight.iter().map(|o| o.seq).collect::<Vec<_>>(), [4, 5]);
+    }
 
     #[test]
     fn decimals_are_written_whole() {
