@@ -186,6 +186,27 @@ impl SimProcess {
     }
 }
 
+impl SimProcess {
+    /// A sim for `shards` shards, all identifying at once, each flooded
+    /// with `events` events after its READY.
+    fn flooding(bin: &Path, shards: u32, events: u64) -> Result<Self> {
+        let shards = shards.to_string();
+        Self::start(
+            bin,
+            &strings(&[
+                "--shards",
+                &shards,
+                "--max-concurrency",
+                &shards,
+                "--identify-window-ms",
+                "0",
+                "--flood-after-ready",
+                &events.to_string(),
+            ]),
+        )
+    }
+}
+
 impl Drop for SimProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -376,19 +397,7 @@ fn end_to_end(bench: &mut Bench<'_>) -> Result<()> {
     let mut floor_runs = Vec::new();
     for (shards, events) in [(1u32, plan.events_1), (16, plan.events_16)] {
         eprintln!("end to end, {shards} shard(s) × {events} events…");
-        let sim = SimProcess::start(
-            bin,
-            &strings(&[
-                "--shards",
-                &shards.to_string(),
-                "--max-concurrency",
-                &shards.to_string(),
-                "--identify-window-ms",
-                "0",
-                "--flood-after-ready",
-                &events.to_string(),
-            ]),
-        )?;
+        let sim = SimProcess::flooding(bin, shards, events)?;
         let client = |name: &str, typed: bool, recorder: bool| -> Vec<String> {
             let mut args = strings(&[
                 "e2e",
@@ -747,19 +756,7 @@ fn node(bench: &mut Bench<'_>) -> Result<()> {
     }
     eprintln!("{what}…");
     let (n, e) = (shards.to_string(), events.to_string());
-    let sim = SimProcess::start(
-        bin,
-        &strings(&[
-            "--shards",
-            &n,
-            "--max-concurrency",
-            &n,
-            "--identify-window-ms",
-            "0",
-            "--flood-after-ready",
-            &e,
-        ]),
-    )?;
+    let sim = SimProcess::flooding(bin, shards, events)?;
     let node_args = strings(&["node", "--api", &sim.api, "--shards", &n, "--events", &e]);
     let bare_args = strings(&[
         "e2e",
