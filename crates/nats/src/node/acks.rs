@@ -22,7 +22,8 @@ pub(super) struct Waiting {
     pub(super) key: u32,
     pub(super) generation: u64,
     pub(super) attempt: u32,
-    pub(super) seq: u64,
+    /// The event's place in its slot's queue (`Outgoing::nth`).
+    pub(super) nth: u64,
     pub(super) sent_at: Instant,
 }
 
@@ -225,12 +226,12 @@ fn is_plain_ack(payload: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    fn waiting(seq: u64, sent_at: Instant) -> Waiting {
+    fn waiting(nth: u64, sent_at: Instant) -> Waiting {
         Waiting {
             key: 1,
             generation: 0,
             attempt: 0,
-            seq,
+            nth,
             sent_at,
         }
     }
@@ -244,13 +245,13 @@ mod tests {
             .collect();
         assert_eq!(subjects[0], "_INBOX.abc.0");
         assert_eq!(subjects[3], "_INBOX.abc.3");
-        assert_eq!(book.answered(&subjects[2]).map(|w| w.seq), Some(3));
-        assert_eq!(book.answered(&subjects[2]).map(|w| w.seq), None, "twice");
-        assert_eq!(book.answered(&subjects[0]).map(|w| w.seq), Some(1));
+        assert_eq!(book.answered(&subjects[2]).map(|w| w.nth), Some(3));
+        assert_eq!(book.answered(&subjects[2]).map(|w| w.nth), None, "twice");
+        assert_eq!(book.answered(&subjects[0]).map(|w| w.nth), Some(1));
         // The front is answered: it is dropped, and later tokens still map.
         assert_eq!(book.first, 1);
-        assert_eq!(book.answered(&subjects[3]).map(|w| w.seq), Some(4));
-        assert_eq!(book.answered(&subjects[1]).map(|w| w.seq), Some(2));
+        assert_eq!(book.answered(&subjects[3]).map(|w| w.nth), Some(4));
+        assert_eq!(book.answered(&subjects[1]).map(|w| w.nth), Some(2));
         assert_eq!((book.live, book.waiting.len()), (0, 0));
         // Tokens keep counting after the book empties.
         assert_eq!(book.register(waiting(5, now)).0, 4);
@@ -283,11 +284,11 @@ mod tests {
         book.register(waiting(3, start + Duration::from_secs(3)));
         book.take(first);
         let expired = book.expired(start + Duration::from_secs(5), Duration::from_secs(5));
-        assert_eq!(expired.iter().map(|w| w.seq).collect::<Vec<_>>(), [2]);
+        assert_eq!(expired.iter().map(|w| w.nth).collect::<Vec<_>>(), [2]);
         assert_eq!(book.live, 1);
         // A late answer to an expired publish finds nothing.
         assert!(book.answered("i.1").is_none());
-        assert_eq!(book.answered("i.2").map(|w| w.seq), Some(3));
+        assert_eq!(book.answered("i.2").map(|w| w.nth), Some(3));
         assert!(
             book.expired(start + Duration::from_secs(60), Duration::from_secs(5))
                 .is_empty()

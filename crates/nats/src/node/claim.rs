@@ -15,6 +15,8 @@ impl Runner {
     /// leases come first, each renewal bounded in time, so nothing else
     /// delays noticing one that is about to lapse.
     pub(super) async fn tick(&mut self) {
+        // Before the renewals, which may wait on NATS.
+        self.expire_acks();
         self.drop_stale_leases();
         let ttl = self.config.lease_ttl;
         let ranges: Vec<u32> = self.held.keys().copied().collect();
@@ -41,7 +43,6 @@ impl Runner {
         if let Err(error) = self.leases.announce().await {
             tracing::warn!(%error, "cannot announce the node");
         }
-        self.expire_acks();
         self.retry_publishes().await;
         self.refresh_limit().await;
         // Claims follow the stored count: not on a tick it was not read.

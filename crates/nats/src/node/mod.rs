@@ -325,6 +325,8 @@ struct Slot {
     dirty: bool,
     /// Published, not yet acknowledged, in order.
     in_flight: VecDeque<Outgoing>,
+    /// Events queued in it so far: the next one's `Outgoing::nth`.
+    enqueued: u64,
     attempt: u32,
     needs_retry: bool,
     /// Its events JetStream stored.
@@ -510,6 +512,7 @@ impl Runner {
                 revision,
                 dirty: false,
                 in_flight: VecDeque::new(),
+                enqueued: 0,
                 attempt: 0,
                 needs_retry: false,
                 published: crate::metrics::published(id),
@@ -605,6 +608,7 @@ impl Runner {
             return;
         };
         let outgoing = Outgoing {
+            nth: slot.enqueued,
             seq,
             session_id,
             resume_url,
@@ -615,6 +619,7 @@ impl Runner {
             skipped: false,
             from_reshard,
         };
+        slot.enqueued += 1;
         slot.in_flight.push_back(outgoing.clone());
         self.queued += 1;
         if !slot.needs_retry {
@@ -719,7 +724,7 @@ impl Runner {
 }
 
 /// A hasher for slot keys: one multiply (Fibonacci hashing), which spreads
-/// small consecutive keys over the high bits the table looks at.
+/// small consecutive keys over the whole word.
 #[derive(Default)]
 struct SlotHasher(u64);
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use async_nats::{HeaderMap, HeaderValue, Subject};
 use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
 use shardwire_shard::Session;
 use tokio::time::Instant;
 
@@ -24,6 +25,10 @@ use crate::{Layout, NatsError, event_subject};
 /// A publish JetStream has yet to acknowledge.
 #[derive(Clone)]
 pub(super) struct Outgoing {
+    /// Its place in its slot's queue, never reused: answers are matched by
+    /// it (a slot's events may come from two sessions, each counting its
+    /// seqs from 1).
+    pub(super) nth: u64,
     pub(super) seq: u64,
     pub(super) session_id: Arc<str>,
     pub(super) resume_url: Arc<str>,
@@ -90,6 +95,12 @@ pub(super) enum Failure {
     Permanent(String),
 }
 
+/// The event `nth` of a slot's queue, which is in `nth` order.
+fn queued_mut(in_flight: &mut VecDeque<Outgoing>, nth: u64) -> Option<&mut Outgoing> {
+    let index = in_flight.binary_search_by_key(&nth, |item| item.nth).ok()?;
+    in_flight.get_mut(index)
+}
+
 /// What [`settle_front`] took off a shard's queue.
 struct Settled {
     taken: usize,
@@ -120,21 +131,22 @@ fn settle_front(in_flight: &mut VecDeque<Outgoing>) -> Settled {
     settled
 }
 
-/// A shard's event subjects by event name, made once each (a gateway
-/// could name events without end: past [`Subjects::MOST`] they are made
-/// each time).
+/// A shard's event subjects by event name, made once each. A gateway could
+/// name events without end: past [`Subjects::MOST`] names, and for names
+/// longer than [`Subjects::LONGEST`], they are made each time.
 #[derive(Default)]
 pub(super) struct Subjects(HashMap<Box<str>, Subject>);
 
 impl Subjects {
     const MOST: usize = 256;
+    const LONGEST: usize = 64;
 
     pub(super) fn get(&mut self, layout: &Layout, shard: u32, event_type: &str) -> Subject {
         if let Some(subject) = self.0.get(event_type) {
             return subject.clone();
         }
         let subject = Subject::from(event_subject(layout, shard, event_type));
-        if self.0.len() < Self::MOST {
+        if self.0.len() < Self::MOST && event_type.len() <= Self::LONGEST {
             self.0.insert(event_type.into(), subject.clone());
         }
         subject
@@ -181,8 +193,12 @@ impl Runner {
         }
     }
 
-    /// Publishes JetStream did not answer in time are published again.
+    /// Publishes JetStream did not answer in time are published again (the
+    /// answers already in are read first).
     pub(super) fn expire_acks(&mut self) {
+        while let Some(Some(reply)) = self.acks.replies.next().now_or_never() {
+            self.on_reply(&reply);
+        }
         for acked in self.acks.expired(Instant::now(), ACK_TIMEOUT) {
             self.on_acked(acked);
         }
@@ -204,28 +220,26 @@ impl Runner {
                 self.metrics
                     .ack_latency
                     .record(waiting.sent_at.elapsed().as_secs_f64());
-                if let Some(item) = slot
-                    .in_flight
-                    .iter_mut()
-                    .find(|item| item.seq == waiting.seq)
-                {
+                if let Some(item) = queued_mut(&mut slot.in_flight, waiting.nth) {
                     item.acked = true;
                 }
                 self.settle(key);
             }
             Err(failure) if waiting.attempt == slot.attempt => {
-                self.failed(key, waiting.seq, failure);
+                self.failed(key, waiting.nth, failure);
             }
             Err(_) => {}
         }
     }
 
-    /// A publish failed: a permanent failure passes the event over, any
-    /// other has everything in flight published again on the next tick.
-    pub(super) fn failed(&mut self, shard: u32, seq: u64, failure: Failure) {
+    /// The publish of event `nth` failed: a permanent failure passes the
+    /// event over, any other has everything in flight published again on
+    /// the next tick.
+    pub(super) fn failed(&mut self, shard: u32, nth: u64, failure: Failure) {
         let Some(slot) = self.slots.get_mut(&shard) else {
             return;
         };
+        let seq = queued_mut(&mut slot.in_flight, nth).map(|item| item.seq);
         match failure {
             Failure::Retry(reason) => {
                 if !slot.needs_retry {
@@ -235,7 +249,7 @@ impl Runner {
             }
             Failure::Permanent(reason) => {
                 tracing::error!(shard, seq, %reason, "JetStream cannot take this event; it is skipped");
-                if let Some(item) = slot.in_flight.iter_mut().find(|item| item.seq == seq) {
+                if let Some(item) = queued_mut(&mut slot.in_flight, nth) {
                     item.skipped = true;
                 }
                 self.settle(shard);
@@ -283,7 +297,7 @@ impl Runner {
             key: shard,
             generation,
             attempt,
-            seq: item.seq,
+            nth: item.nth,
             sent_at: Instant::now(),
         });
         let send = self.nats.client().publish_with_reply_and_headers(
@@ -301,7 +315,7 @@ impl Runner {
         };
         self.acks.cancel(token);
         let retry = matches!(failure, Failure::Retry(_));
-        self.failed(shard, item.seq, failure);
+        self.failed(shard, item.nth, failure);
         !retry
     }
 
@@ -402,6 +416,7 @@ mod tests {
 
     fn outgoing(seq: u64) -> Outgoing {
         Outgoing {
+            nth: seq + 100,
             seq,
             session_id: Arc::from("s"),
             resume_url: Arc::from("wss://r"),
@@ -430,6 +445,24 @@ mod tests {
         let settled = settle_front(&mut in_flight);
         assert_eq!(settled.taken, 0, "4 is not stored: 5 must wait");
         assert_eq!(in_flight.iter().map(|o| o.seq).collect::<Vec<_>>(), [4, 5]);
+    }
+
+    #[test]
+    fn an_answer_finds_its_own_event_when_two_sessions_share_a_seq() {
+        // A new session's seq 5 queued behind the old session's seq 5.
+        let mut in_flight: VecDeque<Outgoing> = [outgoing(5), outgoing(5)].into();
+        in_flight[0].nth = 7;
+        in_flight[1].nth = 8;
+        if let Some(item) = queued_mut(&mut in_flight, 8) {
+            item.acked = true;
+        }
+        assert!(!in_flight[0].acked && in_flight[1].acked);
+        assert_eq!(settle_front(&mut in_flight).taken, 0);
+        assert!(queued_mut(&mut in_flight, 9).is_none());
+        if let Some(item) = queued_mut(&mut in_flight, 7) {
+            item.acked = true;
+        }
+        assert_eq!(settle_front(&mut in_flight).taken, 2);
     }
 
     #[test]
@@ -465,5 +498,9 @@ mod tests {
             );
         }
         assert_eq!(subjects.0.len(), Subjects::MOST);
+        let mut subjects = Subjects::default();
+        let long = "X".repeat(100_000);
+        assert!(subjects.get(&layout, 3, &long).as_str().ends_with(&long));
+        assert!(subjects.0.is_empty(), "a long name is not kept");
     }
 }
