@@ -17,61 +17,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use shardwire_cluster::{
-    Cluster, ClusterConfig, ClusterError, GatewayError, LocalQueue, SessionStartLimit, ShardSpec,
+    Cluster, ClusterError, GatewayError, LocalQueue, SessionStartLimit, ShardSpec,
 };
-use shardwire_codec::{Payload, Token};
+use shardwire_codec::Payload;
 use shardwire_shard::{FatalError, IdentifyQueue, ShardEvent, WaitTurn};
 use shardwire_sim::{ClosedBy, Fault, Sim};
 use tokio::time::Instant;
-use twilight_model::gateway::Intents;
 
-const WINDOW: Duration = Duration::from_millis(250);
-const GUILDS: u32 = 64;
-/// Pool events a second, across the 64 guilds.
-const RATE: f64 = 400.0;
+use common::{GUILDS, RATE, WINDOW, config, read_for, read_until, sim, until_ready};
 
-fn sim(shards: u32) -> shardwire_sim::SimBuilder {
-    Sim::builder()
-        .shards(shards)
-        .max_concurrency(2)
-        .identify_window(WINDOW)
-        .guild_pool(GUILDS)
-        .guild_event_rate(RATE)
-}
+mod common;
 
-fn config(sim: &Sim) -> ClusterConfig {
-    let mut config = ClusterConfig::new(Token::new(sim.token()), Intents::GUILDS);
-    config.api_base = sim.api_url().to_owned();
-    config.shards = ShardSpec::Recommended;
-    config.identify_window = WINDOW;
-    config.configure = Some(Arc::new(|shard| {
-        shard.backoff_initial = Duration::from_millis(10);
-        shard.backoff_cap = Duration::from_millis(100);
-    }));
-    config
-}
-
-async fn next(cluster: &mut Cluster) -> (u32, ShardEvent) {
-    tokio::time::timeout(Duration::from_secs(30), cluster.next_event())
-        .await
-        .expect("an event in time")
-        .expect("the stream goes on")
-}
-
-/// Events until `done` says so, all of them.
-async fn read_until(
-    cluster: &mut Cluster,
-    seen: &mut Vec<(u32, ShardEvent)>,
-    mut done: impl FnMut(&ShardEvent) -> bool,
-) {
-    loop {
-        let (shard, event) = next(cluster).await;
-        let stop = done(&event);
-        seen.push((shard, event));
-        if stop {
-            return;
-        }
-    }
+/// Reshards from the running count to `to` and reads until the switch.
+async fn reshard_and_switch(cluster: &mut Cluster, seen: &mut Vec<(u32, ShardEvent)>, to: u32) {
+    let from = cluster.total();
+    cluster.reshard(to).await.unwrap();
+    read_until(cluster, seen, |event| {
+        matches!(event, ShardEvent::Resharded { from: f, to: t, .. } if (*f, *t) == (from, to))
+    })
+    .await;
 }
 
 /// Events until `done` says so or `limit` has passed; whether `done` did.
@@ -91,27 +55,11 @@ async fn read_until_or(
     stopped
 }
 
-/// Events for `duration`.
-async fn read_for(cluster: &mut Cluster, seen: &mut Vec<(u32, ShardEvent)>, duration: Duration) {
-    let end = Instant::now() + duration;
-    read_until(cluster, seen, |_| Instant::now() >= end).await;
-}
-
 /// Events until none has come for `quiet` (once the stream is stopped).
 async fn drain(cluster: &mut Cluster, seen: &mut Vec<(u32, ShardEvent)>, quiet: Duration) {
     while let Ok(Some(event)) = tokio::time::timeout(quiet, cluster.next_event()).await {
         seen.push(event);
     }
-}
-
-/// Reads until `count` shards have been READY.
-async fn until_ready(cluster: &mut Cluster, seen: &mut Vec<(u32, ShardEvent)>, count: usize) {
-    let mut ready = 0;
-    read_until(cluster, seen, |event| {
-        ready += usize::from(matches!(event, ShardEvent::Ready { .. }));
-        ready == count
-    })
-    .await;
 }
 
 /// `(name, d)` of each guild event the bot was handed as its own (not the
@@ -686,11 +634,7 @@ async fn reshard_not_switched_by_its_deadline_is_abandoned_and_the_old_generatio
     // Another reshard is taken, and with shard 7 let through it switches.
     queue.held.store(false, Ordering::Release);
     sim.set_guild_event_rate(RATE);
-    cluster.reshard(8).await.unwrap();
-    read_until(&mut cluster, &mut seen, |event| {
-        matches!(event, ShardEvent::Resharded { from: 4, to: 8, .. })
-    })
-    .await;
+    reshard_and_switch(&mut cluster, &mut seen, 8).await;
     assert_eq!(cluster.total(), 8);
     sim.shutdown().await;
 }
@@ -753,11 +697,7 @@ async fn reshard_cancelled_before_its_switch_keeps_the_old_generation_and_not_af
     );
 
     // Once switched, a cancel does nothing.
-    cluster.reshard(8).await.unwrap();
-    read_until(&mut cluster, &mut seen, |event| {
-        matches!(event, ShardEvent::Resharded { from: 4, to: 8, .. })
-    })
-    .await;
+    reshard_and_switch(&mut cluster, &mut seen, 8).await;
     assert!(!cluster.cancel_reshard());
     let cancel = tokio::spawn(async move { sender.cancel_reshard().await });
     read_for(&mut cluster, &mut seen, Duration::from_secs(1)).await;
@@ -777,11 +717,7 @@ async fn reshard_sends_commands_to_the_new_shard_that_owns_the_guild_after_the_s
     let mut cluster = Cluster::start(config(&sim)).await.unwrap();
     let mut seen = Vec::new();
     until_ready(&mut cluster, &mut seen, 4).await;
-    cluster.reshard(8).await.unwrap();
-    read_until(&mut cluster, &mut seen, |event| {
-        matches!(event, ShardEvent::Resharded { from: 4, to: 8, .. })
-    })
-    .await;
+    reshard_and_switch(&mut cluster, &mut seen, 8).await;
     // A pool guild of new shard 5 (old shard 1, which still runs).
     let guild = sim
         .pool_guild_ids()
