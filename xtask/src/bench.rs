@@ -15,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+mod peers;
+
 /// How much to run.
 struct Plan {
     name: &'static str,
@@ -31,6 +33,9 @@ struct Plan {
     latency: (u32, usize),
     /// The node into JetStream: shards, and the flood per shard.
     node: (u32, u64),
+    /// Beside @discordjs/ws (`--peers`): shards and the flood per shard,
+    /// and idle shards.
+    peers: (u32, u64, u32),
 }
 
 const QUICK: Plan = Plan {
@@ -44,6 +49,7 @@ const QUICK: Plan = Plan {
     codec_events: 10_000,
     latency: (1_000, 2_000),
     node: (4, 50_000),
+    peers: (16, 5_000, 250),
 };
 
 const FULL: Plan = Plan {
@@ -57,6 +63,7 @@ const FULL: Plan = Plan {
     codec_events: 20_000,
     latency: (1_000, 10_000),
     node: (4, 200_000),
+    peers: (16, 50_000, 1_000),
 };
 
 /// The median, lowest and highest of some samples.
@@ -248,6 +255,7 @@ struct Bench<'a> {
     plan: &'a Plan,
     rows: Vec<Row>,
     report: Value,
+    peers: peers::Table,
 }
 
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
@@ -277,15 +285,18 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         plan,
         rows,
         report,
+        peers: peers::Table::default(),
     };
     let only = crate::flag_value::<String>(args, "--only")?;
-    let sections: [(&str, Section); 6] = [
+    let with_peers = args.iter().any(|a| a == "--peers");
+    let sections: [(&str, Section); 7] = [
         ("codec", codec),
         ("e2e", end_to_end),
         ("idle", idle_memory),
         ("latency", latency),
         ("startup", startup),
         ("node", node),
+        ("peers", peers::peers),
     ];
     if let Some(only) = &only
         && !sections.iter().any(|(name, _)| name == only)
@@ -294,12 +305,18 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         bail!("--only takes one of {}", names.join(", "));
     }
     for (name, section) in sections {
-        if only.as_ref().is_none_or(|only| only == name) {
+        if only
+            .as_ref()
+            .map_or(name != "peers" || with_peers, |only| only == name)
+        {
             section(&mut bench)?;
         }
     }
     let Bench {
-        rows, mut report, ..
+        rows,
+        mut report,
+        peers,
+        ..
     } = bench;
 
     println!(
@@ -311,11 +328,16 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     for row in &rows {
         println!("{}", row.markdown());
     }
+    let peers = peers.markdown();
+    if !peers.is_empty() {
+        println!("\n{}", peers.join("\n"));
+    }
     println!("\nTook {:.0} s.", started.elapsed().as_secs_f64());
     let dir = target.join("bench");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("report.json");
     report["table"] = json!(rows.iter().map(Row::markdown).collect::<Vec<_>>());
+    report["peers_table"] = json!(peers);
     std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
     println!("Every run: {}", path.display());
     Ok(())

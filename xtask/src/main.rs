@@ -3,7 +3,8 @@
 //! - `cargo xtask bench [--quick|--full] [--only SECTION]`: shardwire
 //!   against twilight-gateway, side by side, and the NATS node against the
 //!   bare client (see `bench.rs`): a markdown table on stdout and every run
-//!   as JSON in `target/bench/report.json`.
+//!   as JSON in `target/bench/report.json`. `--peers` adds @discordjs/ws
+//!   rows where `node` is installed (see `bench/peers.rs`).
 //! - `cargo xtask bench-codec [--quick]`: the codec's micro-benchmarks, each
 //!   beside its baseline (divan prints fastest, slowest, median and mean).
 //! - `cargo xtask fuzz <target> --seconds N`: one cargo-fuzz target for N
@@ -56,7 +57,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage:\n  cargo xtask bench [--quick|--full] [--only codec|e2e|idle|latency|startup|node]\n  cargo xtask bench-codec [--quick]\n  cargo xtask fuzz <{}> [--seconds N] [--rss-mb M]\n  cargo xtask fuzz-list",
+                "usage:\n  cargo xtask bench [--quick|--full] [--peers] [--only codec|e2e|idle|latency|startup|node|peers]\n  cargo xtask bench-codec [--quick]\n  cargo xtask fuzz <{}> [--seconds N] [--rss-mb M]\n  cargo xtask fuzz-list",
                 fuzz_names().join("|")
             );
             bail!("unknown or missing command")
