@@ -49,7 +49,7 @@ const QUICK: Plan = Plan {
     codec_events: 10_000,
     latency: (1_000, 2_000),
     node: (4, 50_000),
-    peers: (16, 5_000, 250),
+    peers: (16, 4_000, 250),
 };
 
 const FULL: Plan = Plan {
@@ -305,10 +305,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         bail!("--only takes one of {}", names.join(", "));
     }
     for (name, section) in sections {
-        if only
-            .as_ref()
-            .map_or(name != "peers" || with_peers, |only| only == name)
-        {
+        if peers::runs(name, only.as_deref(), with_peers) {
             section(&mut bench)?;
         }
     }

@@ -47,6 +47,12 @@ impl Table {
     }
 }
 
+/// Whether a section runs: the one `--only` names, else every section but
+/// this one, which runs only with `--peers`.
+pub(super) fn runs(section: &str, only: Option<&str>, with_peers: bool) -> bool {
+    only.map_or(section != "peers" || with_peers, |only| only == section)
+}
+
 /// The harness's folder: `benches/peers` beside `xtask`.
 fn harness_dir() -> PathBuf {
     crate::root().join("benches").join("peers")
@@ -168,9 +174,8 @@ pub(super) fn peers(bench: &mut Bench<'_>) -> Result<()> {
         args
     };
     let theirs = harness(&["flood", "--api", &sim.api, "--shards", &n, "--events", &e]);
-    // A warm-up of each: the sim builds its flood on first use.
+    // A warm-up: the sim builds its flood on first use (one for all).
     pinned_report(cpu, &shardwire, &ours(false))?;
-    pinned_report(cpu, &node, &theirs)?;
     let (mut raw, mut typed, mut peer) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..plan.runs {
         peer.push(pinned_report(cpu, &node, &theirs)?);
@@ -297,6 +302,16 @@ mod tests {
         assert_eq!(last_cpu("0-3,8,10-11"), Some(11));
         assert_eq!(last_cpu("5"), Some(5));
         assert_eq!(last_cpu(""), None);
+    }
+
+    #[test]
+    fn the_peers_run_only_when_asked() {
+        assert!(runs("e2e", None, false));
+        assert!(!runs("peers", None, false));
+        assert!(runs("peers", None, true));
+        assert!(runs("peers", Some("peers"), false));
+        assert!(!runs("e2e", Some("peers"), true));
+        assert!(!runs("peers", Some("node"), true));
     }
 
     #[test]
