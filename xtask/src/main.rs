@@ -6,6 +6,9 @@
 //!   as JSON in `target/bench/report.json`.
 //! - `cargo xtask bench-codec [--quick]`: the codec's micro-benchmarks, each
 //!   beside its baseline (divan prints fastest, slowest, median and mean).
+//! - `cargo xtask bench-instructions [--events N]`: the raw path's
+//!   instructions per event under valgrind, at N and 2N events, against
+//!   the inflate floor (see `bench/instructions.rs`).
 //! - `cargo xtask fuzz <target> --seconds N`: one cargo-fuzz target for N
 //!   seconds (installs cargo-fuzz if missing; runs on stable through
 //!   `RUSTC_BOOTSTRAP=1`).
@@ -47,6 +50,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("bench") => bench::run(&root(), &args[1..]),
         Some("bench-codec") => bench_codec(&args[1..]),
+        Some("bench-instructions") => bench::instructions::run(&root(), &args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("fuzz-list") => {
             for target in fuzz_names() {
@@ -56,7 +60,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage:\n  cargo xtask bench [--quick|--full] [--only codec|e2e|idle|latency|startup|node]\n  cargo xtask bench-codec [--quick]\n  cargo xtask fuzz <{}> [--seconds N] [--rss-mb M]\n  cargo xtask fuzz-list",
+                "usage:\n  cargo xtask bench [--quick|--full] [--only codec|e2e|idle|latency|startup|node]\n  cargo xtask bench-codec [--quick]\n  cargo xtask bench-instructions [--events N]\n  cargo xtask fuzz <{}> [--seconds N] [--rss-mb M]\n  cargo xtask fuzz-list",
                 fuzz_names().join("|")
             );
             bail!("unknown or missing command")
