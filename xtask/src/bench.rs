@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+pub(crate) mod instructions;
 mod peers;
 
 /// How much to run.
@@ -258,15 +259,11 @@ struct Bench<'a> {
     peers: peers::Table,
 }
 
-pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
-    let plan = if args.iter().any(|a| a == "--full") {
-        &FULL
-    } else {
-        &QUICK
-    };
+/// Builds `shardwire` and `shardwire-bench` in release mode; returns
+/// where they are.
+fn build(root: &Path) -> Result<PathBuf> {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("release");
     eprintln!("building shardwire and shardwire-bench (release)…");
     crate::run(Command::new(env!("CARGO")).current_dir(root).args([
         "build",
@@ -276,6 +273,18 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         "-p",
         "shardwire-benches",
     ]))?;
+    Ok(target.join("release"))
+}
+
+pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
+    let plan = if args.iter().any(|a| a == "--full") {
+        &FULL
+    } else {
+        &QUICK
+    };
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let bin = build(root)?;
     let started = std::time::Instant::now();
     let report = json!({"plan": plan.name, "runs": {}});
     let rows = Vec::new();

@@ -7,6 +7,9 @@
 //!   rows where `node` is installed (see `bench/peers.rs`).
 //! - `cargo xtask bench-codec [--quick]`: the codec's micro-benchmarks, each
 //!   beside its baseline (divan prints fastest, slowest, median and mean).
+//! - `cargo xtask bench-instructions [--events N]`: the raw path's
+//!   instructions per event under valgrind, at N and 2N events, against
+//!   the inflate floor (see `bench/instructions.rs`).
 //! - `cargo xtask fuzz <target> --seconds N`: one cargo-fuzz target for N
 //!   seconds (installs cargo-fuzz if missing; runs on stable through
 //!   `RUSTC_BOOTSTRAP=1`).
@@ -48,6 +51,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("bench") => bench::run(&root(), &args[1..]),
         Some("bench-codec") => bench_codec(&args[1..]),
+        Some("bench-instructions") => bench::instructions::run(&root(), &args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("fuzz-list") => {
             for target in fuzz_names() {
@@ -57,7 +61,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage:\n  cargo xtask bench [--quick|--full] [--peers] [--only codec|e2e|idle|latency|startup|node|peers]\n  cargo xtask bench-codec [--quick]\n  cargo xtask fuzz <{}> [--seconds N] [--rss-mb M]\n  cargo xtask fuzz-list",
+                "usage:\n  cargo xtask bench [--quick|--full] [--peers] [--only codec|e2e|idle|latency|startup|node|peers]\n  cargo xtask bench-codec [--quick]\n  cargo xtask bench-instructions [--events N]\n  cargo xtask fuzz <{}> [--seconds N] [--rss-mb M]\n  cargo xtask fuzz-list",
                 fuzz_names().join("|")
             );
             bail!("unknown or missing command")

@@ -339,6 +339,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_batch_cut_short_does_not_leave_the_next_full_one_too_little_room() {
+        use shardwire_codec::MessageKind;
+        let (mut machine, now) = ready_machine();
+        for seq in 2..100 {
+            machine.handle_message(now, message(seq).as_bytes(), MessageKind::Text);
+        }
+        let full = machine.take_batch().expect("a batch").text.len();
+        // The end of a read cuts one batch short.
+        machine.handle_message(now, message(100).as_bytes(), MessageKind::Text);
+        assert!(machine.take_batch().is_some());
+        // The next one, as full as the first, fits in the room it gets.
+        let mut seq = 101;
+        machine.handle_message(now, message(seq).as_bytes(), MessageKind::Text);
+        let room = machine.text_capacity();
+        while machine.queued().1 < full {
+            seq += 1;
+            machine.handle_message(now, message(seq).as_bytes(), MessageKind::Text);
+            assert_eq!(
+                machine.text_capacity(),
+                room,
+                "the text grew at {} bytes, after a short batch that followed one of {full}",
+                machine.queued().1
+            );
+        }
+    }
+
+    #[test]
     fn a_queue_that_never_empties_does_not_keep_the_json_of_taken_events() {
         use shardwire_codec::MessageKind;
         let (mut machine, now) = ready_machine();

@@ -95,6 +95,9 @@ struct Task {
     timer_at: Option<Instant>,
     /// Reading is paused for the consumer (see [`Task::reading`]).
     paused: bool,
+    /// The state and the count of heartbeat ACKs last written to the
+    /// status (see [`Task::flush`]).
+    published: Option<(ShardState, u64)>,
 }
 
 fn now() -> std::time::Instant {
@@ -128,6 +131,7 @@ impl Task {
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             timer_at: None,
             paused: false,
+            published: None,
         };
         tokio::spawn(tracing::Instrument::instrument(task.run(control), span));
     }
@@ -432,11 +436,21 @@ impl Task {
                 sent = true;
                 self.write(ClientFrame::Text(&frame)).await;
             }
-            {
-                // Cheap per message: only `seq` moves; the latency history and
-                // the session are cloned when they change.
+            let state = self.machine.state();
+            let acknowledged = self.machine.latency().acknowledged();
+            // The usual dispatch changes nothing the status shows (the
+            // state it wrote last, no payload sent, no new heartbeat ACK, a
+            // session to keep): the status is left alone, unlocked.
+            let unchanged = !sent
+                && state == ShardState::Active
+                && self.published == Some((state, acknowledged))
+                && self.machine.session().is_some();
+            if !unchanged {
+                // The latency history and the session are cloned when
+                // they change.
+                self.published = Some((state, acknowledged));
                 let mut status = lock(&self.status);
-                status.state = self.machine.state();
+                status.state = state;
                 // A new connection resets the limiter; a payload takes a slot.
                 if sent || status.state != ShardState::Active {
                     status.limiter.clone_from(self.machine.rate_limiter());

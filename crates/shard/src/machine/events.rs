@@ -113,7 +113,7 @@ impl ShardMachine {
         }
         self.batch_hint = (
             events.len().min(MAX_BATCH_HINT.0),
-            text.len().min(MAX_BATCH_HINT.1),
+            next_hint(self.batch_hint.1, text.len(), MAX_BATCH_HINT.1),
         );
         Some(Batch::new(text, events))
     }
@@ -124,6 +124,16 @@ impl ShardMachine {
 /// that outgrows its room copies everything it holds to grow.
 pub(super) fn with_headroom(last: usize) -> usize {
     last.saturating_add(last / 2)
+}
+
+/// The text to plan the next batch for, after one of `taken` bytes on a
+/// hint of `last`: the larger of `taken` and three quarters of `last`, so
+/// that a batch cut short (at the end of a read) does not leave the next
+/// full one too little room, which it would outgrow, copying its text at
+/// each step. After a burst the hint shrinks by a quarter with each batch
+/// (and a batch that holds little of its room is shrunk when taken).
+fn next_hint(last: usize, taken: usize, max: usize) -> usize {
+    taken.max(last - last / 4).min(max)
 }
 
 /// The text [`ShardMachine::poll_event`] keeps for the next events once all
