@@ -10,7 +10,11 @@
 //!
 //! The candidates are those of the divan benchmark's `typed` module.
 
-#![allow(clippy::print_stdout, reason = "a measuring tool reports on stdout")]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a measuring tool reports on stdout, its usage on stderr"
+)]
 
 use shardwire_codec::Payload;
 use shardwire_corpus::Corpus;
