@@ -11,11 +11,12 @@ use std::sync::LazyLock;
 
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{Bencher, black_box};
-use shardwire_codec::{
-    Compression, Decoded, Decoder, EventFilter, MessageKind, Payload, TypedParser,
-};
+use shardwire_codec::{Compression, Decoded, Decoder, EventFilter, MessageKind, Payload};
 use shardwire_corpus::{Corpus, ZlibStreamEncoder, ZstdStreamEncoder, zlib_payload};
 use twilight_model::gateway::event::{EventType, GatewayEventDeserializer};
+
+#[path = "common/typed.rs"]
+mod candidates;
 
 fn main() {
     divan::main();
@@ -238,7 +239,7 @@ mod lazy {
             let mut decoder = Decoder::new(Compression::ZlibStream);
             for message in &DATA.zlib {
                 if let Ok(Some(json)) = decoder.push_raw(message, MessageKind::Binary) {
-                    black_box(twilight_decode(json));
+                    black_box(candidates::twilight_gateway(json));
                 }
             }
         });
@@ -255,14 +256,6 @@ fn zune(message: &[u8]) -> Option<usize> {
         .decode_zlib()
         .ok()
         .map(|v| v.len())
-}
-
-fn twilight_decode(json: &[u8]) -> Option<twilight_model::gateway::event::GatewayEvent> {
-    use serde::de::DeserializeSeed;
-    let text = std::str::from_utf8(json).ok()?;
-    let seed = GatewayEventDeserializer::from_json(text)?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    seed.deserialize(&mut de).ok()
 }
 
 /// Scan time per payload, on decompressed JSON.
@@ -336,29 +329,34 @@ mod scan {
     }
 }
 
-/// Typed decode of small events (scan done): serde_json against sonic-rs
-/// inside shardwire, and twilight-gateway's way as the baseline.
+/// Typed decode of small events (scan done): every candidate way of
+/// deserializing into twilight-model (see `common/typed.rs`), and
+/// twilight-gateway's way from the whole payload as the baseline.
+/// `examples/typed_instructions.rs` counts the same candidates' instructions.
 mod typed {
     use super::*;
+    use candidates::{Candidate, Scratch};
 
     fn small_events() -> u64 {
         DATA.small.payloads().len() as u64
     }
 
-    #[divan::bench(args = [TypedParser::SerdeJson, TypedParser::SonicRs])]
-    fn shardwire(bencher: Bencher<'_, '_>, parser: TypedParser) {
-        let filter = EventFilter::all();
+    #[divan::bench(args = Candidate::ALL)]
+    fn candidate(bencher: Bencher<'_, '_>, candidate: Candidate) {
         let scanned: Vec<Payload<'_>> = DATA
             .small
             .payloads()
             .iter()
             .filter_map(|json| Payload::scan(json).ok())
             .collect();
-        bencher.counter(ItemsCount::new(small_events())).bench(|| {
-            for payload in &scanned {
-                black_box(payload.decode_with(&filter, parser));
-            }
-        });
+        let mut scratch = Scratch::default();
+        bencher
+            .counter(ItemsCount::new(small_events()))
+            .bench_local(|| {
+                for payload in &scanned {
+                    black_box(candidates::decode(candidate, payload, &mut scratch));
+                }
+            });
     }
 
     /// Scan and typed decode together, from the JSON.
@@ -370,17 +368,6 @@ mod typed {
                 if let Ok(payload) = Payload::scan(json) {
                     black_box(payload.decode(&filter));
                 }
-            }
-        });
-    }
-
-    /// twilight-gateway's way: envelope by string search, then serde_json
-    /// over the whole payload.
-    #[divan::bench]
-    fn twilight_serde_json(bencher: Bencher<'_, '_>) {
-        bencher.counter(ItemsCount::new(small_events())).bench(|| {
-            for json in DATA.small.payloads() {
-                black_box(twilight_decode(json));
             }
         });
     }

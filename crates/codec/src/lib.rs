@@ -36,6 +36,7 @@
 
 mod command;
 mod decoder;
+mod dispatch;
 mod error;
 mod event;
 pub mod frame;
@@ -51,9 +52,9 @@ pub use crate::command::{
 };
 pub use crate::decoder::{Compression, DEFAULT_PAYLOAD_LIMIT, Decoder, MessageKind};
 pub use crate::error::CodecError;
-#[doc(hidden)]
-pub use crate::event::TypedParser;
 pub use crate::event::{Decoded, EventDecodeError, EventFilter};
+#[doc(hidden)]
+pub use crate::event::{DispatchSeed, TypedParser};
 pub use crate::json::MAX_DEPTH;
 pub use crate::payload::Payload;
 pub use crate::token::Token;
