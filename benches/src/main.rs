@@ -23,6 +23,8 @@ use tokio::task::JoinSet;
 use twilight_model::gateway::Intents;
 use twilight_model::gateway::event::GatewayEventDeserializer;
 
+mod cores;
+mod latency;
 mod node;
 
 #[derive(Debug, Parser)]
@@ -84,12 +86,14 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// One shard receives stamped events at the sim's fixed rate; reports
+    /// K shards receive stamped events at the sim's fixed rate; reports
     /// the delay from the sim's stamp to the event in the consumer's hands.
     Latency {
         #[arg(long, value_enum)]
         client: Client,
-        /// Events to sample.
+        #[arg(long, default_value_t = 1)]
+        shards: u32,
+        /// Events to sample, over all shards.
         #[arg(long)]
         events: usize,
         #[arg(long)]
@@ -122,6 +126,8 @@ enum Command {
         #[arg(long, default_value = "sim-token")]
         token: String,
     },
+    /// The raw flood of K shards on a multi-thread runtime of N workers.
+    Cores(cores::Args),
     /// A shardwire cluster of N shards starts against the sim's API;
     /// reports the time until every shard is READY.
     Startup {
@@ -487,49 +493,6 @@ fn floor(events: u64, seed: u64) -> Result<serde_json::Value> {
     }))
 }
 
-/// The delay since the sim stamped this event, in nanoseconds.
-fn delay_ns(json: &str) -> Option<u64> {
-    const KEY: &str = "\"sent_at_ns\":";
-    let start = json.find(KEY)? + KEY.len();
-    let digits = json[start..].split(|c: char| !c.is_ascii_digit()).next()?;
-    let sent: u64 = digits.parse().ok()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_nanos() as u64;
-    Some(now.saturating_sub(sent))
-}
-
-async fn shardwire_latency(gateway: &str, token: &str, events: usize) -> Result<Vec<u64>> {
-    let config = ShardConfig::new(Token::new(token), Intents::GUILDS, 0, 1, gateway);
-    let mut shard = Shard::start(config, Arc::new(Unqueued));
-    let mut samples = Vec::with_capacity(events);
-    while samples.len() < events {
-        match shard.next_event().await {
-            Some(ShardEvent::Dispatch { json, .. }) => samples.extend(delay_ns(&json)),
-            Some(ShardEvent::Fatal(error)) => bail!("{error}"),
-            Some(_) => {}
-            None => bail!("the shard stopped"),
-        }
-    }
-    Ok(samples)
-}
-
-async fn twilight_latency(gateway: &str, token: &str, events: usize) -> Result<Vec<u64>> {
-    use twilight_gateway::{Message, Shard, ShardId};
-    let mut shard = Shard::with_config(ShardId::ONE, twilight_config(gateway, token));
-    let mut samples = Vec::with_capacity(events);
-    while samples.len() < events {
-        match std::future::poll_fn(|cx| std::pin::Pin::new(&mut shard).poll_next(cx)).await {
-            Some(Ok(Message::Text(json))) => samples.extend(delay_ns(&json)),
-            Some(Ok(Message::Close(_))) => {}
-            Some(Err(error)) => bail!("{error}"),
-            None => bail!("the shard stopped"),
-        }
-    }
-    Ok(samples)
-}
-
 /// Inflates one zlib-stream message into `out` (cleared first).
 fn inflate_into(inflate: &mut flate2::Decompress, message: &[u8], out: &mut Vec<u8>) -> Result<()> {
     out.clear();
@@ -730,26 +693,13 @@ async fn run(command: Command) -> Result<serde_json::Value> {
         Command::Floor { events, seed } => floor(events, seed),
         Command::Latency {
             client,
+            shards,
             events,
             gateway,
             token,
-        } => {
-            let mut samples = match client {
-                Client::Shardwire => shardwire_latency(&gateway, &token, events).await?,
-                Client::Twilight => twilight_latency(&gateway, &token, events).await?,
-            };
-            samples.sort_unstable();
-            let at =
-                |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize] as f64 / 1e3;
-            Ok(json!({
-                "client": format!("{client:?}").to_lowercase(),
-                "samples": samples.len(),
-                "p50_us": at(0.5),
-                "p99_us": at(0.99),
-                "max_us": at(1.0),
-            }))
-        }
+        } => latency::run(client, &gateway, &token, shards, events).await,
         Command::Codec { events, passes } => codec(events, passes),
+        Command::Cores(_) => bail!("`cores` builds its own runtime"),
         Command::Node {
             api,
             shards,
@@ -792,6 +742,10 @@ async fn run(command: Command) -> Result<serde_json::Value> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Command::Cores(args) = cli.command {
+        println!("{}", cores::run(args)?);
+        return Ok(());
+    }
     // One core for the client: figures are per core, and the simulator
     // has the other.
     let runtime = tokio::runtime::Builder::new_current_thread()

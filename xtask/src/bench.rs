@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+mod cores;
 pub(crate) mod instructions;
 mod peers;
 
@@ -32,6 +33,11 @@ struct Plan {
     codec_events: usize,
     /// Latency: stamped events per second, and samples per run.
     latency: (u32, usize),
+    /// Latency over 16 shards: stamped events per second in total, and
+    /// samples per run.
+    latency_16: (u32, usize),
+    /// Many cores: shards, and the flood per shard.
+    cores: (u32, u64),
     /// The node into JetStream: shards, and the flood per shard.
     node: (u32, u64),
     /// Beside @discordjs/ws (`--peers`): shards and the flood per shard,
@@ -49,6 +55,8 @@ const QUICK: Plan = Plan {
     startup: (16, 4, 1_000),
     codec_events: 10_000,
     latency: (1_000, 2_000),
+    latency_16: (20_000, 20_000),
+    cores: (16, 20_000),
     node: (4, 50_000),
     peers: (16, 4_000, 250),
 };
@@ -63,6 +71,8 @@ const FULL: Plan = Plan {
     startup: (64, 16, 5_000),
     codec_events: 20_000,
     latency: (1_000, 10_000),
+    latency_16: (20_000, 100_000),
+    cores: (16, 50_000),
     node: (4, 200_000),
     peers: (16, 50_000, 1_000),
 };
@@ -298,11 +308,12 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     };
     let only = crate::flag_value::<String>(args, "--only")?;
     let with_peers = args.iter().any(|a| a == "--peers");
-    let sections: [(&str, Section); 7] = [
+    let sections: [(&str, Section); 8] = [
         ("codec", codec),
         ("e2e", end_to_end),
         ("idle", idle_memory),
         ("latency", latency),
+        ("cores", cores::cores),
         ("startup", startup),
         ("node", node),
         ("peers", peers::peers),
@@ -642,22 +653,29 @@ fn idle_memory(bench: &mut Bench<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Latency at a fixed rate.
+/// Latency at a fixed rate: one shard, and sixteen sharing a total rate.
 fn latency(bench: &mut Bench<'_>) -> Result<()> {
     let (bin, plan) = (bench.bin, bench.plan);
     let (rows, report) = (&mut bench.rows, &mut bench.report);
-    // 5. Latency at a fixed rate.
-    let (rate, samples) = plan.latency;
-    eprintln!("latency: {samples} events at {rate}/s…");
-    {
+    let (rate_1, samples_1) = plan.latency;
+    let (rate_16, samples_16) = plan.latency_16;
+    for (shards, rate, samples) in [(1u32, rate_1, samples_1), (16, rate_16, samples_16)] {
+        eprintln!("latency: {shards} shard(s), {samples} events at {rate}/s in total…");
+        let n = shards.to_string();
+        // The sim's rate is per session.
+        let per_session = f64::from(rate) / f64::from(shards);
         let sim = SimProcess::start(
             bin,
             &strings(&[
+                "--shards",
+                &n,
+                "--max-concurrency",
+                &n,
                 "--identify-window-ms",
                 "0",
                 "--stamp-events",
                 "--rate",
-                &rate.to_string(),
+                &per_session.to_string(),
             ]),
         )?;
         let mut runs = Vec::new();
@@ -667,6 +685,8 @@ fn latency(bench: &mut Bench<'_>) -> Result<()> {
                     "latency",
                     "--client",
                     name,
+                    "--shards",
+                    &n,
                     "--events",
                     &samples.to_string(),
                     "--gateway",
@@ -684,17 +704,33 @@ fn latency(bench: &mut Bench<'_>) -> Result<()> {
                     .collect::<Vec<_>>(),
             )
         };
+        let over = if shards == 1 {
+            String::new()
+        } else {
+            format!(" over {shards} shards")
+        };
         for (key, label) in [("p50_us", "p50"), ("p99_us", "p99")] {
             rows.push(Row {
-                what: format!("latency at {rate} events/s, {label}: sim send to the consumer, µs"),
+                what: format!(
+                    "latency at {rate} events/s{over}, {label}: sim send to the consumer, µs"
+                ),
                 shardwire: pick("shardwire", key),
                 twilight: pick("twilight", key),
                 digits: 0,
                 lower_is_better: true,
-                note: String::new(),
+                note: if shards == 1 {
+                    "target ≤ 0.8× twilight".into()
+                } else {
+                    String::new()
+                },
             });
         }
-        report["runs"]["latency"] = json!(
+        let key = if shards == 1 {
+            "latency".to_owned()
+        } else {
+            format!("latency_{shards}")
+        };
+        report["runs"][key] = json!(
             runs.iter()
                 .map(|(n, r)| json!({"client": n, "report": r}))
                 .collect::<Vec<_>>()
