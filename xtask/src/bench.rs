@@ -15,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+mod zstd;
+
 /// How much to run.
 struct Plan {
     name: &'static str,
@@ -216,14 +218,20 @@ impl Drop for SimProcess {
 
 /// Runs the measuring client once; returns its JSON report.
 fn measure(bin: &Path, args: &[String]) -> Result<Value> {
-    let output = Command::new(bin.join("shardwire-bench"))
+    measure_binary(&bin.join("shardwire-bench"), args)
+}
+
+/// As [`measure`], with this binary (`shardwire-bench-zstd`, say).
+fn measure_binary(binary: &Path, args: &[String]) -> Result<Value> {
+    let output = Command::new(binary)
         .args(args)
         .stderr(Stdio::inherit())
         .output()
-        .context("starting shardwire-bench")?;
+        .with_context(|| format!("starting {}", binary.display()))?;
     if !output.status.success() {
         bail!(
-            "shardwire-bench {} failed with {}",
+            "{} {} failed with {}",
+            binary.display(),
             args.join(" "),
             output.status
         );
@@ -279,13 +287,14 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         report,
     };
     let only = crate::flag_value::<String>(args, "--only")?;
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         ("codec", codec),
         ("e2e", end_to_end),
         ("idle", idle_memory),
         ("latency", latency),
         ("startup", startup),
         ("node", node),
+        ("zstd", zstd::zstd),
     ];
     if let Some(only) = &only
         && !sections.iter().any(|(name, _)| name == only)
