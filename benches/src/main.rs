@@ -26,6 +26,7 @@ use twilight_model::gateway::event::GatewayEventDeserializer;
 mod cores;
 mod latency;
 mod node;
+mod zstd_stream;
 
 #[derive(Debug, Parser)]
 struct Cli {
@@ -66,6 +67,9 @@ enum Command {
         gateway: String,
         #[arg(long, default_value = "sim-token")]
         token: String,
+        /// twilight-gateway's is built in (see `zstd_stream.rs`) and checked.
+        #[arg(long, default_value = "zlib-stream")]
+        compression: Compression,
     },
     /// N shards connect and sit idle; reports the process's RSS.
     Idle {
@@ -77,6 +81,15 @@ enum Command {
         gateway: String,
         #[arg(long, default_value = "sim-token")]
         token: String,
+        #[arg(long, default_value = "zlib-stream")]
+        compression: Compression,
+        /// The flood per shard the sim sends after READY, taken before
+        /// the shards sit idle.
+        #[arg(long, default_value_t = 0)]
+        events: u64,
+        /// shardwire only: its shards never hibernate.
+        #[arg(long)]
+        no_hibernate: bool,
     },
     /// Inflates the bytes of a flood of N events and nothing else: the
     /// floor no client can beat.
@@ -85,6 +98,9 @@ enum Command {
         events: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// zstd-stream: the sim's zstd flood, decompressed.
+        #[arg(long, default_value = "zlib-stream")]
+        compression: Compression,
     },
     /// K shards receive stamped events at the sim's fixed rate; reports
     /// the delay from the sim's stamp to the event in the consumer's hands.
@@ -220,10 +236,11 @@ async fn shardwire_e2e(
     shards: u32,
     events: u64,
     typed: bool,
+    compression: Compression,
 ) -> Result<Consumed> {
     let mut tasks = JoinSet::new();
     for id in 0..shards {
-        let config = e2e_config(gateway, token, id, shards, typed);
+        let config = e2e_config(gateway, token, id, shards, typed, compression);
         let mut shard = Shard::start(config, Arc::new(Unqueued));
         tasks.spawn(async move {
             let mut consumed = Consumed::default();
@@ -247,10 +264,17 @@ async fn shardwire_e2e(
     collect(tasks).await
 }
 
-/// A shard of the e2e flood: zlib-stream, every dispatch typed if asked.
-fn e2e_config(gateway: &str, token: &str, id: u32, shards: u32, typed: bool) -> ShardConfig {
+/// A shard of the e2e flood, every dispatch typed if asked.
+fn e2e_config(
+    gateway: &str,
+    token: &str,
+    id: u32,
+    shards: u32,
+    typed: bool,
+    compression: Compression,
+) -> ShardConfig {
     let mut config = ShardConfig::new(Token::new(token), Intents::GUILDS, id, shards, gateway);
-    config.compression = Compression::ZlibStream;
+    config.compression = compression;
     if typed {
         config.typed_events = EventFilter::all();
     }
@@ -265,11 +289,12 @@ async fn shardwire_sink_e2e(
     shards: u32,
     events: u64,
     typed: bool,
+    compression: Compression,
 ) -> Result<Consumed> {
     let (sink, mut merged) = shardwire::shard::EventSink::channel(4096);
     let mut running = Vec::new();
     for id in 0..shards {
-        let config = e2e_config(gateway, token, id, shards, typed);
+        let config = e2e_config(gateway, token, id, shards, typed, compression);
         running.push(Shard::start_with_sink(
             config,
             Arc::new(Unqueued),
@@ -314,8 +339,10 @@ async fn twilight_e2e(
     shards: u32,
     events: u64,
     typed: bool,
+    compression: Compression,
 ) -> Result<Consumed> {
     use twilight_gateway::{EventTypeFlags, Message, Shard, ShardId, StreamExt};
+    zstd_stream::check_twilight(compression).await?;
     let config = twilight_config(gateway, token);
     let mut tasks = JoinSet::new();
     for id in 0..shards {
@@ -404,13 +431,25 @@ async fn collect(mut tasks: JoinSet<Result<Consumed>>) -> Result<Consumed> {
 /// default, so that a run measures idle shards without waiting 10 s.
 const HIBERNATE_AFTER: Duration = Duration::from_millis(500);
 
-/// Connects N idle shards and waits until each has its READY and guilds.
+/// How the idle shards are run: their compression, the flood each takes
+/// before it sits idle, and whether shardwire's hibernate.
+#[derive(Clone, Copy)]
+struct IdleRun {
+    compression: Compression,
+    events: u64,
+    hibernate: bool,
+}
+
+/// Connects N idle shards and waits until each has its READY and guilds
+/// (and its flood, if any).
 async fn idle(
     client: Client,
     gateway: &str,
     token: &str,
     shards: u32,
+    run: IdleRun,
 ) -> Result<(Duration, Vec<tokio::task::JoinHandle<()>>)> {
+    let before_idle = BEFORE_FLOOD + run.events;
     let started = Instant::now();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<u32>(shards as usize);
     let mut keep = Vec::new();
@@ -419,7 +458,8 @@ async fn idle(
             for id in 0..shards {
                 let mut config =
                     ShardConfig::new(Token::new(token), Intents::GUILDS, id, shards, gateway);
-                config.hibernate_after = Some(HIBERNATE_AFTER);
+                config.compression = run.compression;
+                config.hibernate_after = run.hibernate.then_some(HIBERNATE_AFTER);
                 let mut shard = Shard::start(config, Arc::new(Unqueued));
                 let ready = ready_tx.clone();
                 keep.push(tokio::spawn(async move {
@@ -427,7 +467,7 @@ async fn idle(
                     while let Some(event) = shard.next_event().await {
                         if matches!(event, ShardEvent::Dispatch { .. }) {
                             dispatches += 1;
-                            if dispatches == BEFORE_FLOOD {
+                            if dispatches == before_idle {
                                 let _ = ready.send(id).await;
                             }
                         }
@@ -437,6 +477,7 @@ async fn idle(
         }
         Client::Twilight => {
             use twilight_gateway::{EventTypeFlags, Shard, ShardId, StreamExt as _};
+            zstd_stream::check_twilight(run.compression).await?;
             let config = twilight_config(gateway, token);
             for id in 0..shards {
                 let mut shard = Shard::with_config(ShardId::new(id, shards), config.clone());
@@ -448,7 +489,7 @@ async fn idle(
                             && event.kind().name().is_some()
                         {
                             dispatches += 1;
-                            if dispatches == BEFORE_FLOOD {
+                            if dispatches == before_idle {
                                 let _ = ready.send(id).await;
                             }
                         }
@@ -615,6 +656,7 @@ async fn run(command: Command) -> Result<serde_json::Value> {
             events,
             gateway,
             token,
+            compression,
         } => {
             let prometheus = if recorder {
                 if client != Client::Shardwire {
@@ -632,11 +674,15 @@ async fn run(command: Command) -> Result<serde_json::Value> {
             let wall = Instant::now();
             let mut consumed = match client {
                 Client::Shardwire if sink => {
-                    shardwire_sink_e2e(&gateway, &token, shards, events, typed).await?
+                    shardwire_sink_e2e(&gateway, &token, shards, events, typed, compression).await?
                 }
-                Client::Shardwire => shardwire_e2e(&gateway, &token, shards, events, typed).await?,
+                Client::Shardwire => {
+                    shardwire_e2e(&gateway, &token, shards, events, typed, compression).await?
+                }
                 Client::Twilight if sink => bail!("--sink is shardwire's"),
-                Client::Twilight => twilight_e2e(&gateway, &token, shards, events, typed).await?,
+                Client::Twilight => {
+                    twilight_e2e(&gateway, &token, shards, events, typed, compression).await?
+                }
             };
             let flood_s = busy(std::mem::take(&mut consumed.floods)).as_secs_f64();
             let wall = wall.elapsed();
@@ -652,6 +698,7 @@ async fn run(command: Command) -> Result<serde_json::Value> {
             }
             Ok(json!({
                 "client": format!("{client:?}").to_lowercase(),
+                "compression": compression.to_string(),
                 "typed": typed,
                 "sink": sink,
                 "recorder": recorder,
@@ -671,9 +718,20 @@ async fn run(command: Command) -> Result<serde_json::Value> {
             shards,
             gateway,
             token,
+            compression,
+            events,
+            no_hibernate,
         } => {
+            if no_hibernate && client != Client::Shardwire {
+                bail!("--no-hibernate is shardwire's");
+            }
             let baseline = status_kib("VmRSS")?;
-            let (ready_after, keep) = idle(client, &gateway, &token, shards).await?;
+            let run = IdleRun {
+                compression,
+                events,
+                hibernate: !no_hibernate,
+            };
+            let (ready_after, keep) = idle(client, &gateway, &token, shards, run).await?;
             // Let buffers settle (shardwire's shards hibernate 0.5 to 1 s
             // after their last message, and hand the memory back 0.25 s
             // later), then read.
@@ -683,6 +741,9 @@ async fn run(command: Command) -> Result<serde_json::Value> {
             drop(keep);
             Ok(json!({
                 "client": format!("{client:?}").to_lowercase(),
+                "compression": compression.to_string(),
+                "events": events,
+                "hibernate": !no_hibernate,
                 "shards": shards,
                 "ready_s": ready_after.as_secs_f64(),
                 "baseline_rss_kib": baseline,
@@ -690,7 +751,12 @@ async fn run(command: Command) -> Result<serde_json::Value> {
                 "trimmed_rss_kib": trimmed,
             }))
         }
-        Command::Floor { events, seed } => floor(events, seed),
+        Command::Floor {
+            events,
+            seed,
+            compression: Compression::ZstdStream,
+        } => zstd_stream::floor(events, seed),
+        Command::Floor { events, seed, .. } => floor(events, seed),
         Command::Latency {
             client,
             shards,

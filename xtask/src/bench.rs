@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 mod cores;
 pub(crate) mod instructions;
 mod peers;
+mod zstd;
 
 /// How much to run.
 struct Plan {
@@ -234,14 +235,20 @@ impl Drop for SimProcess {
 
 /// Runs the measuring client once; returns its JSON report.
 fn measure(bin: &Path, args: &[String]) -> Result<Value> {
-    let output = Command::new(bin.join("shardwire-bench"))
+    measure_binary(&bin.join("shardwire-bench"), args)
+}
+
+/// As [`measure`], with this binary (`shardwire-bench-zstd`, say).
+fn measure_binary(binary: &Path, args: &[String]) -> Result<Value> {
+    let output = Command::new(binary)
         .args(args)
         .stderr(Stdio::inherit())
         .output()
-        .context("starting shardwire-bench")?;
+        .with_context(|| format!("starting {}", binary.display()))?;
     if !output.status.success() {
         bail!(
-            "shardwire-bench {} failed with {}",
+            "{} {} failed with {}",
+            binary.display(),
             args.join(" "),
             output.status
         );
@@ -308,10 +315,11 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     };
     let only = crate::flag_value::<String>(args, "--only")?;
     let with_peers = args.iter().any(|a| a == "--peers");
-    let sections: [(&str, Section); 8] = [
+    let sections: [(&str, Section); 9] = [
         ("codec", codec),
         ("e2e", end_to_end),
         ("idle", idle_memory),
+        ("zstd", zstd::zstd),
         ("latency", latency),
         ("cores", cores::cores),
         ("startup", startup),

@@ -219,8 +219,12 @@ impl Decoder {
     /// window the next payload may refer to is kept, compressed: a few KiB.
     /// The next [`push`](Self::push) restores it, at the cost of a
     /// decompression of at most 32 KiB. Without transport compression there
-    /// is no state to keep. A zstd-stream context stays awake (its window can
-    /// be far larger), and so does a zlib-stream in the middle of a payload.
+    /// is no state to keep. A zlib-stream in the middle of a payload stays
+    /// awake, and so does a zstd-stream context, always: besides its window
+    /// (as large as the frame asks, at most 8 MiB; zstd's level 3 asks for
+    /// 2 MiB) it keeps entropy tables and repeat offsets that later blocks
+    /// may reuse and that zstd cannot take back, so it cannot be rebuilt
+    /// from a saved window as zlib-stream's is.
     ///
     /// Call it when a connection has gone quiet; decoding is the same with or
     /// without it.

@@ -114,6 +114,33 @@ impl ZstdStreamEncoder {
         }
         Ok(out)
     }
+
+    /// Ends the frame: the bytes that close it (a last, empty block). The
+    /// next [`encode`](Self::encode) starts a new frame, with no history, so
+    /// another encoder's frame can be sent in between: how a simulator
+    /// splices pre-compressed traffic into a live connection. (Discord's
+    /// connection never ends its frame; a decoder reads a new frame after
+    /// the end of one as zstd's streaming API does.)
+    ///
+    /// # Errors
+    ///
+    /// When zstd reports an error.
+    pub fn end_frame(&mut self) -> std::io::Result<Vec<u8>> {
+        use zstd::stream::raw::{Operation, OutBuffer};
+        let mut out: Vec<u8> = Vec::with_capacity(64);
+        loop {
+            if out.capacity() == out.len() {
+                out.reserve(out.capacity().max(64));
+            }
+            let pos = out.len();
+            let mut output = OutBuffer::around_pos(&mut out, pos);
+            if self.encoder.finish(&mut output, true)? == 0 {
+                break;
+            }
+        }
+        self.encoder.reinit()?;
+        Ok(out)
+    }
 }
 
 /// One payload compressed as a whole zlib stream, as payload compression

@@ -841,7 +841,10 @@ impl Conn {
                 None => return Ok(()),
             }
         };
-        let flood = self.shared.flood(first, count);
+        let zstd = matches!(self.outbound, Outbound::Zstd(_));
+        let Some(flood) = self.shared.flood(first, count, zstd) else {
+            return Err(End::Dropped);
+        };
         {
             let mut sessions = lock(&self.shared.sessions);
             if let Some(session) = sessions.get_mut(&session_id) {
@@ -874,8 +877,24 @@ impl Conn {
                 }
                 self.writer.flush().await.map_err(|_| End::Dropped)
             }
-            Outbound::Zstd(_)
-            | Outbound::None {
+            Outbound::Zstd(_) => {
+                // The flood is a frame of its own: end the connection's
+                // frame in front of it (the encoder then starts a new one).
+                let mut end = match &mut self.outbound {
+                    Outbound::Zstd(encoder) => encoder.end_frame().map_err(|_| End::Dropped)?,
+                    _ => Vec::new(),
+                };
+                for (index, message) in flood.zstd.iter().enumerate() {
+                    if index == 0 {
+                        end.extend_from_slice(message);
+                        self.write_unflushed(&end, MessageKind::Binary).await?;
+                    } else {
+                        self.write_unflushed(message, MessageKind::Binary).await?;
+                    }
+                }
+                self.writer.flush().await.map_err(|_| End::Dropped)
+            }
+            Outbound::None {
                 payload_compression: true,
             } => {
                 for payload in &flood.payloads {

@@ -55,8 +55,9 @@ pub(crate) struct Shared {
     remaining: Mutex<u32>,
     /// Live connections, to inject faults into.
     live: Mutex<HashMap<u64, LiveConnection>>,
-    /// Pre-encoded flood corpora by (first sequence number, count).
-    floods: Mutex<HashMap<(u64, u64), Arc<Flood>>>,
+    /// Pre-encoded flood corpora by (first sequence number, count, whether
+    /// for zstd-stream).
+    floods: Mutex<HashMap<(u64, u64, bool), Arc<Flood>>>,
     /// The scripted `/gateway/bot` faults not answered yet.
     gateway_bot_faults: Mutex<VecDeque<RestFault>>,
     /// The shard count `/gateway/bot` recommends.
@@ -73,36 +74,87 @@ pub struct Flood {
     /// Complete JSON payloads, for the replay log and uncompressed sends.
     pub payloads: Vec<Arc<[u8]>>,
     /// The same payloads as one raw deflate stream, a sync flush after each:
-    /// valid after any payload boundary of a zlib-stream connection.
+    /// valid after any payload boundary of a zlib-stream connection. Empty
+    /// in a [`zstd_stream`](Self::zstd_stream) flood.
     pub zlib: Vec<Vec<u8>>,
+    /// The same payloads as one zstd frame of their own, flushed after each:
+    /// the first message starts the frame and the last one ends it, so the
+    /// flood goes between the end of a zstd-stream connection's frame and
+    /// the start of its next. Empty in a [`new`](Self::new) flood.
+    pub zstd: Vec<Vec<u8>>,
 }
 
+/// Distinct events in a zlib-stream flood: 32 times the 32 KiB window, so
+/// no event finds its earlier copy in it.
+const ZLIB_DISTINCT: usize = 1024;
+
+/// Distinct events in a zstd-stream flood: about 4 MiB, twice the 2 MiB
+/// window of zstd's level 3 (what the simulator compresses with), for the
+/// same reason. With 1,024 the whole cycle would fit in the window and each
+/// event would compress to a few back-references, as no real traffic does.
+const ZSTD_DISTINCT: usize = 4096;
+
 impl Flood {
-    /// The flood a simulator seeded with `seed` sends: `count` dispatches
-    /// numbered from `first`, cycling through 1,024 distinct generated
-    /// events. Benchmarks rebuild it to measure the same bytes offline.
+    /// The flood a simulator seeded with `seed` sends on zlib-stream and
+    /// without transport compression: `count` dispatches numbered from
+    /// `first`, cycling through 1,024 distinct generated events. Benchmarks
+    /// rebuild it to measure the same bytes offline.
     #[must_use]
     pub fn new(seed: u64, first: u64, count: u64) -> Self {
+        let mut encoder = shardwire_corpus::ZlibStreamEncoder::continuation();
+        let payloads = Self::payloads(seed, first, count, ZLIB_DISTINCT);
+        let zlib = payloads.iter().map(|p| encoder.encode(p)).collect();
+        Self {
+            payloads,
+            zlib,
+            zstd: Vec::new(),
+        }
+    }
+
+    /// The flood a simulator seeded with `seed` sends on zstd-stream: as
+    /// [`new`](Self::new), cycling through 4,096 distinct events (the first
+    /// 1,024 are `new`'s), compressed at zstd's level 3 as one frame.
+    ///
+    /// # Errors
+    ///
+    /// When zstd cannot allocate its context.
+    pub fn zstd_stream(seed: u64, first: u64, count: u64) -> std::io::Result<Self> {
+        let mut encoder = shardwire_corpus::ZstdStreamEncoder::new()?;
+        let payloads = Self::payloads(seed, first, count, ZSTD_DISTINCT);
+        let mut zstd = payloads
+            .iter()
+            .map(|p| encoder.encode(p))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let end = encoder.end_frame()?;
+        match zstd.last_mut() {
+            Some(last) => last.extend_from_slice(&end),
+            None => zstd.push(end),
+        }
+        Ok(Self {
+            payloads,
+            zlib: Vec::new(),
+            zstd,
+        })
+    }
+
+    fn payloads(seed: u64, first: u64, count: u64, distinct: usize) -> Vec<Arc<[u8]>> {
         let mut generator = shardwire_corpus::EventGenerator::new(seed, 8);
-        let distinct: Vec<(&'static str, Vec<u8>)> = (0..1024)
+        let distinct: Vec<(&'static str, Vec<u8>)> = (0..distinct)
             .map(|_| {
                 let (name, d) = generator.next_event();
                 (name, serde_json::to_vec(&d).unwrap_or_default())
             })
             .collect();
-        let mut encoder = shardwire_corpus::ZlibStreamEncoder::continuation();
-        let mut payloads = Vec::with_capacity(count as usize);
-        let mut zlib = Vec::with_capacity(count as usize);
-        for index in 0..count {
-            let (name, d) = &distinct[(index % distinct.len() as u64) as usize];
-            let mut payload =
-                format!(r#"{{"t":"{name}","s":{},"op":0,"d":"#, first + index).into_bytes();
-            payload.extend_from_slice(d);
-            payload.push(b'}');
-            zlib.push(encoder.encode(&payload));
-            payloads.push(Arc::from(payload));
-        }
-        Self { payloads, zlib }
+        (0..count)
+            .map(|index| {
+                let (name, d) = &distinct[(index % distinct.len() as u64) as usize];
+                let mut payload =
+                    format!(r#"{{"t":"{name}","s":{},"op":0,"d":"#, first + index).into_bytes();
+                payload.extend_from_slice(d);
+                payload.push(b'}');
+                Arc::from(payload)
+            })
+            .collect()
     }
 }
 
@@ -146,15 +198,22 @@ impl Shared {
         lock(&self.gateway_bot_faults).pop_front()
     }
 
-    /// The flood corpus of `count` events numbered from `first`, built on
-    /// first use (a few distinct events repeated, as a benchmark wants).
-    pub(crate) fn flood(&self, first: u64, count: u64) -> Arc<Flood> {
-        if let Some(flood) = lock(&self.floods).get(&(first, count)) {
-            return flood.clone();
+    /// The flood corpus of `count` events numbered from `first`, for
+    /// zstd-stream or not, built on first use (a few distinct events
+    /// repeated, as a benchmark wants). `None` when zstd cannot allocate.
+    pub(crate) fn flood(&self, first: u64, count: u64, zstd: bool) -> Option<Arc<Flood>> {
+        let key = (first, count, zstd);
+        if let Some(flood) = lock(&self.floods).get(&key) {
+            return Some(flood.clone());
         }
-        let flood = Arc::new(Flood::new(self.config.seed, first, count));
-        lock(&self.floods).insert((first, count), flood.clone());
-        flood
+        let seed = self.config.seed;
+        let flood = Arc::new(if zstd {
+            Flood::zstd_stream(seed, first, count).ok()?
+        } else {
+            Flood::new(seed, first, count)
+        });
+        lock(&self.floods).insert(key, flood.clone());
+        Some(flood)
     }
 
     pub(crate) fn next_connection_id(&self) -> u64 {

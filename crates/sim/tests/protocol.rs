@@ -920,6 +920,69 @@ async fn flood_after_ready_sends_the_public_flood_corpus() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_zstd_stream_flood_is_a_frame_of_its_own_between_live_ones() {
+    let sim = Sim::builder()
+        .guilds_per_shard(2)
+        .flood_after_ready(300)
+        .start()
+        .await
+        .unwrap();
+    let mut client = RawClient::connect(sim.gateway_url(), Compression::ZstdStream).await;
+    client.start(TOKEN, [0, 1]).await;
+    let expected = shardwire_sim::Flood::zstd_stream(sim.config().seed, 4, 300).unwrap();
+    assert_eq!(expected.zstd.len(), 300);
+    // Its first 1,024 events are zlib-stream's.
+    let zlib = shardwire_sim::Flood::new(sim.config().seed, 4, 300);
+    assert_eq!(expected.payloads, zlib.payloads);
+    let mut seq = 1;
+    while seq < 303 {
+        let payload = client.payload().await;
+        seq = payload["s"].as_u64().unwrap();
+        if seq >= 4 {
+            let sent: Value =
+                serde_json::from_slice(&expected.payloads[(seq - 4) as usize]).unwrap();
+            assert_eq!(payload, sent, "seq {seq}");
+        }
+    }
+    // After the flood's frame, the connection's next frame.
+    sim.inject(
+        None,
+        Fault::Dispatch {
+            event_type: "TYPING_START".into(),
+            d: serde_json::json!({"channel_id": "1"}),
+        },
+    );
+    let after = client.payload().await;
+    assert_eq!(
+        (after["s"].as_u64(), after["t"].as_str()),
+        (Some(304), Some("TYPING_START"))
+    );
+    assert!(sim.violations().is_empty());
+}
+
+#[test]
+fn a_zstd_stream_flood_does_not_repeat_within_the_window() {
+    // 4,096 distinct events: the 1,024 of zlib-stream's flood cycle would
+    // fit in level 3's 2 MiB window and compress to almost nothing.
+    let flood = shardwire_sim::Flood::zstd_stream(1, 1, 5_000).unwrap();
+    let bytes =
+        |range: std::ops::Range<usize>| -> usize { flood.zstd[range].iter().map(Vec::len).sum() };
+    let json: usize = flood.payloads[4096..5000].iter().map(|p| p.len()).sum();
+    // Past the 4,096th event the cycle repeats, 4 MiB back: out of the
+    // window, so the repeats cost about what events that are new do.
+    let (repeats, new) = (bytes(4096..5000), bytes(3000..3904));
+    assert!(
+        repeats * 10 > new * 8,
+        "repeats {repeats}, new events {new}"
+    );
+    assert!(
+        bytes(4096..5000) * 8 > json,
+        "compressed {} of {json}",
+        bytes(4096..5000)
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn stamped_events_carry_the_time_they_were_generated() {
     let sim = Sim::builder()
         .event_rate(500.0)
