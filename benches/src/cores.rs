@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::{busy, cpu_time, shardwire_e2e};
+use shardwire::Compression;
 
 /// The arguments of `shardwire-bench cores`.
 #[derive(Debug, clap::Args)]
@@ -35,7 +36,14 @@ pub(crate) fn run(args: Args) -> Result<serde_json::Value> {
     runtime.block_on(async {
         let cpu = cpu_time()?;
         let wall = Instant::now();
-        let flood = shardwire_e2e(&args.gateway, &args.token, args.shards, args.events, false);
+        let flood = shardwire_e2e(
+            &args.gateway,
+            &args.token,
+            args.shards,
+            args.events,
+            false,
+            Compression::ZlibStream,
+        );
         let mut consumed = tokio::time::timeout(Duration::from_secs(300), flood)
             .await
             .context("the measurement took over 300 s")??;

@@ -334,7 +334,11 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     for (name, section) in sections {
         if peers::runs(name, only.as_deref(), with_peers) {
+            let section_started = std::time::Instant::now();
             section(&mut bench)?;
+            let took = section_started.elapsed().as_secs_f64();
+            eprintln!("{name}: {took:.0} s");
+            bench.report["section_s"][name] = json!(took);
         }
     }
     let Bench {
