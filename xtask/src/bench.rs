@@ -240,20 +240,27 @@ fn measure(bin: &Path, args: &[String]) -> Result<Value> {
 
 /// As [`measure`], with this binary (`shardwire-bench-zstd`, say).
 fn measure_binary(binary: &Path, args: &[String]) -> Result<Value> {
-    let output = Command::new(binary)
+    report(Command::new(binary), binary, args)
+}
+
+/// Runs `command` (which starts `program`) with `args`; returns the one
+/// JSON object it prints.
+fn report(mut command: Command, program: &Path, args: &[String]) -> Result<Value> {
+    let output = command
         .args(args)
         .stderr(Stdio::inherit())
         .output()
-        .with_context(|| format!("starting {}", binary.display()))?;
+        .with_context(|| format!("starting {}", program.display()))?;
     if !output.status.success() {
         bail!(
             "{} {} failed with {}",
-            binary.display(),
+            program.display(),
             args.join(" "),
             output.status
         );
     }
-    serde_json::from_slice(&output.stdout).context("shardwire-bench's report")
+    serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("{}'s report", program.display()))
 }
 
 fn strings(args: &[&str]) -> Vec<String> {

@@ -8,7 +8,7 @@
 //! `benches/peers/node_modules` is missing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -86,7 +86,7 @@ fn last_cpu(list: &str) -> Option<u32> {
 /// Runs `program args…` on `cpu` alone (through `taskset`, when there is
 /// one); returns the one JSON object it prints.
 fn pinned_report(cpu: Option<u32>, program: &Path, args: &[String]) -> Result<Value> {
-    let mut command = match cpu {
+    let command = match cpu {
         Some(cpu) => {
             let mut taskset = Command::new("taskset");
             taskset.args(["--cpu-list", &cpu.to_string()]).arg(program);
@@ -94,21 +94,7 @@ fn pinned_report(cpu: Option<u32>, program: &Path, args: &[String]) -> Result<Va
         }
         None => Command::new(program),
     };
-    let output = command
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("starting {}", program.display()))?;
-    if !output.status.success() {
-        bail!(
-            "{} {} failed with {}",
-            program.display(),
-            args.join(" "),
-            output.status
-        );
-    }
-    serde_json::from_slice(&output.stdout)
-        .with_context(|| format!("{}'s report", program.display()))
+    super::report(command, program, args)
 }
 
 /// Installs the harness's packages from its lockfile if they are missing.
