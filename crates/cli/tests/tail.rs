@@ -788,7 +788,38 @@ async fn tail_auto_reshard_reshards_on_a_4011_and_prints_each_event_once() {
             .push((event.name, d));
     }
     assert_eq!(printed.len(), 8);
-    assert_eq!(printed, sent, "each event once, in order per guild");
+    for (guild, sent) in &sent {
+        let printed = printed.get(guild).map_or(&[][..], Vec::as_slice);
+        if let Some(at) = first_difference(printed, sent) {
+            let name = |events: &[(String, String)]| {
+                events
+                    .get(at)
+                    .map(|(name, d)| format!("{name} {}", &d[..d.len().min(120)]))
+            };
+            panic!(
+                "guild {guild}: {} printed, {} sent; event {at} differs: printed {:?}, sent {:?}\n{}",
+                printed.len(),
+                sent.len(),
+                name(printed),
+                name(sent),
+                stderr
+                    .lines()
+                    .filter(|line| line.contains("reshard"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
+        }
+    }
+    assert_eq!(
+        printed.len(),
+        sent.len(),
+        "no guild printed that was not sent"
+    );
     assert_eq!(accepted(&sim.observations()), 2 + 16, "no other identify");
     drop(kill);
+}
+
+/// Where two event lists part, if they do.
+fn first_difference<T: PartialEq>(printed: &[T], sent: &[T]) -> Option<usize> {
+    (0..printed.len().max(sent.len())).find(|&at| printed.get(at) != sent.get(at))
 }

@@ -102,10 +102,10 @@ impl<'a> Payload<'a> {
         let op = u8::try_from(op).map_err(|_| CodecError::InvalidJson {
             detail: format!("`op` {op} is out of range"),
         })?;
-        // Every byte outside `d` and the field names checked above is ASCII
-        // punctuation, digits or names; `d` was validated by sonic-rs. A
-        // final check of the whole buffer covers unknown fields and names
-        // cheaply and keeps the borrowing below free of unsafe code.
+        // The scan read bytes, not text: `d` is checked as JSON only as far
+        // as the scan went (all of it when strict). One UTF-8 check of the
+        // whole buffer covers `d`, unknown fields and names cheaply and
+        // keeps the borrowing below free of unsafe code.
         let text = simdutf8::basic::from_utf8(json).map_err(|_| CodecError::InvalidUtf8 {
             valid_up_to: simdutf8::compat::from_utf8(json)
                 .err()

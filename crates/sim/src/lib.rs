@@ -193,8 +193,10 @@ impl Sim {
 
     /// Every pool event routed to at least one session, once each, in the
     /// order they were generated: what a client compares, guild by guild,
-    /// with what it received. Events no session owned are not in it. It
-    /// holds the first 1,000,000 events (see
+    /// with what it received. Events no session owned are not in it, nor
+    /// events whose every session ended for good (a close Discord ends a
+    /// session with, a refused resume) before sending them: no client could
+    /// get those. It holds the first 1,000,000 events (see
     /// [`Sim::pool_events_overflowed`]).
     #[must_use]
     pub fn pool_events(&self) -> Vec<PoolEvent> {

@@ -46,6 +46,8 @@ pub(crate) struct Queued {
     pub(crate) d: Arc<[u8]>,
     /// When it may be sent: generated plus the session's generation delay.
     pub(crate) due: Instant,
+    /// Its place in [`Record::events`] (none once the record is full).
+    pub(crate) recorded: Option<usize>,
 }
 
 /// One session's pool events not sent yet, oldest first.
@@ -81,8 +83,20 @@ impl SessionQueue {
 /// What was sent, bounded.
 #[derive(Default)]
 struct Record {
-    events: Vec<PoolEvent>,
+    events: Vec<Recorded>,
     overflowed: bool,
+}
+
+/// A recorded pool event, and whether a client could still get it.
+struct Recorded {
+    event: PoolEvent,
+    /// Session queues it was put in, less those that sent it or ended (one
+    /// that dropped it as full still counts: that loss is the client's).
+    queued: usize,
+    /// It was written to a session.
+    sent: bool,
+    /// Every session it was queued for ended for good before sending it.
+    withdrawn: bool,
 }
 
 /// The pool's state in [`Shared`].
@@ -152,7 +166,34 @@ impl Pool {
     }
 
     pub(crate) fn events(&self) -> Vec<PoolEvent> {
-        lock(&self.record).events.clone()
+        lock(&self.record)
+            .events
+            .iter()
+            .filter(|recorded| !recorded.withdrawn)
+            .map(|recorded| recorded.event.clone())
+            .collect()
+    }
+
+    /// A session took `event` from its queue to send it.
+    pub(crate) fn sent(&self, event: &Queued) {
+        let mut record = lock(&self.record);
+        if let Some(recorded) = event.recorded.and_then(|at| record.events.get_mut(at)) {
+            recorded.queued = recorded.queued.saturating_sub(1);
+            recorded.sent = true;
+        }
+    }
+
+    /// A session ended for good with `queue` unsent: an event no other
+    /// session sent or holds is withdrawn from the record, since no client
+    /// could get it (Discord's events for a session it ended are gone).
+    pub(crate) fn withdraw(&self, queue: &SessionQueue) {
+        let mut record = lock(&self.record);
+        for event in &queue.events {
+            if let Some(recorded) = event.recorded.and_then(|at| record.events.get_mut(at)) {
+                recorded.queued = recorded.queued.saturating_sub(1);
+                recorded.withdrawn |= recorded.queued == 0 && !recorded.sent;
+            }
+        }
     }
 
     pub(crate) fn overflowed(&self) -> bool {
@@ -230,31 +271,41 @@ fn route(shared: &Shared, index: usize, generator: &mut EventGenerator, now: Ins
     }
     let d: Arc<[u8]> = serde_json::to_vec(&d).unwrap_or_default().into();
     let mut sessions = lock(&shared.sessions);
-    let mut routed = false;
+    let owners = sessions.values().filter(|s| owns(s.shard, index)).count();
+    if owners == 0 {
+        return;
+    }
+    // Under the sessions' lock: whoever sees an event queued sees it
+    // recorded.
+    let recorded = {
+        let mut record = lock(&pool.record);
+        if record.events.len() < RECORD_LIMIT {
+            record.events.push(Recorded {
+                event: PoolEvent {
+                    guild_id: guild_id.clone(),
+                    name: name.to_owned(),
+                    d: d.to_vec(),
+                },
+                queued: owners,
+                sent: false,
+                withdrawn: false,
+            });
+            Some(record.events.len() - 1)
+        } else {
+            record.overflowed = true;
+            None
+        }
+    };
     for session in sessions.values_mut().filter(|s| owns(s.shard, index)) {
-        routed = true;
         let due = now + pool.delay(session.shard[1]);
         let event = Queued {
             name,
             d: d.clone(),
             due,
+            recorded,
         };
         if session.pool.push(event, SESSION_QUEUE) {
             pool.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    if routed {
-        // Under the sessions' lock: whoever sees an event queued sees it
-        // recorded.
-        let mut record = lock(&pool.record);
-        if record.events.len() < RECORD_LIMIT {
-            record.events.push(PoolEvent {
-                guild_id: guild_id.clone(),
-                name: name.to_owned(),
-                d: d.to_vec(),
-            });
-        } else {
-            record.overflowed = true;
         }
     }
 }
@@ -289,6 +340,7 @@ mod tests {
             name,
             d: Arc::from(&b"{}"[..]),
             due: now,
+            recorded: None,
         };
         assert!(!queue.push(event("A"), 2));
         assert!(!queue.push(event("B"), 2));

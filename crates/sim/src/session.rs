@@ -621,7 +621,7 @@ impl Conn {
         };
         if seq > server_seq {
             record(ResumeOutcome::InvalidSeq, self);
-            lock(&self.shared.sessions).remove(&session_id);
+            self.shared.end_session(&session_id);
             return self.close(4007, "Invalid seq.").await;
         }
         if seq + 1 < oldest {
@@ -907,7 +907,7 @@ impl Conn {
 
     fn forget_session(&mut self) {
         if let Some(session) = self.session_id.take() {
-            lock(&self.shared.sessions).remove(&session);
+            self.shared.end_session(&session);
         }
     }
 
@@ -945,6 +945,7 @@ impl Conn {
                 let Some(event) = session.pool.pop_due(Instant::now()) else {
                     break;
                 };
+                self.shared.pool.sent(&event);
                 session.log_dispatch(event.name, &event.d)
             };
             self.send_payload(&payload).await?;

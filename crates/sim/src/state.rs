@@ -216,6 +216,15 @@ impl Shared {
         Some(flood)
     }
 
+    /// Ends a session for good: it cannot be resumed, and the pool events
+    /// it had still to send are gone with it.
+    pub(crate) fn end_session(&self, session_id: &str) {
+        let mut sessions = lock(&self.sessions);
+        if let Some(session) = sessions.remove(session_id) {
+            self.pool.withdraw(&session.pool);
+        }
+    }
+
     pub(crate) fn next_connection_id(&self) -> u64 {
         self.next_connection.fetch_add(1, Ordering::Relaxed)
     }

@@ -382,3 +382,49 @@ async fn server_closes_that_end_a_session_in_discord_forget_it() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn events_a_session_ended_before_sending_are_not_in_the_record() {
+    // Generation A (one shard) owns all four guilds; B, shard 1 of 2, the
+    // odd ones.
+    let sim = pool_sim(4).await;
+    let mut a = start(&sim, [0, 1]).await;
+    let mut b = start(&sim, [1, 2]).await;
+    let odd: Vec<String> = b.guild_ids.clone();
+    let even: Vec<String> = a
+        .guild_ids
+        .iter()
+        .filter(|id| !odd.contains(id))
+        .cloned()
+        .collect();
+    sim.set_guild_event_rate(100.0);
+    let mut got_a = receive(&mut a.client, 8).await;
+    // From now on A's events wait in its queue, so the 4011 finds them
+    // unsent.
+    sim.set_event_delay(1, Duration::from_secs(10));
+    let before = sim.pool_events().len();
+    wait_for_events(&sim, before + 16).await;
+    sim.set_guild_event_rate(0.0);
+    let even_queued = events_of(&sim, &even).len();
+    sim.inject(Some(0), Fault::Close(4011));
+    while let Ok(text) = a.client.recv_text().await {
+        got_a.push(Got::parse(&text));
+    }
+
+    // What only A held went with its session; what A was sent stays.
+    let even_recorded = events_of(&sim, &even);
+    assert!(
+        even_recorded.len() < even_queued,
+        "{} recorded of {even_queued}",
+        even_recorded.len()
+    );
+    let got_even: Vec<Got> = got_a
+        .into_iter()
+        .filter(|got| even.contains(&got.guild_id))
+        .collect();
+    assert_same_events(&got_even, &even_recorded);
+    // What B holds too stays, and B gets it.
+    let odd_recorded = events_of(&sim, &odd);
+    let got_b = receive(&mut b.client, odd_recorded.len()).await;
+    assert_same_events(&got_b, &odd_recorded);
+}
