@@ -168,6 +168,25 @@ impl Row {
     }
 }
 
+/// The table of shardwire against twilight-gateway, in markdown; nothing
+/// when no row ran (`--only peers`).
+fn main_table(plan: &Plan, rows: &[Row]) -> Vec<String> {
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    let mut lines = vec![
+        format!(
+            "`cargo xtask bench` ({} plan), {} runs per row, median (lowest–highest); shardwire ÷ twilight-gateway 0.18 is the ratio of medians.",
+            plan.name, plan.runs
+        ),
+        String::new(),
+        "| row | shardwire | twilight-gateway | ratio | note |".to_owned(),
+        "|---|---|---|---|---|".to_owned(),
+    ];
+    lines.extend(rows.iter().map(Row::markdown));
+    lines
+}
+
 /// `shardwire sim` in its own process, killed on drop.
 struct SimProcess {
     child: Child,
@@ -355,14 +374,9 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         ..
     } = bench;
 
-    println!(
-        "\n`cargo xtask bench` ({} plan), {} runs per row, median (lowest–highest); shardwire ÷ twilight-gateway 0.18 is the ratio of medians.\n",
-        plan.name, plan.runs
-    );
-    println!("| row | shardwire | twilight-gateway | ratio | note |");
-    println!("|---|---|---|---|---|");
-    for row in &rows {
-        println!("{}", row.markdown());
+    let main = main_table(plan, &rows);
+    if !main.is_empty() {
+        println!("\n{}", main.join("\n"));
     }
     let peers = peers.markdown();
     if !peers.is_empty() {
@@ -952,5 +966,15 @@ mod tests {
             row.markdown(),
             "| x (lower is better) | 1 (1–1) | 2 (2–2) | 0.50× | n |"
         );
+    }
+
+    #[test]
+    fn the_main_table_is_left_out_when_no_row_ran() {
+        assert!(main_table(&QUICK, &[]).is_empty());
+        let row = Row::higher("x", Spread::of(&[1.0]), None, "");
+        let table = main_table(&QUICK, &[row]);
+        assert_eq!(table.len(), 5);
+        assert!(table[0].starts_with("`cargo xtask bench` (quick plan)"));
+        assert_eq!(table[4], "| x (higher is better) | 1 (1–1) | – | – |  |");
     }
 }
