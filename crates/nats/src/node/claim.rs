@@ -40,14 +40,22 @@ impl Runner {
             }
         }
         self.drop_stale_leases();
-        if let Err(error) = self.leases.announce().await {
-            tracing::warn!(%error, "cannot announce the node");
+        // The announcement and the listings below wait at most until the
+        // first held lease needs its next renewal: a request sent while a
+        // stream elects a new leader gets no answer and waits out its
+        // timeout, and the tick holds the node's loop meanwhile.
+        let answer_by =
+            Instant::now() + store_budget(ttl, self.held.values().map(|l| l.renewed_at));
+        match tokio::time::timeout_at(answer_by, self.leases.announce()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot announce the node"),
+            Err(_) => tracing::warn!("no answer to the node's announcement in time"),
         }
         self.retry_publishes().await;
         self.refresh_limit().await;
         // Claims follow the stored count: not on a tick it was not read.
         if self.follow_reshard().await
-            && let Err(error) = self.balance().await
+            && let Err(error) = self.balance(answer_by).await
         {
             tracing::warn!(%error, "cannot share the shards out");
         }
@@ -93,10 +101,23 @@ impl Runner {
     }
 
     /// Claims a range or hands one over, as [`balance`](super::balance)
-    /// decides from the leases and the live nodes as they are now.
-    pub(super) async fn balance(&mut self) -> Result<(), NodeError> {
-        let holders = self.leases.holders().await?;
-        let live = self.leases.live_nodes().await?;
+    /// decides from the leases and the live nodes as they are now, listed
+    /// by `answer_by`.
+    pub(super) async fn balance(&mut self, answer_by: Instant) -> Result<(), NodeError> {
+        let listing = async {
+            let holders = self.leases.holders().await?;
+            let live = self.leases.live_nodes().await?;
+            Ok::<_, NatsError>((holders, live))
+        };
+        let (holders, live) =
+            tokio::time::timeout_at(answer_by, listing)
+                .await
+                .map_err(|_| {
+                    NatsError::jetstream(
+                        "listing the leases and the live nodes",
+                        "no answer before a held lease is due for renewal",
+                    )
+                })??;
         self.unheld_ticks
             .retain(|range, _| !holders.contains_key(range));
         for range in (0..self.ranges).filter(|range| !holders.contains_key(range)) {
@@ -221,4 +242,52 @@ fn stable_hash(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// How long the tick's store calls after the renewals may take: until the
+/// first held lease (renewed at the instants given) must start its next
+/// renewal, which takes up to a quarter of the TTL, to end before the
+/// lease goes stale at three quarters of it. At most [`MAX_STORE_WAIT`]
+/// when no lease is held, at least [`MIN_STORE_WAIT`].
+fn store_budget(ttl: Duration, renewed: impl Iterator<Item = Instant>) -> Duration {
+    renewed
+        .map(|at| (ttl / 2).saturating_sub(at.elapsed()))
+        .min()
+        .unwrap_or(MAX_STORE_WAIT)
+        .clamp(MIN_STORE_WAIT, MAX_STORE_WAIT)
+}
+
+/// The longest the tick waits on the store after its renewals.
+const MAX_STORE_WAIT: Duration = Duration::from_secs(10);
+/// The least: a store that answers at all answers within this.
+const MIN_STORE_WAIT: Duration = Duration::from_millis(200);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_store_may_take_until_the_first_lease_needs_renewing() {
+        let ttl = Duration::from_secs(30);
+        let now = Instant::now();
+        tokio::time::advance(Duration::from_secs(9)).await;
+        // Renewed 9 s ago: 6 s until it must be renewed again (15 s).
+        assert_eq!(store_budget(ttl, [now].into_iter()), Duration::from_secs(6));
+        // The least fresh lease decides.
+        let later = Instant::now();
+        assert_eq!(
+            store_budget(ttl, [later, now].into_iter()),
+            Duration::from_secs(6)
+        );
+        // Past its renewal time: the floor.
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(store_budget(ttl, [now].into_iter()), MIN_STORE_WAIT);
+        // A fresh lease with a long TTL, or none: the ceiling.
+        let fresh = Instant::now();
+        assert_eq!(
+            store_budget(Duration::from_secs(60), [fresh].into_iter()),
+            MAX_STORE_WAIT
+        );
+        assert_eq!(store_budget(ttl, std::iter::empty()), MAX_STORE_WAIT);
+    }
 }
