@@ -174,13 +174,22 @@ fn main_table(plan: &Plan, rows: &[Row]) -> Vec<String> {
     if rows.is_empty() {
         return Vec::new();
     }
-    let mut lines = vec![
+    markdown_table(
         format!(
             "`cargo xtask bench` ({} plan), {} runs per row, median (lowest–highest); shardwire ÷ twilight-gateway 0.18 is the ratio of medians.",
             plan.name, plan.runs
         ),
+        "twilight-gateway",
+        rows,
+    )
+}
+
+/// A caption, then a table of `rows` with shardwire beside `peer`.
+fn markdown_table(caption: String, peer: &str, rows: &[Row]) -> Vec<String> {
+    let mut lines = vec![
+        caption,
         String::new(),
-        "| row | shardwire | twilight-gateway | ratio | note |".to_owned(),
+        format!("| row | shardwire | {peer} | ratio | note |"),
         "|---|---|---|---|---|".to_owned(),
     ];
     lines.extend(rows.iter().map(Row::markdown));

@@ -13,7 +13,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::{Bench, Row, SimProcess, Spread, number, scale, strings};
+use super::{Bench, Row, SimProcess, Spread, markdown_table, number, scale, strings};
 
 /// The peer's rows, printed after the main table.
 #[derive(Default)]
@@ -36,14 +36,7 @@ impl Table {
         if self.rows.is_empty() {
             return Vec::new();
         }
-        let mut lines = vec![
-            self.caption.clone(),
-            String::new(),
-            "| row | shardwire | @discordjs/ws | ratio | note |".to_owned(),
-            "|---|---|---|---|---|".to_owned(),
-        ];
-        lines.extend(self.rows.iter().map(Row::markdown));
-        lines
+        markdown_table(self.caption.clone(), "@discordjs/ws", &self.rows)
     }
 }
 
